@@ -1,0 +1,348 @@
+"""The load, stage by stage: read -> normalize -> schema -> dedup/write, plus state.
+
+Files are read and normalised on a worker thread while the main thread writes the previous
+batch (DuckDB and zlib release the GIL, so both cores work); a bounded queue keeps memory
+flat. Each file is one transaction: rows, rejects, discards, schema changes and its manifest
+row commit together, so a run killed at any point leaves only whole files behind.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from loader import __version__, state, writer
+from loader.config import LoadConfig
+from loader.errors import FileFailedError, LoaderError
+from loader.normalize import NormalizedBatch, compute_connection, normalize, parquet_to_lines
+from loader.read import InputFile, discover_files, iter_ndjson_batches, iter_parquet_batches
+from loader.schema import Schema, apply_to, plan_changes, state_table_changes
+
+QUEUE_DEPTH = 2  # batches in flight between the reader thread and the writer
+
+
+@dataclass
+class FileResult:
+    path: str
+    status: str  # loaded, skipped, failed, planned
+    lines: int = 0
+    rows_loaded: int = 0
+    duplicates: int = 0
+    rejects: int = 0
+    discards: int = 0
+    reason: str = ""
+
+
+@dataclass
+class LoadResult:
+    load_id: int | None
+    db_path: str
+    files: list[FileResult] = field(default_factory=list)
+    schema_changes: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def total(self, key: str) -> int:
+        return sum(getattr(f, key) for f in self.files)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+    def summary(self) -> dict:
+        counts = {s: sum(f.status == s for f in self.files) for s in ("loaded", "skipped", "failed", "planned")}
+        return {
+            "load_id": self.load_id,
+            "db": self.db_path,
+            "files_seen": len(self.files),
+            "files_loaded": counts["loaded"],
+            "files_skipped": counts["skipped"],
+            "files_failed": counts["failed"],
+            "files_planned": counts["planned"],
+            "lines": self.total("lines"),
+            "rows_loaded": self.total("rows_loaded"),
+            "duplicates": self.total("duplicates"),
+            "rejects": self.total("rejects"),
+            "discards": self.total("discards"),
+            "schema_changes": len(self.schema_changes),
+            "seconds": round(self.seconds, 3),
+            "events_per_second": round(self.total("lines") / self.seconds) if self.seconds else None,
+        }
+
+    def to_dict(self) -> dict:
+        return {**self.summary(), "files": [asdict(f) for f in self.files], "schema_change_list": self.schema_changes}
+
+
+def load(paths: list[str], config: LoadConfig | None = None) -> LoadResult:
+    """Load Segment archives (files, folders, globs) into the warehouse; see LoadConfig."""
+    config = config or LoadConfig()
+    started = time.monotonic()
+    files = discover_files(paths)
+    result = LoadResult(None, config.db_path)
+    if config.dry_run:
+        _dry_run(files, config, result)
+    else:
+        _run(files, config, result)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _batches(file: InputFile, config: LoadConfig, con) -> Iterator[NormalizedBatch]:
+    if file.format == "parquet":
+        first = 1
+        for record_batch in iter_parquet_batches(file.path, batch_rows=100_000):
+            lines = parquet_to_lines(con, record_batch, first)
+            first += record_batch.num_rows
+            yield normalize(con, lines, source_id=file.source_id or config.source_id,
+                            prior_rejections=[], lines_read=record_batch.num_rows)
+        return
+    for raw in iter_ndjson_batches(file.path, batch_bytes=config.batch_bytes,
+                                   max_line_bytes=config.max_event_bytes):
+        yield normalize(con, raw.lines, source_id=file.source_id or config.source_id,
+                        prior_rejections=raw.rejections, lines_read=raw.lines_read)
+
+
+def _produce(files: list[InputFile], config: LoadConfig, out: queue.Queue, stop: threading.Event) -> None:
+    """Worker thread: normalised batches of each file in order, then ("end", error)."""
+    con = compute_connection()
+    try:
+        for file in files:
+            try:
+                for batch in _batches(file, config, con):
+                    while not stop.is_set():
+                        try:
+                            out.put(("batch", file, batch), timeout=0.5)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                out.put(("end", file, None))
+            except Exception as exc:  # noqa: BLE001 - reported as the file's failure
+                out.put(("end", file, exc))
+    finally:
+        con.close()
+
+
+def _read_in_background(files: list[InputFile], config: LoadConfig):
+    out: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+    stop = threading.Event()
+    thread = threading.Thread(target=_produce, args=(files, config, out, stop), daemon=True)
+    thread.start()
+    return out, stop, thread
+
+
+def _hash_all(files: list[InputFile]) -> dict[Path, tuple[str, int] | OSError]:
+    hashes: dict[Path, tuple[str, int] | OSError] = {}
+    for f in files:
+        try:
+            hashes[f.path] = state.content_hash(f.path)
+        except OSError as exc:
+            hashes[f.path] = exc
+    return hashes
+
+
+def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None:
+    con = writer.connect(config.db_path)
+    try:
+        writer.ensure_metadata(con, config.schema)
+        result.load_id = load_id = state.start_load(
+            con, __version__, {"paths": [str(f.path) for f in files], "force": config.force}
+        )
+        done_before = state.loaded_hashes(con)
+        hashes = _hash_all(files)
+        todo: list[InputFile] = []
+        for f in files:
+            h = hashes[f.path]
+            if isinstance(h, OSError):
+                fr = FileResult(str(f.path), "failed", reason=f"cannot read {f.path}: {h.strerror or h}")
+                _record_failure(con, load_id, f, ("", 0), fr)
+                result.files.append(fr)
+            elif h[0] in done_before and not config.force:
+                result.files.append(FileResult(
+                    str(f.path), "skipped", reason=f"already loaded (same content as {done_before[h[0]]})"))
+            else:
+                todo.append(f)
+        schema = writer.read_schema(con, config.schema)
+        out, stop, thread = _read_in_background(todo, config)
+        progress = _Progress(config, len(files), started=time.monotonic())
+        try:
+            for f in todo:
+                fr, schema = _write_file(con, f, hashes[f.path], out, schema, config, load_id, result, progress)
+                result.files.append(fr)
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+        status = "failed" if result.failed else "succeeded"
+        state.finish_load(con, load_id, status, result.summary())
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+
+
+def _write_file(con, f: InputFile, digest, out: queue.Queue, schema: Schema, config: LoadConfig,
+                load_id: int, result: LoadResult, progress) -> tuple[FileResult, Schema]:
+    fr = FileResult(str(f.path), "loaded")
+    file_id = state.next_file_id(con)
+    changes_here: list[dict] = []
+    writer.begin_file(con)
+    error: Exception | None = None
+    first_rejects: list = []
+    try:
+        while True:
+            kind, _file, payload = out.get()
+            if kind == "end":
+                error = payload
+                break
+            batch: NormalizedBatch = payload
+            changes = _plan(schema, batch)
+            writer.apply_changes(con, config.schema, changes, load_id=load_id, file_id=file_id)
+            changes_here += [asdict(c) | {"path": fr.path} for c in changes]
+            counts = writer.write_batch(con, config.schema, schema, batch,
+                                        load_id=load_id, file_id=file_id, path=fr.path)
+            state.record_names(con, batch.name_map, load_id)
+            fr.lines += batch.lines_read
+            fr.rows_loaded += counts.loaded
+            fr.duplicates += counts.duplicates
+            fr.discards += counts.discards
+            fr.rejects += len(batch.rejections)
+            if len(first_rejects) < 3:
+                first_rejects += batch.rejections[: 3 - len(first_rejects)]
+            progress.batch(fr.lines, counts.loaded)
+        if error is None and fr.lines and fr.rejects / fr.lines > config.max_reject_ratio:
+            examples = "; ".join(f"line {r.line}: {r.reason}" for r in first_rejects)
+            error = FileFailedError(
+                f"{f.path}: {fr.rejects} of {fr.lines} lines rejected "
+                f"({fr.rejects / fr.lines:.0%}), over the limit of {config.max_reject_ratio:.0%} "
+                f"(--max-reject-ratio); first: {examples}. Nothing from this file was loaded."
+            )
+        if error is not None:
+            raise error
+        writer.refresh_state_tables(con, config.schema, schema)
+        state.record_file(con, file_id, load_id, _manifest_row(f, digest, fr))
+        con.execute("COMMIT")
+        result.schema_changes += changes_here
+        progress.file_done()
+        return fr, schema
+    except Exception as exc:  # noqa: BLE001 - the file fails, the run goes on
+        con.execute("ROLLBACK")
+        if error is None:
+            _drain_file(out)
+        if not isinstance(exc, (LoaderError, OSError, ValueError)) and error is None:
+            raise
+        failed = FileResult(str(f.path), "failed", lines=fr.lines, reason=_describe(f, exc))
+        _record_failure(con, load_id, f, digest, failed, file_id=file_id)
+        progress.file_done()
+        return failed, writer.read_schema(con, config.schema)
+
+
+def _plan(schema: Schema, batch: NormalizedBatch):
+    """Schema changes for every slice of a batch, applied to the in-memory schema as planned."""
+    changes = []
+    for slice_ in batch.slices:
+        mine = plan_changes(schema, slice_)
+        mine += state_table_changes(schema, mine)
+        apply_to(schema, mine)
+        changes += mine
+    return changes
+
+
+def _describe(f: InputFile, exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return f"cannot read {f.path}: {exc.strerror or exc}"
+    text = str(exc)
+    return text if str(f.path) in text else f"{f.path}: {text}"
+
+
+def _drain_file(out: queue.Queue) -> None:
+    while True:
+        kind, _f, _p = out.get()
+        if kind == "end":
+            return
+
+
+def _manifest_row(f: InputFile, digest, fr: FileResult) -> dict:
+    return {
+        "path": str(f.path),
+        "size_bytes": digest[1],
+        "content_hash": digest[0],
+        "source_id": f.source_id,
+        "status": fr.status,
+        "lines": fr.lines,
+        "rows_loaded": fr.rows_loaded,
+        "duplicates": fr.duplicates,
+        "rejects": fr.rejects,
+        "discards": fr.discards,
+        "error": fr.reason or None,
+    }
+
+
+def _record_failure(con, load_id: int, f: InputFile, digest, fr: FileResult, file_id: int | None = None) -> None:
+    con.execute("BEGIN TRANSACTION")
+    state.record_file(con, file_id or state.next_file_id(con), load_id, _manifest_row(f, digest, fr))
+    con.execute("COMMIT")
+
+
+def _dry_run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None:
+    """Read and normalise everything, plan schema changes, write nothing."""
+    schema: Schema = {}
+    done_before: dict[str, str] = {}
+    if os.path.exists(config.db_path):
+        con = writer.connect(config.db_path, read_only=True)
+        try:
+            schema = writer.read_schema(con, config.schema)
+            if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = '_loader' AND table_name = 'files'").fetchall()[0][0]:
+                done_before = state.loaded_hashes(con)
+        finally:
+            con.close()
+    compute = compute_connection()
+    try:
+        for f in files:
+            try:
+                digest = state.content_hash(f.path)
+            except OSError as exc:
+                result.files.append(FileResult(str(f.path), "failed", reason=_describe(f, exc)))
+                continue
+            if digest[0] in done_before and not config.force:
+                result.files.append(FileResult(str(f.path), "skipped", reason="already loaded"))
+                continue
+            fr = FileResult(str(f.path), "planned")
+            for batch in _batches(f, config, compute):
+                changes = _plan(schema, batch)
+                result.schema_changes += [asdict(c) | {"path": fr.path} for c in changes]
+                fr.lines += batch.lines_read
+                fr.rejects += len(batch.rejections)
+                fr.duplicates += batch.duplicates_in_batch
+            result.files.append(fr)
+    finally:
+        compute.close()
+
+
+class _Progress:
+    """Rows and rows/s on stderr when it is a terminal, through config.progress otherwise."""
+
+    def __init__(self, config: LoadConfig, files: int, started: float) -> None:
+        self.callback = config.progress
+        self.files = files
+        self.files_done = 0
+        self.rows = 0
+        self.started = started
+
+    def batch(self, lines: int, loaded: int) -> None:
+        self.rows += loaded
+        self._emit()
+
+    def file_done(self) -> None:
+        self.files_done += 1
+        self._emit()
+
+    def _emit(self) -> None:
+        if self.callback is None:
+            return
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        self.callback({"files_done": self.files_done, "files": self.files, "rows": self.rows,
+                       "rows_per_second": self.rows / elapsed})

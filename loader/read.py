@@ -1,0 +1,230 @@
+"""Reading: find input files and stream them as bounded batches of raw lines.
+
+Every line of a file comes out either in a batch (as text, for the normaliser) or as a
+`Rejection` (invalid UTF-8, oversized, blank), so the caller can account for each one. A
+truncated or corrupt gzip stream keeps the lines read before the fault and ends with a
+rejection that records the fault and the bytes of the unfinished line.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+NDJSON_SUFFIXES = (".json", ".ndjson", ".jsonl")
+GZIP_MAGIC = b"\x1f\x8b"
+READ_CHUNK_BYTES = 4 << 20
+# One day folder of Segment's S3 layout: segment-logs/<source-id>/<received-day-ms>/<file>
+SEGMENT_LOGS_RE = re.compile(r"(?:^|/)segment-logs/([^/]+)/(\d{10,})/[^/]+$")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: Path
+    format: str  # "ndjson" or "parquet"
+    source_id: str | None  # from the segment-logs layout, when the path follows it
+
+
+@dataclass(frozen=True)
+class Rejection:
+    line: int
+    raw: bytes
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class RawBatch:
+    """Consecutive lines of one file: `lines` holds the decodable ones, `rejections` the rest."""
+
+    lines: pa.Table  # columns line_no (int64), raw (string)
+    rejections: list[Rejection] = field(default_factory=list)
+    lines_read: int = 0  # every line of this stretch, including rejected ones
+
+
+def source_id_from_path(path: Path) -> str | None:
+    match = SEGMENT_LOGS_RE.search(path.as_posix())
+    return match.group(1) if match else None
+
+
+def _format_of(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    stem = name[:-3] if name.endswith(".gz") else name
+    if stem.endswith(NDJSON_SUFFIXES) or name.endswith(".gz"):
+        return "ndjson"
+    return None
+
+
+def discover_files(paths: list[str]) -> list[InputFile]:
+    """Expand files, folders (recursively) and globs into input files, sorted by path.
+
+    Sorted order matters: in Segment's layout it is received-day order, and the first copy of
+    a message loaded wins, so the same inputs always give the same tables.
+    """
+    found: dict[Path, InputFile] = {}
+    missing = []
+    for spec in paths:
+        matches = [Path(p) for p in glob.glob(spec, recursive=True)] if glob.has_magic(spec) else [
+            Path(spec)
+        ]
+        if not any(m.exists() for m in matches):
+            missing.append(spec)
+            continue
+        for match in matches:
+            candidates = (
+                (p for p in match.rglob("*") if p.is_file()) if match.is_dir() else [match]
+            )
+            for candidate in candidates:
+                fmt = _format_of(candidate)
+                if fmt is None and match.is_dir():
+                    continue  # unrelated files in an archive folder (README, _SUCCESS...)
+                resolved = candidate.resolve()
+                found[resolved] = InputFile(resolved, fmt or "ndjson", source_id_from_path(resolved))
+    if missing:
+        from loader.errors import UsageError
+
+        raise UsageError(f"no such file, folder or glob match: {', '.join(missing)}")
+    return [found[p] for p in sorted(found)]
+
+
+def _decompressed_chunks(path: Path) -> Iterator[bytes | Exception]:
+    """Yield the file's bytes, gunzipped when it starts with the gzip magic (whatever its name:
+    archives are often served already decompressed under a .gz name). A stream fault is
+    yielded as an exception after the bytes that decoded cleanly."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+        fh.seek(0)
+        if head != GZIP_MAGIC:
+            while chunk := fh.read(READ_CHUNK_BYTES):
+                yield chunk
+            return
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        mid_member = False
+        while chunk := fh.read(READ_CHUNK_BYTES):
+            try:
+                while chunk:
+                    mid_member = True
+                    out = inflater.decompress(chunk)
+                    if out:
+                        yield out
+                    chunk = b""
+                    if inflater.eof:  # gzip allows several concatenated members
+                        mid_member = False
+                        chunk = inflater.unused_data
+                        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                        if chunk and not chunk.startswith(GZIP_MAGIC[: len(chunk)]):
+                            yield ValueError("corrupt gzip: bytes after the last member")
+                            return
+            except zlib.error as exc:
+                yield ValueError(f"corrupt gzip stream: {exc}")
+                return
+        if mid_member:
+            yield ValueError("truncated gzip stream: the file ends inside a compressed member")
+
+
+def iter_ndjson_batches(
+    path: Path, *, batch_bytes: int, max_line_bytes: int
+) -> Iterator[RawBatch]:
+    """Stream an NDJSON file as RawBatches of about `batch_bytes` of text each."""
+    pending = b""
+    parts: list[bytes] = []  # joined once per batch: repeated += would copy quadratically
+    size = 0
+    line_no = 0
+    for piece in _decompressed_chunks(path):
+        if not isinstance(piece, Exception):
+            parts.append(piece)
+            size += len(piece)
+            if size < batch_bytes:
+                continue
+        pending += b"".join(parts)
+        parts, size = [], 0
+        if isinstance(piece, Exception):
+            cut = pending.rfind(b"\n")
+            if cut >= 0:
+                batch, line_no = _lines_to_batch(pending[:cut].split(b"\n"), line_no, max_line_bytes)
+                yield batch
+                pending = pending[cut + 1 :]
+            # The unfinished line (possibly empty) is kept with the fault, so the fault itself
+            # is on record and counted as the file's last line.
+            yield RawBatch(
+                lines=_empty_lines(),
+                rejections=[Rejection(line_no + 1, pending, "gzip_fault", str(piece))],
+                lines_read=1,
+            )
+            return
+        cut = pending.rfind(b"\n")
+        if cut < 0:
+            continue  # one very long line: keep reading until it ends
+        complete, pending = pending[:cut], pending[cut + 1 :]
+        batch, line_no = _lines_to_batch(complete.split(b"\n"), line_no, max_line_bytes)
+        yield batch
+    pending += b"".join(parts)
+    if pending:
+        if pending.endswith(b"\n"):
+            pending = pending[:-1]
+        batch, line_no = _lines_to_batch(pending.split(b"\n"), line_no, max_line_bytes)
+        yield batch
+
+
+def _empty_lines() -> pa.Table:
+    return pa.table({"line_no": pa.array([], pa.int64()), "raw": pa.array([], pa.string())})
+
+
+def _lines_to_batch(lines: list[bytes], line_no: int, max_line_bytes: int) -> tuple[RawBatch, int]:
+    first = line_no + 1
+    numbers = list(range(first, first + len(lines)))
+    rejections: list[Rejection] = []
+    keep_numbers, keep_lines = numbers, lines
+    # Fast path: a whole batch that is clean goes to Arrow in one call; per-line checks run
+    # only when something in it is off.
+    needs_check = any(len(raw) > max_line_bytes for raw in lines) or b"" in lines or any(
+        raw.isspace() for raw in lines if len(raw) < 8
+    )
+    text = None
+    if not needs_check:
+        try:
+            text = pa.array(lines, pa.string())
+        except (pa.ArrowInvalid, UnicodeDecodeError):
+            needs_check = True
+    if needs_check:
+        keep_numbers, keep_lines = [], []
+        for number, raw in zip(numbers, lines):
+            stripped = raw.strip()
+            if not stripped:
+                rejections.append(Rejection(number, raw, "empty_line", "the line is blank"))
+            elif len(raw) > max_line_bytes:
+                rejections.append(
+                    Rejection(
+                        number,
+                        raw,
+                        "oversized",
+                        f"{len(raw)} bytes, over the {max_line_bytes}-byte limit per event",
+                    )
+                )
+            else:
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    rejections.append(Rejection(number, raw, "invalid_utf8", str(exc)))
+                    continue
+                keep_numbers.append(number)
+                keep_lines.append(raw)
+        text = pa.array(keep_lines, pa.string())
+    table = pa.table({"line_no": pa.array(keep_numbers, pa.int64()), "raw": text})
+    return RawBatch(table, rejections, len(lines)), line_no + len(lines)
+
+
+def iter_parquet_batches(path: Path, *, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Parquet rows are messages already; they are turned into JSON text by the normaliser."""
+    parquet = pq.ParquetFile(path)
+    yield from parquet.iter_batches(batch_size=batch_rows)

@@ -1,0 +1,153 @@
+"""State: the load runs and the file manifest that make re-runs idempotent, and `status`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+HASH_CHUNK = 8 << 20
+
+
+def content_hash(path: Path) -> tuple[str, int]:
+    """SHA-256 of the file's bytes as stored (compressed or not) and its size."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def loaded_hashes(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """content hash -> path, for every file loaded before."""
+    return dict(
+        con.execute(
+            "SELECT content_hash, any_value(path) FROM _loader.files WHERE status = 'loaded' "
+            "GROUP BY content_hash"
+        ).fetchall()
+    )
+
+
+def start_load(con: duckdb.DuckDBPyConnection, version: str, arguments: dict) -> int:
+    load_id = con.execute("SELECT coalesce(max(load_id), 0) + 1 FROM _loader.loads").fetchall()[0][0]
+    con.execute(
+        "INSERT INTO _loader.loads (load_id, started_at, status, loader_version, arguments) "
+        "VALUES (?, now(), 'running', ?, ?)",
+        [load_id, version, json.dumps(arguments, sort_keys=True)],
+    )
+    return load_id
+
+
+def next_file_id(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute("SELECT nextval('_loader.file_ids')").fetchall()[0][0]
+
+
+def record_file(con: duckdb.DuckDBPyConnection, file_id: int, load_id: int, info: dict) -> None:
+    con.execute(
+        "INSERT INTO _loader.files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+        [
+            file_id,
+            load_id,
+            info["path"],
+            info["size_bytes"],
+            info["content_hash"],
+            info["source_id"],
+            info["status"],
+            info["lines"],
+            info["rows_loaded"],
+            info["duplicates"],
+            info["rejects"],
+            info["discards"],
+            info.get("error"),
+        ],
+    )
+
+
+def finish_load(con: duckdb.DuckDBPyConnection, load_id: int, status: str, totals: dict) -> None:
+    con.execute(
+        "UPDATE _loader.loads SET finished_at = now(), status = ?, files_seen = ?, "
+        "files_loaded = ?, files_skipped = ?, files_failed = ?, lines = ?, rows_loaded = ?, "
+        "duplicates = ?, rejects = ?, discards = ? WHERE load_id = ?",
+        [
+            status,
+            totals["files_seen"],
+            totals["files_loaded"],
+            totals["files_skipped"],
+            totals["files_failed"],
+            totals["lines"],
+            totals["rows_loaded"],
+            totals["duplicates"],
+            totals["rejects"],
+            totals["discards"],
+            load_id,
+        ],
+    )
+
+
+def record_names(con: duckdb.DuckDBPyConnection, mappings: list, load_id: int) -> None:
+    """Keep the first mapping of each original name (names never change once chosen)."""
+    if not mappings:
+        return
+    rows = sorted({(m.kind, m.table, m.original, m.name) for m in mappings})
+    columns = list(zip(*rows))
+    con.register("new_names", pa.table(
+        {name: pa.array(col, pa.string()) for name, col in zip(("kind", "table_name", "original", "name"), columns)}
+    ))
+    con.execute(
+        f"INSERT INTO _loader.name_map SELECT n.*, {int(load_id)} FROM new_names n "
+        "ANTI JOIN _loader.name_map m ON m.kind = n.kind AND m.table_name = n.table_name "
+        "AND m.original = n.original AND m.name = n.name"
+    )
+    con.unregister("new_names")
+
+
+def status(con: duckdb.DuckDBPyConnection, schema: str, *, last: int = 5) -> dict:
+    """What `loader status` shows: runs, manifest totals, rejects, schema changes, tables."""
+
+    def rows(sql: str, params: list | None = None) -> list[dict]:
+        cur = con.execute(sql, params or [])
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    files = rows(
+        "SELECT status, count(*) AS files, sum(lines) AS lines, sum(rows_loaded) AS rows_loaded, "
+        "sum(duplicates) AS duplicates, sum(rejects) AS rejects, sum(discards) AS discards "
+        "FROM _loader.files GROUP BY status ORDER BY status"
+    )
+    last_load = con.execute("SELECT max(load_id) FROM _loader.loads").fetchall()[0][0]
+    return {
+        "loads": rows(
+            "SELECT load_id, status, started_at::VARCHAR AS started_at, "
+            "finished_at::VARCHAR AS finished_at, files_loaded, files_skipped, files_failed, "
+            "lines, rows_loaded, duplicates, rejects, discards "
+            f"FROM _loader.loads ORDER BY load_id DESC LIMIT {int(last)}"
+        ),
+        "files": files,
+        "failed_files": rows(
+            "SELECT path, error, loaded_at::VARCHAR AS at FROM _loader.files f WHERE status = 'failed' "
+            "AND NOT EXISTS (SELECT 1 FROM _loader.files g WHERE g.status = 'loaded' "
+            "AND g.content_hash = f.content_hash) ORDER BY loaded_at DESC LIMIT 20"
+        ),
+        "rejects_by_reason": rows(
+            "SELECT reason, count(*) AS rejects FROM _loader.rejects GROUP BY reason ORDER BY 2 DESC, 1"
+        ),
+        "discards_by_column": rows(
+            "SELECT table_name, column_name, column_type, count(*) AS discards FROM _loader.discards "
+            "GROUP BY ALL ORDER BY discards DESC, table_name, column_name LIMIT 20"
+        ),
+        "schema_changes_last_load": rows(
+            "SELECT table_name, column_name, change, old_type, new_type FROM _loader.schema_changes "
+            "WHERE load_id = ? ORDER BY table_name, column_name NULLS FIRST",
+            [last_load],
+        ),
+        "tables": rows(
+            "SELECT table_name, estimated_size AS row_count, column_count FROM duckdb_tables() "
+            "WHERE schema_name = ? ORDER BY table_name",
+            [schema],
+        ),
+    }

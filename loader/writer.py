@@ -1,0 +1,281 @@
+"""Writing: the only stage that changes the warehouse.
+
+A file's rows, rejects, discards, schema changes, name mappings and manifest row are written
+inside one transaction that the pipeline opens and commits (see `state.py` for the manifest).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from loader.cast import cast_values
+
+from loader.dedup import SEEN_TABLE, fresh_messages_sql
+from loader.errors import DatabaseLockedError, UsageError
+from loader.normalize import NormalizedBatch, TableSlice
+from loader.read import Rejection
+from loader.schema import STATE_TABLES, Schema, SchemaChange, may_discard
+from loader.sql import ident, literal, table_ref
+
+METADATA_DDL = """
+CREATE SCHEMA IF NOT EXISTS _loader;
+CREATE SEQUENCE IF NOT EXISTS _loader.file_ids;
+CREATE TABLE IF NOT EXISTS _loader.loads (
+    load_id BIGINT PRIMARY KEY, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ,
+    status VARCHAR, loader_version VARCHAR, arguments VARCHAR,
+    files_seen BIGINT, files_loaded BIGINT, files_skipped BIGINT, files_failed BIGINT,
+    lines BIGINT, rows_loaded BIGINT, duplicates BIGINT, rejects BIGINT, discards BIGINT);
+CREATE TABLE IF NOT EXISTS _loader.files (
+    file_id BIGINT, load_id BIGINT, path VARCHAR, size_bytes BIGINT, content_hash VARCHAR,
+    source_id VARCHAR, status VARCHAR, lines BIGINT, rows_loaded BIGINT, duplicates BIGINT,
+    rejects BIGINT, discards BIGINT, error VARCHAR, loaded_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS _loader.seen_messages (message_id VARCHAR, file_id BIGINT, load_id BIGINT);
+CREATE TABLE IF NOT EXISTS _loader.rejects (
+    load_id BIGINT, file_id BIGINT, path VARCHAR, line BIGINT, reason VARCHAR, detail VARCHAR,
+    raw BLOB, rejected_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS _loader.discards (
+    load_id BIGINT, file_id BIGINT, table_name VARCHAR, column_name VARCHAR, message_id VARCHAR,
+    line BIGINT, raw_value VARCHAR, column_type VARCHAR, reason VARCHAR);
+CREATE TABLE IF NOT EXISTS _loader.schema_changes (
+    load_id BIGINT, file_id BIGINT, table_name VARCHAR, column_name VARCHAR, change VARCHAR,
+    old_type VARCHAR, new_type VARCHAR, changed_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS _loader.name_map (
+    kind VARCHAR, table_name VARCHAR, original VARCHAR, name VARCHAR, load_id BIGINT);
+"""
+
+
+def connect(db_path: str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, turning DuckDB's lock error into one that names the holder."""
+    try:
+        con = duckdb.connect(db_path, read_only=read_only)
+    except duckdb.IOException as exc:
+        text = str(exc)
+        if "lock" in text.lower():
+            holder = re.search(r"held in (.+?)(?:\. See|$)", text)
+            who = holder.group(1).strip() if holder else "another process"
+            raise DatabaseLockedError(
+                f"database {db_path} is in use by {who}: a loader or dbt is writing to it. "
+                "Only one process can write a DuckDB file at a time; run again when it has "
+                "finished (exit code 3 means: retry later)."
+            ) from exc
+        if read_only and "does not exist" in text.lower():
+            raise UsageError(f"database {db_path} does not exist") from exc
+        raise
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def ensure_metadata(con: duckdb.DuckDBPyConnection, schema: str) -> None:
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
+    con.execute(METADATA_DDL)
+
+
+def read_schema(con: duckdb.DuckDBPyConnection, schema: str) -> Schema:
+    result: Schema = {}
+    for table, column, dtype in con.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = ? ORDER BY table_name, ordinal_position",
+        [schema],
+    ).fetchall():
+        result.setdefault(table, {})[column] = "TIMESTAMPTZ" if dtype == "TIMESTAMP WITH TIME ZONE" else dtype
+    return result
+
+
+def apply_changes(
+    con: duckdb.DuckDBPyConnection, schema: str, changes: list[SchemaChange], *, load_id: int, file_id: int
+) -> None:
+    pending_create: dict[str, list[str]] = {}
+    for ch in changes:
+        if ch.change == "create_table":
+            pending_create[ch.table] = []
+        elif ch.change == "add_column" and ch.table in pending_create:
+            pending_create[ch.table].append(f"{ident(ch.column)} {ch.new_type}")
+    for table, cols in pending_create.items():
+        con.execute(f"CREATE TABLE {table_ref(schema, table)} ({', '.join(cols)})")
+    for ch in changes:
+        target = table_ref(schema, ch.table)
+        if ch.table in pending_create:
+            pass
+        elif ch.change == "add_column":
+            con.execute(f"ALTER TABLE {target} ADD COLUMN {ident(ch.column)} {ch.new_type}")
+        elif ch.change == "widen":
+            con.execute(f"ALTER TABLE {target} ALTER COLUMN {ident(ch.column)} TYPE {ch.new_type}")
+    if changes:
+        rows = pa.Table.from_pylist(
+            [{"table_name": c.table, "column_name": c.column, "change": c.change,
+              "old_type": c.old_type, "new_type": c.new_type} for c in changes],
+            schema=pa.schema([(n, pa.string()) for n in
+                              ("table_name", "column_name", "change", "old_type", "new_type")]),
+        )
+        con.register("new_changes", rows)
+        con.execute(
+            f"INSERT INTO _loader.schema_changes SELECT {int(load_id)}, {int(file_id)}, "
+            "table_name, column_name, change, old_type, new_type, now() FROM new_changes"
+        )
+        con.unregister("new_changes")
+
+
+@dataclass
+class BatchCounts:
+    loaded: int
+    duplicates: int
+    discards: int
+
+
+def write_batch(
+    con: duckdb.DuckDBPyConnection,
+    schema_name: str,
+    schema: Schema,
+    batch: NormalizedBatch,
+    *,
+    load_id: int,
+    file_id: int,
+    path: str,
+) -> BatchCounts:
+    """Insert a batch's new messages, its discards, rejects and seen ids (no commit)."""
+    con.register("batch_messages", batch.messages)
+    fresh = con.execute(fresh_messages_sql("batch_messages")).to_arrow_table()
+    fresh = fresh.read_all() if hasattr(fresh, "read_all") else fresh
+    con.unregister("batch_messages")
+    fresh_lines = fresh["line_no"]
+    discards: list[pa.Table] = []
+    for slice_ in batch.slices:
+        keep = pc.is_in(slice_.line, fresh_lines)
+        discards += _insert_slice(con, schema_name, schema, slice_, keep, load_id=load_id)
+        _note_touched_state(con, slice_, keep)
+    con.register("fresh_messages", fresh)
+    con.execute(
+        f"INSERT INTO {SEEN_TABLE} SELECT message_id, {int(file_id)}, {int(load_id)} FROM fresh_messages"
+    )
+    con.unregister("fresh_messages")
+    discarded = 0
+    if discards:
+        table = pa.concat_tables(discards)
+        discarded = table.num_rows
+        con.register("batch_discards", table)
+        con.execute(
+            f"INSERT INTO _loader.discards SELECT {int(load_id)}, {int(file_id)}, table_name, "
+            "column_name, message_id, line, raw_value, column_type, reason FROM batch_discards"
+        )
+        con.unregister("batch_discards")
+    write_rejections(con, batch.rejections, load_id=load_id, file_id=file_id, path=path)
+    return BatchCounts(len(fresh), batch.valid - len(fresh), discarded)
+
+
+def write_rejections(
+    con: duckdb.DuckDBPyConnection, rejections: list[Rejection], *, load_id: int, file_id: int, path: str
+) -> None:
+    if not rejections:
+        return
+    table = pa.table(
+        {
+            "line": pa.array([r.line for r in rejections], pa.int64()),
+            "reason": pa.array([r.reason for r in rejections], pa.string()),
+            "detail": pa.array([r.detail for r in rejections], pa.string()),
+            "raw": pa.array([r.raw for r in rejections], pa.binary()),
+        }
+    )
+    con.register("batch_rejects", table)
+    con.execute(
+        "INSERT INTO _loader.rejects SELECT ?, ?, ?, line, reason, detail, raw, now() FROM batch_rejects",
+        [load_id, file_id, path],
+    )
+    con.unregister("batch_rejects")
+
+
+def _insert_slice(
+    con: duckdb.DuckDBPyConnection,
+    schema_name: str,
+    schema: Schema,
+    slice_: TableSlice,
+    keep: pa.Array,
+    *,
+    load_id: int,
+) -> list[pa.Table]:
+    """Cast each column to its warehouse type and insert the batch's new rows of one table.
+    Returns the discarded values (raw text kept) of the columns that could not take them."""
+    columns = schema[slice_.table]
+    line = slice_.line.filter(keep)
+    if not len(line):
+        return []
+    message_id = slice_.message_id.filter(keep)
+    arrays: dict[str, pa.Array] = {}
+    discards: list[pa.Table] = []
+    for col, values in slice_.values.items():
+        col_type = columns.get(col)
+        if col_type is None:  # only nulls arrived for it so far: no column yet
+            continue
+        text, kind = values.text.filter(keep), values.kind.filter(keep)
+        typed = cast_values(text, kind, col_type)
+        arrays[col] = typed
+        if slice_.call != "tracks" and may_discard(col_type, slice_.columns.get(col)):
+            lost = pc.and_(pc.is_valid(text), pc.is_null(typed))
+            if pc.any(lost).as_py():
+                n = pc.sum(lost).as_py()
+                discards.append(pa.table({
+                    "table_name": pa.array([slice_.table] * n, pa.string()),
+                    "column_name": pa.array([col] * n, pa.string()),
+                    "message_id": message_id.filter(lost),
+                    "line": line.filter(lost),
+                    "raw_value": text.filter(lost),
+                    "column_type": pa.array([col_type] * n, pa.string()),
+                    "reason": pc.binary_join_element_wise(
+                        "cannot cast ", pc.utf8_lower(kind.filter(lost)), f" value to {col_type}", ""),
+                }))
+    n = len(line)
+    arrays["uuid_ts"] = pa.array([NOW()] * n, pa.timestamp("us", tz="UTC"))
+    arrays["load_id"] = pa.array([load_id] * n, pa.int64())
+    con.register("typed_rows", pa.table(arrays))
+    names = ", ".join(ident(c) for c in arrays)
+    con.execute(f"INSERT INTO {table_ref(schema_name, slice_.table)} ({names}) SELECT {names} FROM typed_rows")
+    con.unregister("typed_rows")
+    return discards
+
+
+def NOW() -> dt.datetime:  # noqa: N802 - one load time per batch is fine
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _note_touched_state(con: duckdb.DuckDBPyConnection, slice_: TableSlice, keep: pa.Array) -> None:
+    """Remember which users / accounts this file's identifies / groups change."""
+    for state, (source, key, _) in STATE_TABLES.items():
+        if slice_.table == source and key in slice_.values:
+            keys = pc.unique(pc.drop_null(slice_.values[key].text.filter(keep)))
+            if len(keys):
+                con.register("touched_keys", pa.table({"k": keys}))
+                con.execute(f"INSERT INTO touched SELECT {literal(state)}, k FROM touched_keys")
+                con.unregister("touched_keys")
+
+
+def begin_file(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("BEGIN TRANSACTION")
+    con.execute("CREATE OR REPLACE TEMP TABLE touched (state VARCHAR, k VARCHAR)")
+
+
+def refresh_state_tables(con: duckdb.DuckDBPyConnection, schema_name: str, schema: Schema) -> None:
+    """Recompute the `users` / `accounts` rows whose identifies/groups this file added: per
+    column, the latest non-null value by event time (then receipt time, then id), so the
+    result does not depend on the order in which files were loaded."""
+    for state, (source, key, left_out) in STATE_TABLES.items():
+        if state not in schema or source not in schema:
+            continue
+        src = table_ref(schema_name, source)
+        cols = [c for c in schema[state] if c != "id" and c in schema[source] and c not in left_out]
+        order = 's."timestamp", s.received_at, s.id'
+        picks = [
+            f"max_by(s.{ident(c)}, ({order})) FILTER (WHERE s.{ident(c)} IS NOT NULL)" for c in cols
+        ]
+        target = table_ref(schema_name, state)
+        touched = f"(SELECT k FROM touched WHERE state = {literal(state)})"
+        con.execute(f"DELETE FROM {target} WHERE id IN {touched}")
+        con.execute(
+            f"INSERT INTO {target} (id{''.join(', ' + ident(c) for c in cols)}) "
+            f"SELECT s.{ident(key)}{''.join(', ' + p for p in picks)} FROM {src} s "
+            f"WHERE s.{ident(key)} IN {touched} GROUP BY s.{ident(key)}"
+        )
