@@ -27,12 +27,29 @@ ISO_DATE_OR_TIME_RE = (
 MAX_EXACT_DOUBLE_INT = 2**53
 
 
-def cast_values(text: pa.Array, kind: pa.Array, column_type: str) -> pa.Array:
-    """`text` and `kind` as produced by the normaliser, into an Arrow array of the column type."""
+# Value kinds that a plain Arrow cast of the text converts exactly (the common case).
+PLAIN_CASTS = {
+    "BIGINT": {"BIGINT", "UBIGINT"},
+    "DOUBLE": {"BIGINT", "UBIGINT", "DOUBLE"},
+    "JSON": {"ARRAY", "OBJECT"},
+}
+
+
+def cast_values(text: pa.Array, kind: pa.Array, column_type: str, kinds: set[str] | None = None) -> pa.Array:
+    """`text` and `kind` as produced by the normaliser, into an Arrow array of the column type.
+    `kinds`, when known, are all the value kinds present: it lets the common case skip the
+    per-kind rules."""
     if column_type == "VARCHAR":
         return text
     if column_type == "TIMESTAMPTZ":
         return _timestamps(text, kind)
+    if kinds is not None and kinds <= PLAIN_CASTS.get(column_type, set()):
+        try:
+            return pc.cast(text, ARROW_TYPES[column_type])
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # e.g. 1e400: the per-kind rules below decide
+    if kinds is not None and column_type == "BOOLEAN" and kinds <= {"BOOLEAN"}:
+        return pc.equal(text, "true")
     frame = pl.DataFrame({"t": pl.from_arrow(text), "k": pl.from_arrow(kind)}, schema={"t": pl.Utf8, "k": pl.Utf8})
     t, k = pl.col("t"), pl.col("k")
     stripped = t.str.strip_chars()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -50,6 +51,10 @@ LOADER_COLUMNS = ("uuid_ts", "load_id")  # stamped by the writer
 ALL_STANDARD = frozenset(
     COMMON_COLUMNS + LOADER_COLUMNS + tuple(c for cols in EXTRA_COLUMNS.values() for c in cols)
 )
+# Per call, the column names a user key must not take (it gets a `_` prefix instead).
+RESERVED_FOR = {
+    call: frozenset(COMMON_COLUMNS + LOADER_COLUMNS + extra) for call, extra in EXTRA_COLUMNS.items()
+}
 ENVELOPE = (
     "messageId",
     "type",
@@ -65,6 +70,9 @@ ENVELOPE = (
     "previousId",
     "name",
     "category",
+    "properties",
+    "traits",
+    "context",
 )
 ISO_TIMESTAMP_RE = (
     r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)?"
@@ -175,102 +183,108 @@ def normalize(
     """Validate and shape one batch. `con` is a compute connection, not the warehouse."""
     con.register("raw_lines", lines)
     envelope = ", ".join(f"'/{k}'" for k in ENVELOPE)
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE parsed AS
-        SELECT line_no, raw, kind,
-               CASE WHEN kind = 'OBJECT' THEN json_extract(raw, [{envelope}]) END AS e
-        FROM (SELECT line_no, raw,
-                     CASE WHEN json_valid(raw) THEN json_type(raw) END AS kind
-              FROM raw_lines)
-        """
-    )
-    # Envelope values as text; `e[i]` follows ENVELOPE's order (1-based).
+    # Two parses of each line: validity, then every envelope field and the three root
+    # objects as JSON sub-texts (later passes parse only those, which are smaller).
     idx = {k: i + 1 for i, k in enumerate(ENVELOPE)}
 
     def text(key: str) -> str:
-        return f"nullif(trim(CASE WHEN json_type(e[{idx[key]}]) IN ('OBJECT', 'ARRAY', 'NULL') THEN NULL ELSE e[{idx[key]}]->>'$' END), '')"
+        v = f"e[{idx[key]}]"
+        return f"nullif(trim(CASE WHEN left({v}, 1) IN ('{{', '[') OR {v} = 'null' THEN NULL ELSE {v}->>'$' END), '')"
 
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE checked AS
-        SELECT line_no, raw, e,
-               {text('messageId')} AS message_id,
-               e[{idx['type']}]->>'$' AS call,
-               {text('event')} AS event_name,
+        WITH parsed AS (
+            SELECT line_no, kind,
+                   CASE WHEN kind = 'OBJECT' THEN json_extract(raw, [{envelope}]) END AS e
+            FROM (SELECT line_no, raw,
+                         CASE WHEN NOT json_valid(raw) THEN NULL
+                              WHEN left(ltrim(raw), 1) = '{{' THEN 'OBJECT' ELSE 'OTHER' END AS kind
+                  FROM raw_lines)),
+        texts AS (
+            SELECT line_no, kind, e,
+                   {text('messageId')} AS message_id, left(e[{idx['messageId']}], 1) AS id_start,
+                   e[{idx['type']}] AS type_json, {text('type')} AS call,
+                   {text('event')} AS event_name,
+                   {text('userId')} AS user_id, {text('anonymousId')} AS anonymous_id,
+                   {text('groupId')} AS group_id
+            FROM parsed)
+        SELECT line_no, e, message_id, call, event_name,
                CASE
                  WHEN kind IS NULL THEN 'malformed_json'
                  WHEN kind <> 'OBJECT' THEN 'not_an_object'
-                 WHEN json_type(e[{idx['messageId']}]) IN ('OBJECT', 'ARRAY', 'BOOLEAN')
-                   THEN 'invalid_message_id'
-                 WHEN {text('messageId')} IS NULL THEN 'missing_message_id'
-                 WHEN length({text('messageId')}) > {MAX_MESSAGE_ID_LENGTH}
-                   THEN 'invalid_message_id'
-                 WHEN e[{idx['type']}] IS NULL OR json_type(e[{idx['type']}]) = 'NULL'
-                   THEN 'missing_type'
-                 WHEN coalesce(e[{idx['type']}]->>'$' NOT IN {tuple(CALL_TYPES)}, true)
-                   THEN 'unknown_type'
-                 WHEN e[{idx['type']}]->>'$' = 'track' AND {text('event')} IS NULL
-                   THEN 'missing_event'
-                 WHEN {text('userId')} IS NULL AND {text('anonymousId')} IS NULL
-                   THEN 'missing_identity'
-                 WHEN e[{idx['type']}]->>'$' = 'group' AND {text('groupId')} IS NULL
-                   THEN 'missing_group_id'
+                 WHEN id_start IN ('{{', '[', 't', 'f') THEN 'invalid_message_id'
+                 WHEN message_id IS NULL THEN 'missing_message_id'
+                 WHEN length(message_id) > {MAX_MESSAGE_ID_LENGTH} THEN 'invalid_message_id'
+                 WHEN type_json IS NULL OR type_json = 'null' THEN 'missing_type'
+                 WHEN coalesce(call NOT IN {tuple(CALL_TYPES)}, true) THEN 'unknown_type'
+                 WHEN call = 'track' AND event_name IS NULL THEN 'missing_event'
+                 WHEN user_id IS NULL AND anonymous_id IS NULL THEN 'missing_identity'
+                 WHEN call = 'group' AND group_id IS NULL THEN 'missing_group_id'
                END AS reason
-        FROM parsed
+        FROM texts
         """
     )
     rejections = list(prior_rejections)
     for line_no, raw, reason in con.execute(
-        "SELECT line_no, raw, reason FROM checked WHERE reason IS NOT NULL ORDER BY line_no"
+        "SELECT c.line_no, r.raw, c.reason FROM checked c JOIN raw_lines r USING (line_no) "
+        "WHERE c.reason IS NOT NULL ORDER BY c.line_no"
     ).fetchall():
-        rejections.append(Rejection(line_no, raw.encode("utf-8"), reason, _REASON_TEXT[reason]))
+        rejections.append(Rejection(
+            line_no, raw.encode("utf-8").removesuffix(b"\n"), reason, _REASON_TEXT[reason]))
 
     # Route to tables. Event names are few: name them in Python, join them back.
     events = [r[0] for r in con.execute(
         "SELECT DISTINCT event_name FROM checked WHERE reason IS NULL AND call = 'track'"
     ).fetchall()]
     name_map = [NameMapping("table", "tracks", ev, event_table_name(ev)) for ev in events]
-    con.register(
-        "event_tables",
-        pa.table({"event_name": pa.array(events, pa.string()),
-                  "tbl": pa.array([m.name for m in name_map], pa.string())}),
-    )
+    con.execute("CREATE OR REPLACE TEMP TABLE event_tables (event_name VARCHAR, tbl VARCHAR)")
+    if events:
+        con.register("new_event_tables", pa.table({
+            "event_name": pa.array(events, pa.string()),
+            "tbl": pa.array([m.name for m in name_map], pa.string())}))
+        con.execute("INSERT INTO event_tables SELECT * FROM new_event_tables")
+        con.unregister("new_event_tables")
+    # In-batch duplicates are few: list them rather than copy the batch without them.
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE msgs AS
-        SELECT c.line_no, c.raw, c.e, c.message_id, c.call, c.event_name,
-               coalesce(t.tbl, CASE c.call {' '.join(f"WHEN '{k}' THEN '{v}'" for k, v in CALL_TABLES.items())} END) AS tbl,
-               try_cast(e[{idx['receivedAt']}]->>'$' AS TIMESTAMPTZ) AS received_ts,
-               {IN_BATCH_RANK} AS dedup_rank
-        FROM checked c LEFT JOIN event_tables t ON c.call = 'track' AND t.event_name = c.event_name
-        WHERE c.reason IS NULL
+        CREATE OR REPLACE TEMP TABLE dups AS
+        SELECT line_no FROM (SELECT c.line_no, {IN_BATCH_RANK} AS dedup_rank
+                             FROM checked c WHERE c.reason IS NULL)
+        WHERE dedup_rank > 1
         """
     )
-    con.unregister("event_tables")
     valid, duplicates = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE dedup_rank > 1) FROM msgs"
+        "SELECT (SELECT count(*) FROM checked WHERE reason IS NULL), (SELECT count(*) FROM dups)"
     ).fetchall()[0]
-    con.execute("DELETE FROM msgs WHERE dedup_rank > 1")
-
-    context = _flatten(con, "context", calls=CALL_TYPES)
-    payloads = {
-        "properties": _flatten(con, "properties", calls=("track", "page", "screen")),
-        "traits": _flatten(con, "traits", calls=("identify", "group", "alias")),
-    }
-    env = _envelope(con, idx, source_id)
-    tables = sorted(set(zip(env["call"].to_pylist(), env["tbl"].to_pylist())))
-    slices: list[TableSlice] = []
-    track_rows = pc.equal(env["call"], "track")
-    for call, tbl in tables:
-        rows = pc.indices_nonzero(pc.equal(env["tbl"], tbl))
-        payload = payloads[PAYLOAD_ROOT.get(call, "traits")]
-        slices.append(_slice(env, rows, tbl, call, [context, payload], name_map))
-    if any(call == "track" for call, _ in tables):
-        rows = pc.indices_nonzero(track_rows)
-        slices.append(_slice(env, rows, "tracks", "tracks", [context], None))
-    messages = pa.table({"line_no": env["line_no"], "message_id": env["message_id"]})
+    payload_calls = "('track', 'page', 'screen')"
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP VIEW msgs AS
+        SELECT c.line_no, c.e, c.message_id, c.call, c.event_name,
+               coalesce(t.tbl, CASE c.call {' '.join(f"WHEN '{k}' THEN '{v}'" for k, v in CALL_TABLES.items())} END) AS tbl,
+               CASE WHEN c.call IN {payload_calls} THEN e[{idx['properties']}] ELSE e[{idx['traits']}] END AS payload,
+               e[{idx['context']}] AS context
+        FROM checked c LEFT JOIN event_tables t ON c.call = 'track' AND t.event_name = c.event_name
+        WHERE c.reason IS NULL AND c.line_no NOT IN (SELECT line_no FROM dups)
+        """
+    )
     con.unregister("raw_lines")
+
+    env = _envelope(con, idx, source_id)
+    # Rows grouped by table (in line order within), so each table is a zero-copy slice.
+    order = pc.sort_indices(env, [("tbl", "ascending"), ("line_no", "ascending")])
+    env = env.take(order)
+    roots = [_flatten(con, "context", order), _flatten(con, "payload", order)]
+    slices: list[TableSlice] = []
+    for tbl, (start, length) in _runs(env["tbl"]).items():
+        call = env["call"][start].as_py()
+        root_name = PAYLOAD_ROOT.get(call, "traits")
+        slices.append(_slice(env, start, length, tbl, call, roots, name_map, root_name))
+    track_slices = [s for s in slices if s.call == "track"]
+    if track_slices:
+        slices.append(_tracks_slice(track_slices))
+    messages = pa.table({"line_no": env["line_no"], "message_id": env["message_id"]})
     return NormalizedBatch(
         slices=slices,
         messages=messages,
@@ -299,8 +313,20 @@ def _as_table(result) -> pa.Table:
     return result.read_all() if hasattr(result, "read_all") else result
 
 
+def _runs(column: pa.ChunkedArray) -> dict[str, tuple[int, int]]:
+    """Start and length of each value's run in a sorted column."""
+    values = column.to_pylist()
+    runs: dict[str, tuple[int, int]] = {}
+    start = 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            runs[values[start]] = (start, i - start)
+            start = i
+    return runs
+
+
 def _envelope(con: duckdb.DuckDBPyConnection, idx: dict[str, int], source_id: str | None) -> pa.Table:
-    """Standard columns of every message (rows in line order), as text plus JSON type."""
+    """Standard columns of every message, as text plus JSON type, in `msgs` order."""
 
     def value(key: str) -> str:
         return f"e[{idx[key]}]"
@@ -311,9 +337,9 @@ def _envelope(con: duckdb.DuckDBPyConnection, idx: dict[str, int], source_id: st
         f"strftime(coalesce({ts['receivedAt']} - ({ts['sentAt']} - {ts['originalTimestamp']}), "
         f"{ts['receivedAt']}), '%Y-%m-%dT%H:%M:%S.%fZ')"
     )
-    has_timestamp = f"coalesce(json_type({value('timestamp')}), 'NULL') <> 'NULL'"
+    has_timestamp = f"coalesce({value('timestamp')}, 'null') <> 'null'"
     fallback = "NULL" if source_id is None else "'" + source_id.replace("'", "''") + "'"
-    has_project = f"json_type({value('projectId')}) NOT IN ('NULL', 'OBJECT', 'ARRAY')"
+    has_project = f"left({value('projectId')}, 1) NOT IN ('n', '{{', '[')"
     columns = {
         "anonymous_id": (value("anonymousId"), None),
         "user_id": (value("userId"), None),
@@ -322,14 +348,23 @@ def _envelope(con: duckdb.DuckDBPyConnection, idx: dict[str, int], source_id: st
         "original_timestamp": (value("originalTimestamp"), None),
         "timestamp": (
             f"CASE WHEN {has_timestamp} THEN {value('timestamp')}->>'$' ELSE {computed} END",
-            f"CASE WHEN {has_timestamp} THEN json_type({value('timestamp')}) ELSE 'VARCHAR' END",
+            f"CASE WHEN {has_timestamp} THEN json_type({value('timestamp')}) "
+            f"WHEN {ts['receivedAt']} IS NOT NULL THEN 'VARCHAR' END",
         ),
         "source_id": (
             f"coalesce(CASE WHEN {has_project} THEN {value('projectId')}->>'$' END, {fallback})",
-            f"CASE WHEN {has_project} THEN json_type({value('projectId')}) WHEN {fallback} IS NOT NULL THEN 'VARCHAR' END",
+            f"CASE WHEN {has_project} THEN json_type({value('projectId')}) "
+            f"WHEN {fallback} IS NOT NULL THEN 'VARCHAR' END",
         ),
-        "name": (value("name"), None),
-        "category": (value("category"), None),
+        # Pages and screens: the call's name, else properties.name (as RudderStack does).
+        **{
+            key: (
+                f"coalesce(CASE WHEN left({value(key)}, 1) NOT IN ('n', '{{', '[') THEN {value(key)} END, "
+                f"CASE WHEN call IN ('page', 'screen') THEN json_extract(e[{idx['properties']}], '/{key}') END)",
+                None,
+            )
+            for key in ("name", "category")
+        },
         "group_id": (value("groupId"), None),
         "previous_id": (value("previousId"), None),
     }
@@ -337,188 +372,286 @@ def _envelope(con: duckdb.DuckDBPyConnection, idx: dict[str, int], source_id: st
     for col, (expr, kind) in columns.items():
         if kind is None:
             expr, kind = f"{expr}->>'$'", f"json_type({expr})"
-        select.append(f"{expr} AS \"{col}\"")
-        select.append(f"{kind} AS \"{col}#kind\"")
+        select.append(f'{expr} AS "{col}"')
+        select.append(f'{kind} AS "{col}#kind"')
     return _as_table(con.execute(f"SELECT {', '.join(select)} FROM msgs ORDER BY line_no").to_arrow_table())
 
 
 @dataclass
 class FlatRoot:
-    """Leaf paths found under one root object (`context`, `properties` or `traits`): per
-    table, each path's JSON type counts; and every row's leaf values (lists `s` text and `k`
-    JSON type, position i for path i), rows aligned with the envelope."""
+    """The leaves found under one root object (`context`, or `payload`: properties or
+    traits), with their values for every row of `msgs` (in its order).
+
+    Leaves come from one `json_transform` into a STRUCT whose leaves are JSON; paths it
+    cannot express (empty keys, keys equal but for case, a key that is an object in some rows
+    and a scalar in others) are extracted with `json_extract` into a list instead."""
 
     root: str
-    leaves: dict[str, dict[tuple[str, ...], dict[str, int]]]
-    position: dict[tuple[str, ...], int]
-    values: pa.Table | None  # columns s, k (lists), one row per message in line order
+    tables: dict[str, set[tuple[str, ...]]]  # table -> leaf paths seen in its rows
+    struct: pa.ChunkedArray | None
+    extra: pa.ChunkedArray | None  # list<string> of JSON, for the awkward paths
+    extra_position: dict[tuple[str, ...], int]
+    order: pa.Array  # the envelope's permutation (rows grouped by table)
+    _cache: dict = field(default_factory=dict)
+
+    def leaf(self, path: tuple[str, ...], tbl: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, dict]:
+        """A leaf's values for the whole batch as (text, kind), and per table its type counts.
+        Computed once per batch and leaf; tables then take zero-copy slices."""
+        cached = self._cache.get(path)
+        if cached is not None:
+            return cached
+        if path in self.extra_position:
+            raw = pc.list_element(_combine(self.extra), self.extra_position[path])
+            keep_objects = False  # an awkward path's objects were flattened into their own columns
+        else:
+            raw = self.struct
+            for key in path:
+                raw = _field(raw, key)
+            keep_objects = True  # only past MAX_DEPTH: the object is the value, as JSON
+        text, kind = json_kinds(_combine(raw).take(self.order))
+        # Empty objects are no value at all.
+        drop = pc.and_(pc.equal(kind, "OBJECT"), pc.equal(text, "{}") if keep_objects else True)
+        drop = pc.fill_null(drop, False)
+        if pc.any(drop).as_py():
+            text, kind = pc.if_else(drop, None, text), pc.if_else(drop, None, kind)
+        result = (text, kind, _type_counts(text, kind, tbl))
+        self._cache[path] = result
+        return result
 
 
-def _flatten(con: duckdb.DuckDBPyConnection, root: str, *, calls: tuple[str, ...]) -> FlatRoot:
-    """Discover every leaf path under `root` for each table, level by level (one parse for the
-    keys and one for their JSON types per level), then extract all leaves in a single parse."""
-    where = "call IN (" + ", ".join(f"'{c}'" for c in calls) + ")"
-    base = (root,)
-    frontier: list[tuple[str, ...]] = [()]
-    leaves: dict[str, dict[tuple[str, ...], dict[str, int]]] = {}  # table -> path -> type counts
-    depth = 0
+def _field(array, key: str):
+    if isinstance(array, pa.ChunkedArray):
+        return pa.chunked_array([chunk.field(key) for chunk in array.chunks], type=array.type.field(key).type)
+    return array.field(key)
+
+
+def _flatten(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array) -> FlatRoot:
+    """Discover every leaf path under `root`, one parse of the sub-text per nesting level:
+    `json_keys` at a child path is NULL when absent, [] for a scalar, array or empty object,
+    and the keys of a non-empty object. Then extract every leaf in one more parse."""
+    tables: dict[str, set[tuple[str, ...]]] = {}
+    objects: set[tuple[str, ...]] = set()
+    scalars: set[tuple[str, ...]] = set()
+    keys = con.execute(
+        f"SELECT DISTINCT tbl, unnest(json_keys({root})) FROM msgs WHERE left({root}, 1) = '{{'"
+    ).fetchall()
+    frontier = sorted({(k,) for _, k in keys})
+    seen_in = {(k,): set() for _, k in keys}
+    for tbl, k in keys:
+        seen_in[(k,)].add(tbl)
+    depth = 1
     while frontier:
-        depth += 1
-        ptrs = [pointer(base + p) for p in frontier]
-        keys = con.execute(
+        ptrs = [pointer(p) for p in frontier]
+        rows = con.execute(
             f"""
-            SELECT DISTINCT i, unnest(ks) AS k FROM (
-              SELECT unnest(json_keys(raw, {_sql_list(ptrs)})) AS ks,
-                     unnest(range({len(ptrs)})) AS i
-              FROM msgs WHERE {where})
+            SELECT tbl, i, bool_or(len(ks) = 0) AS leafy, list_distinct(flatten(list(ks))) AS sub
+            FROM (SELECT tbl, unnest(json_keys({root}, {_sql_list(ptrs)})) AS ks,
+                         unnest(range({len(ptrs)})) AS i
+                  FROM msgs WHERE left({root}, 1) = '{{')
             WHERE ks IS NOT NULL
-            """
-        ).fetchall()
-        if not keys:
-            break
-        child_list = sorted({frontier[i] + (k,) for i, k in keys})
-        child_ptrs = [pointer(base + p) for p in child_list]
-        kinds = con.execute(
-            f"""
-            SELECT tbl, i, t, count(*) FROM (
-              SELECT tbl, unnest(json_type(raw, {_sql_list(child_ptrs)})) AS t,
-                     unnest(range({len(child_ptrs)})) AS i
-              FROM msgs WHERE {where})
-            WHERE t IS NOT NULL AND t <> 'NULL'
             GROUP BY ALL
             """
         ).fetchall()
         next_frontier: set[tuple[str, ...]] = set()
-        for tbl, i, t, n in kinds:
-            path = child_list[i]
-            if t == "OBJECT" and depth < MAX_DEPTH:
-                next_frontier.add(path)
-            else:
-                leaves.setdefault(tbl, {}).setdefault(path, {})[t] = n
+        for tbl, i, leafy, sub in rows:
+            path = frontier[i]
+            if sub and depth < MAX_DEPTH:
+                objects.add(path)
+                for k in sub:
+                    next_frontier.add(path + (k,))
+                    seen_in.setdefault(path + (k,), set()).add(tbl)
+            if leafy or (sub and depth >= MAX_DEPTH):
+                scalars.add(path)
+                tables.setdefault(tbl, set()).add(path)
         frontier = sorted(next_frontier)
+        depth += 1
 
-    all_paths = sorted({p for paths in leaves.values() for p in paths})
-    position = {p: i for i, p in enumerate(all_paths)}
-    values = None
-    if all_paths:
-        ptr_list = _sql_list([pointer(base + p) for p in all_paths])
-        values = _as_table(con.execute(
-            f"""
-            SELECT CASE WHEN {where} THEN list_transform(v, lambda x: x->>'$') END AS s,
-                   CASE WHEN {where} THEN list_transform(v, lambda x: json_type(x)) END AS k
-            FROM (SELECT line_no, call, json_extract(raw, {ptr_list}) AS v FROM msgs)
-            ORDER BY line_no
-            """
-        ).to_arrow_table())
-        _refine_types(values, leaves, position, con)
-    return FlatRoot(root, {tbl: dict(sorted(paths.items())) for tbl, paths in leaves.items()}, position, values)
+    awkward = {p for p in scalars if p in objects or _awkward_key(p, objects | scalars)}
+    structure: dict = {}
+    for path in sorted(scalars - awkward):
+        node = structure
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        if isinstance(node, dict):
+            node.setdefault(path[-1], "JSON")
+    struct = extra = None
+    extra_position = {p: i for i, p in enumerate(sorted(awkward))}
+    select = []
+    if structure:
+        spec = _json_dumps(structure).replace("'", "''")
+        select.append(f"json_transform({root}, '{spec}') AS s")
+    if awkward:
+        select.append(f"json_extract({root}, {_sql_list([pointer(p) for p in sorted(awkward)])}) AS x")
+    if select:
+        result = _as_table(con.execute(f"SELECT {', '.join(select)} FROM msgs ORDER BY line_no").to_arrow_table())
+        struct = result["s"] if structure else None
+        extra = result["x"] if awkward else None
+    return FlatRoot(root, tables, struct, extra, extra_position, order)
 
 
-def _refine_types(values: pa.Table, leaves: dict, position: dict, con) -> None:
-    """Split two kinds out of the JSON types, looking at every value: strings that are all
-    ISO-8601 timestamps (TIMESTAMP) and integers beyond 64 bits (HUGEINT)."""
-    candidates = sorted({position[p] for paths in leaves.values() for p, kinds in paths.items()
-                         if "VARCHAR" in kinds or "UBIGINT" in kinds})
-    if not candidates:
-        return
-    con.register("flat_values", values)
-    idx = [i + 1 for i in candidates]
-    rows = con.execute(
-        f"""
-        SELECT tbl, i,
-               count(*) FILTER (WHERE k = 'VARCHAR') AS strings,
-               count(*) FILTER (WHERE k = 'VARCHAR' AND length(s) BETWEEN 16 AND 40
-                                AND substr(s, 5, 1) = '-'
-                                AND regexp_full_match(s, '{ISO_TIMESTAMP_RE}')) AS iso,
-               count(*) FILTER (WHERE k = 'UBIGINT' AND try_cast(s AS BIGINT) IS NULL) AS huge
-        FROM (SELECT m.tbl, unnest(list_select(f.s, {idx})) AS s, unnest(list_select(f.k, {idx})) AS k,
-                     unnest({candidates}) AS i
-              FROM (SELECT *, row_number() OVER () AS r FROM flat_values) f
-              JOIN (SELECT tbl, row_number() OVER (ORDER BY line_no) AS r FROM msgs) m USING (r))
-        WHERE k IS NOT NULL
-        GROUP BY ALL
-        """
-    ).fetchall()
-    con.unregister("flat_values")
-    by_pos = {i: p for p, i in position.items()}
-    for tbl, i, strings, iso, huge in rows:
-        kinds = leaves.get(tbl, {}).get(by_pos[i])
-        if kinds is None:
-            continue
-        if strings and iso == strings:
-            kinds["TIMESTAMP"] = kinds.pop("VARCHAR")
-        if huge:
-            kinds["UBIGINT"] -= huge
-            kinds["HUGEINT"] = huge
-            if not kinds["UBIGINT"]:
-                del kinds["UBIGINT"]
+def _awkward_key(path: tuple[str, ...], known: set[tuple[str, ...]]) -> bool:
+    """A DuckDB STRUCT cannot hold an empty key or two keys equal but for case."""
+    if any(k == "" for k in path):
+        return True
+    for depth in range(1, len(path) + 1):
+        prefix, key = path[: depth - 1], path[depth - 1].lower()
+        siblings = {p[depth - 1] for p in known if len(p) >= depth and p[: depth - 1] == prefix}
+        if sum(s.lower() == key for s in siblings) > 1:
+            return True
+    return False
+
+
+def _json_dumps(value) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def json_kinds(json_text: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Split JSON texts into the value as text (strings unquoted) and its JSON type."""
+    first = pc.utf8_slice_codeunits(json_text, 0, 1)
+    is_number = pc.invert(pc.is_in(first, _NON_NUMBER_STARTS))
+    fractional = pc.match_substring_regex(json_text, r"[.eE]")
+    kind = pc.case_when(
+        pc.make_struct(
+            pc.equal(first, '"'),
+            pc.is_in(first, _BOOLEAN_STARTS),
+            pc.equal(first, "["),
+            pc.equal(first, "{"),
+            pc.and_(is_number, fractional),
+            pc.and_(is_number, pc.equal(first, "-")),
+            is_number,
+        ),
+        "VARCHAR", "BOOLEAN", "ARRAY", "OBJECT", "DOUBLE", "BIGINT", "UBIGINT",
+    )
+    kind = pc.if_else(pc.equal(json_text, "null"), None, kind)
+    is_string = pc.fill_null(pc.equal(kind, "VARCHAR"), False)
+    text = pc.if_else(is_string, pc.utf8_slice_codeunits(json_text, 1, -1), json_text)
+    text = pc.if_else(pc.is_null(kind), None, text)
+    escaped = pc.and_(is_string, pc.match_substring(json_text, "\\"))
+    if pc.any(escaped).as_py():
+        # Rare: strings with escapes (quotes, backslashes, control characters) are decoded
+        # one by one; everything else stayed vectorised.
+        import json
+
+        decoded = [json.loads(j) if e else t for j, t, e in zip(
+            json_text.to_pylist(), text.to_pylist(), escaped.to_pylist())]
+        text = pa.array(decoded, pa.string())
+    return text, kind
+
+
+_NON_NUMBER_STARTS = pa.array(['"', "t", "f", "[", "{", "n"])
+_BOOLEAN_STARTS = pa.array(["t", "f"])
 
 
 def _slice(
     env: pa.Table,
-    rows: pa.Array,
+    start: int,
+    length: int,
     tbl: str,
     call: str,
     roots: list[FlatRoot],
-    name_map: list[NameMapping] | None,
+    name_map: list[NameMapping],
+    payload_root: str,
 ) -> TableSlice:
-    """One table's share of the batch: standard columns, then flattened fields by column name.
-    `call == "tracks"` is the `tracks` table: every track, no properties."""
-    std_call = "track" if call == "tracks" else call
+    """One table's rows: standard columns, then flattened fields by column name."""
     values: dict[str, Values] = {}
-    picked = env.take(rows)
-    for col in COMMON_COLUMNS + EXTRA_COLUMNS[std_call]:
+    picked = env.slice(start, length)
+    for col in COMMON_COLUMNS + EXTRA_COLUMNS[call]:
         if col == "id":
-            values[col] = Values(picked["message_id"], _const(len(rows), "VARCHAR"))
+            values[col] = Values(picked["message_id"], _const(length, "VARCHAR"))
         elif col == "event":
-            values[col] = Values(picked["tbl"], _const(len(rows), "VARCHAR"))
+            values[col] = Values(picked["tbl"], _const(length, "VARCHAR"))
         elif col == "event_text":
-            values[col] = Values(picked["event_name"], _const(len(rows), "VARCHAR"))
+            values[col] = Values(picked["event_name"], _const(length, "VARCHAR"))
         else:
             values[col] = Values(picked[col], picked[f"{col}#kind"])
 
     sources: dict[str, list[tuple[FlatRoot, tuple[str, ...], str]]] = {}
     for flat in roots:
-        tables = _tables_of(flat, picked) if call == "tracks" else [tbl]
-        paths = sorted({p for t in tables for p in flat.leaves.get(t, {})})
-        for path in paths:
-            name = column_name(path, context=flat.root == "context", standard=ALL_STANDARD)
+        label = "context" if flat.root == "context" else payload_root
+        for path in sorted(flat.tables.get(tbl, ())):
+            name = column_name(path, context=flat.root == "context", standard=RESERVED_FOR[call])
             if name is not None:
-                sources.setdefault(name, []).append((flat, path, pointer((flat.root,) + path)))
+                sources.setdefault(name, []).append((flat, path, pointer((label,) + path)))
     stats: dict[str, ColumnStats] = {}
-    taken: dict[str, tuple[pa.Array, pa.Array]] = {}
     for col in sorted(sources):
         # Keys that collide after snake_case share a column; the byte-wise last key wins
         # (RudderStack's rule), so the result does not depend on key order in the JSON.
         merged_text = merged_kind = None
         col_stats = ColumnStats(sources=tuple(ptr for _, _, ptr in sources[col]))
         for flat, path, _ in sorted(sources[col], key=lambda s: s[2], reverse=True):
-            if flat.root not in taken:
-                taken[flat.root] = (flat.values["s"].take(rows), flat.values["k"].take(rows))
-            s_list, k_list = taken[flat.root]
-            kind = pc.list_element(k_list, flat.position[path])
-            keep = pc.invert(pc.fill_null(pc.is_in(kind, _NOT_A_VALUE), True))
-            text = pc.if_else(keep, pc.list_element(s_list, flat.position[path]), None)
-            kind = pc.if_else(keep, kind, None)
+            text, kind, counts = flat.leaf(path, env["tbl"])
+            text, kind = text.slice(start, length), kind.slice(start, length)
             merged_text = text if merged_text is None else pc.coalesce(merged_text, text)
             merged_kind = kind if merged_kind is None else pc.coalesce(merged_kind, kind)
-            for t in (_tables_of(flat, picked) if call == "tracks" else [tbl]):
-                for k, n in flat.leaves.get(t, {}).get(path, {}).items():
-                    col_stats.types[k] = col_stats.types.get(k, 0) + n
+            for k, n in counts.get(tbl, {}).items():
+                col_stats.types[k] = col_stats.types.get(k, 0) + n
         values[col] = Values(merged_text, merged_kind)
         stats[col] = col_stats
-        if name_map is not None:
-            name_map.extend(NameMapping("column", tbl, ptr, col) for _, _, ptr in sources[col])
-    target = "tracks" if call == "tracks" else tbl
-    return TableSlice(target, call, picked["line_no"], picked["message_id"], values, stats)
+        name_map.extend(NameMapping("column", tbl, ptr, col) for _, _, ptr in sources[col])
+    return TableSlice(tbl, call, picked["line_no"], picked["message_id"], values, stats)
 
 
-_NOT_A_VALUE = pa.array(["NULL", "OBJECT"])
+def _combine(array) -> pa.Array:
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+def _type_counts(text: pa.Array, kind: pa.Array, tbl: pa.ChunkedArray) -> dict[str, dict[str, int]]:
+    """Per table, the JSON types of every value: strings that are all ISO-8601 timestamps
+    count as TIMESTAMP, integers beyond 64 bits as HUGEINT."""
+    frame = pl.DataFrame({"tbl": pl.from_arrow(tbl), "kind": pl.from_arrow(kind)})
+    flags = []
+    if pc.any(pc.equal(kind, "VARCHAR")).as_py():
+        iso = pc.match_substring_regex(text, "^" + ISO_TIMESTAMP_RE + "$")
+        frame = frame.with_columns(iso=pl.from_arrow(iso))
+        flags.append(pl.col("iso").sum().alias("iso"))
+    if pc.any(pc.equal(kind, "UBIGINT")).as_py():
+        length = pc.utf8_length(text)
+        huge = pc.or_(pc.greater(length, 19),
+                      pc.and_(pc.equal(length, 19), pc.greater(text, "9223372036854775807")))
+        frame = frame.with_columns(huge=pl.from_arrow(huge))
+        flags.append(pl.col("huge").sum().alias("huge"))
+    grouped = frame.drop_nulls("kind").group_by(["tbl", "kind"]).agg(pl.len().alias("n"), *flags)
+    counts: dict[str, dict[str, int]] = {}
+    for row in grouped.iter_rows(named=True):
+        per_table = counts.setdefault(row["tbl"], {})
+        kind_name, n = row["kind"], row["n"]
+        if kind_name == "VARCHAR" and row.get("iso") == n:
+            kind_name = "TIMESTAMP"
+        elif kind_name == "UBIGINT" and row.get("huge"):
+            per_table["HUGEINT"] = row["huge"]
+            n -= row["huge"]
+        if n:
+            per_table[kind_name] = n
+    return counts
+
+
+def _tracks_slice(track_slices: list[TableSlice]) -> TableSlice:
+    """`tracks`: every track, with the standard and context columns only."""
+    names: list[str] = []
+    for s in track_slices:
+        names += [c for c in s.values if c not in names and (c in ALL_STANDARD or c.startswith("context_"))]
+    values: dict[str, Values] = {}
+    stats: dict[str, ColumnStats] = {}
+    for col in names:
+        texts, kinds = [], []
+        for s in track_slices:
+            v = s.values.get(col)
+            n = s.num_rows
+            texts.append(_combine(v.text) if v else pa.nulls(n, pa.string()))
+            kinds.append(_combine(v.kind) if v else pa.nulls(n, pa.string()))
+        values[col] = Values(pa.concat_arrays(texts), pa.concat_arrays(kinds))
+        merged = ColumnStats(sources=())
+        for s in track_slices:
+            for k, n in (s.columns[col].types.items() if col in s.columns else ()):
+                merged.types[k] = merged.types.get(k, 0) + n
+        if col not in ALL_STANDARD:
+            stats[col] = merged
+    line = pa.concat_arrays([_combine(s.line) for s in track_slices])
+    message_id = pa.concat_arrays([_combine(s.message_id) for s in track_slices])
+    return TableSlice("tracks", "tracks", line, message_id, values, stats)
 
 
 def _const(n: int, value: str) -> pa.Array:
-    return pa.array([value] * n, pa.string()) if n else pa.array([], pa.string())
-
-
-def _tables_of(flat: FlatRoot, picked: pa.Table) -> list[str]:
-    return sorted(set(picked["tbl"].to_pylist()) & set(flat.leaves))
+    return pa.array([value] * n, pa.string())

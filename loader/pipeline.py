@@ -8,6 +8,7 @@ row commit together, so a run killed at any point leaves only whole files behind
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import queue
 import threading
@@ -188,6 +189,7 @@ def _write_file(con, f: InputFile, digest, out: queue.Queue, schema: Schema, con
                 load_id: int, result: LoadResult, progress) -> tuple[FileResult, Schema]:
     fr = FileResult(str(f.path), "loaded")
     file_id = state.next_file_id(con)
+    loaded_at = dt.datetime.now(dt.timezone.utc)  # uuid_ts: one load time per file
     changes_here: list[dict] = []
     writer.begin_file(con)
     error: Exception | None = None
@@ -202,8 +204,8 @@ def _write_file(con, f: InputFile, digest, out: queue.Queue, schema: Schema, con
             changes = _plan(schema, batch)
             writer.apply_changes(con, config.schema, changes, load_id=load_id, file_id=file_id)
             changes_here += [asdict(c) | {"path": fr.path} for c in changes]
-            counts = writer.write_batch(con, config.schema, schema, batch,
-                                        load_id=load_id, file_id=file_id, path=fr.path)
+            counts = writer.write_batch(con, config.schema, schema, batch, load_id=load_id,
+                                        file_id=file_id, path=fr.path, loaded_at=loaded_at)
             state.record_names(con, batch.name_map, load_id)
             fr.lines += batch.lines_read
             fr.rows_loaded += counts.loaded

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -151,7 +152,7 @@ def iter_ndjson_batches(
         if isinstance(piece, Exception):
             cut = pending.rfind(b"\n")
             if cut >= 0:
-                batch, line_no = _lines_to_batch(pending[:cut].split(b"\n"), line_no, max_line_bytes)
+                batch, line_no = _text_to_batch(pending[: cut + 1], line_no, max_line_bytes)
                 yield batch
                 pending = pending[cut + 1 :]
             # The unfinished line (possibly empty) is kept with the fault, so the fault itself
@@ -165,14 +166,14 @@ def iter_ndjson_batches(
         cut = pending.rfind(b"\n")
         if cut < 0:
             continue  # one very long line: keep reading until it ends
-        complete, pending = pending[:cut], pending[cut + 1 :]
-        batch, line_no = _lines_to_batch(complete.split(b"\n"), line_no, max_line_bytes)
+        complete, pending = pending[: cut + 1], pending[cut + 1 :]
+        batch, line_no = _text_to_batch(complete, line_no, max_line_bytes)
         yield batch
     pending += b"".join(parts)
     if pending:
-        if pending.endswith(b"\n"):
-            pending = pending[:-1]
-        batch, line_no = _lines_to_batch(pending.split(b"\n"), line_no, max_line_bytes)
+        if not pending.endswith(b"\n"):
+            pending += b"\n"
+        batch, line_no = _text_to_batch(pending, line_no, max_line_bytes)
         yield batch
 
 
@@ -180,48 +181,52 @@ def _empty_lines() -> pa.Table:
     return pa.table({"line_no": pa.array([], pa.int64()), "raw": pa.array([], pa.string())})
 
 
-def _lines_to_batch(lines: list[bytes], line_no: int, max_line_bytes: int) -> tuple[RawBatch, int]:
-    first = line_no + 1
-    numbers = list(range(first, first + len(lines)))
+def _text_to_batch(data: bytes, line_no: int, max_line_bytes: int) -> tuple[RawBatch, int]:
+    """Newline-terminated text into a RawBatch without a Python object per line: the Arrow
+    string array points into `data` (each value keeps its trailing newline, which JSON
+    parsing ignores), and per-line checks run only where something looks off."""
+    if not data:
+        return RawBatch(_empty_lines(), [], 0), line_no
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+    starts = np.concatenate(([0], ends[:-1]))
+    count = len(ends)
+    numbers = np.arange(line_no + 1, line_no + 1 + count, dtype=np.int64)
+    lengths = ends - starts - 1  # without the newline
+    offsets = pa.py_buffer(np.concatenate(([0], ends)).astype(np.int32 if len(data) < 2**31 else np.int64))
+    string_type = pa.string() if len(data) < 2**31 else pa.large_string()
+    text = pa.Array.from_buffers(string_type, count, [None, offsets, pa.py_buffer(data)])
+    suspicious = np.flatnonzero((lengths > max_line_bytes) | (lengths < 3))
     rejections: list[Rejection] = []
-    keep_numbers, keep_lines = numbers, lines
-    # Fast path: a whole batch that is clean goes to Arrow in one call; per-line checks run
-    # only when something in it is off.
-    needs_check = any(len(raw) > max_line_bytes for raw in lines) or b"" in lines or any(
-        raw.isspace() for raw in lines if len(raw) < 8
-    )
-    text = None
-    if not needs_check:
-        try:
-            text = pa.array(lines, pa.string())
-        except (pa.ArrowInvalid, UnicodeDecodeError):
-            needs_check = True
-    if needs_check:
-        keep_numbers, keep_lines = [], []
-        for number, raw in zip(numbers, lines):
-            stripped = raw.strip()
-            if not stripped:
-                rejections.append(Rejection(number, raw, "empty_line", "the line is blank"))
-            elif len(raw) > max_line_bytes:
-                rejections.append(
-                    Rejection(
-                        number,
-                        raw,
-                        "oversized",
-                        f"{len(raw)} bytes, over the {max_line_bytes}-byte limit per event",
-                    )
-                )
-            else:
-                try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    rejections.append(Rejection(number, raw, "invalid_utf8", str(exc)))
-                    continue
-                keep_numbers.append(number)
-                keep_lines.append(raw)
-        text = pa.array(keep_lines, pa.string())
-    table = pa.table({"line_no": pa.array(keep_numbers, pa.int64()), "raw": text})
-    return RawBatch(table, rejections, len(lines)), line_no + len(lines)
+    bad = set()
+    for i in suspicious.tolist():
+        raw = data[starts[i]: ends[i] - 1]
+        if not raw.strip():
+            rejections.append(Rejection(int(numbers[i]), raw, "empty_line", "the line is blank"))
+            bad.add(i)
+        elif len(raw) > max_line_bytes:
+            rejections.append(Rejection(
+                int(numbers[i]), raw, "oversized",
+                f"{len(raw)} bytes, over the {max_line_bytes}-byte limit per event"))
+            bad.add(i)
+    try:
+        text.validate(full=True)
+    except pa.ArrowInvalid:
+        for i in range(count):
+            if i in bad:
+                continue
+            raw = data[starts[i]: ends[i] - 1]
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                rejections.append(Rejection(int(numbers[i]), raw, "invalid_utf8", str(exc)))
+                bad.add(i)
+    table = pa.table({"line_no": pa.array(numbers), "raw": text})
+    if bad:
+        mask = np.ones(count, dtype=bool)
+        mask[list(bad)] = False
+        table = table.filter(pa.array(mask))
+        rejections.sort(key=lambda r: r.line)
+    return RawBatch(table, rejections, count), line_no + count
 
 
 def iter_parquet_batches(path: Path, *, batch_rows: int) -> Iterator[pa.RecordBatch]:

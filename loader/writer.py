@@ -137,6 +137,7 @@ def write_batch(
     load_id: int,
     file_id: int,
     path: str,
+    loaded_at: dt.datetime,
 ) -> BatchCounts:
     """Insert a batch's new messages, its discards, rejects and seen ids (no commit)."""
     con.register("batch_messages", batch.messages)
@@ -147,7 +148,7 @@ def write_batch(
     discards: list[pa.Table] = []
     for slice_ in batch.slices:
         keep = pc.is_in(slice_.line, fresh_lines)
-        discards += _insert_slice(con, schema_name, schema, slice_, keep, load_id=load_id)
+        discards += _insert_slice(con, schema_name, schema, slice_, keep, load_id=load_id, loaded_at=loaded_at)
         _note_touched_state(con, slice_, keep)
     con.register("fresh_messages", fresh)
     con.execute(
@@ -197,6 +198,7 @@ def _insert_slice(
     keep: pa.Array,
     *,
     load_id: int,
+    loaded_at: dt.datetime,
 ) -> list[pa.Table]:
     """Cast each column to its warehouse type and insert the batch's new rows of one table.
     Returns the discarded values (raw text kept) of the columns that could not take them."""
@@ -204,15 +206,20 @@ def _insert_slice(
     line = slice_.line.filter(keep)
     if not len(line):
         return []
-    message_id = slice_.message_id.filter(keep)
+    everything = len(line) == slice_.num_rows  # the usual case: nothing was seen before
+    message_id = slice_.message_id if everything else slice_.message_id.filter(keep)
     arrays: dict[str, pa.Array] = {}
     discards: list[pa.Table] = []
     for col, values in slice_.values.items():
         col_type = columns.get(col)
         if col_type is None:  # only nulls arrived for it so far: no column yet
             continue
-        text, kind = values.text.filter(keep), values.kind.filter(keep)
-        typed = cast_values(text, kind, col_type)
+        text, kind = values.text, values.kind
+        if not everything:
+            text, kind = text.filter(keep), kind.filter(keep)
+        stats = slice_.columns.get(col)
+        kinds = {k for k, n in stats.types.items() if n} if stats is not None else None
+        typed = cast_values(text, kind, col_type, kinds)
         arrays[col] = typed
         if slice_.call != "tracks" and may_discard(col_type, slice_.columns.get(col)):
             lost = pc.and_(pc.is_valid(text), pc.is_null(typed))
@@ -229,17 +236,13 @@ def _insert_slice(
                         "cannot cast ", pc.utf8_lower(kind.filter(lost)), f" value to {col_type}", ""),
                 }))
     n = len(line)
-    arrays["uuid_ts"] = pa.array([NOW()] * n, pa.timestamp("us", tz="UTC"))
+    arrays["uuid_ts"] = pa.array([loaded_at] * n, pa.timestamp("us", tz="UTC"))
     arrays["load_id"] = pa.array([load_id] * n, pa.int64())
     con.register("typed_rows", pa.table(arrays))
     names = ", ".join(ident(c) for c in arrays)
     con.execute(f"INSERT INTO {table_ref(schema_name, slice_.table)} ({names}) SELECT {names} FROM typed_rows")
     con.unregister("typed_rows")
     return discards
-
-
-def NOW() -> dt.datetime:  # noqa: N802 - one load time per batch is fine
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _note_touched_state(con: duckdb.DuckDBPyConnection, slice_: TableSlice, keep: pa.Array) -> None:
