@@ -164,7 +164,7 @@ def parquet_to_lines(con: duckdb.DuckDBPyConnection, batch: pa.RecordBatch, firs
             value = f"to_json({quoted})"
         parts.append(f"{key}, {value}")
     body = ", ".join(parts) if parts else "'_', NULL"
-    table = con.execute(
+    table = con.sql(
         f"SELECT {first_line} - 1 + row_number() OVER () AS line_no, "
         f"json_object({body})::VARCHAR AS raw FROM parquet_batch"
     ).to_arrow_table()
@@ -198,7 +198,8 @@ def normalize(
             SELECT line_no, kind,
                    CASE WHEN kind = 'OBJECT' THEN json_extract(raw, [{envelope}]) END AS e
             FROM (SELECT line_no, raw,
-                         CASE WHEN NOT json_valid(raw) THEN NULL
+                         CASE WHEN NOT json_valid(raw)
+                                THEN CASE WHEN trim(raw, ' \t\r\n') = '' THEN 'EMPTY' END
                               WHEN left(ltrim(raw), 1) = '{{' THEN 'OBJECT' ELSE 'OTHER' END AS kind
                   FROM raw_lines)),
         texts AS (
@@ -212,6 +213,7 @@ def normalize(
         SELECT line_no, e, message_id, call, event_name,
                CASE
                  WHEN kind IS NULL THEN 'malformed_json'
+                 WHEN kind = 'EMPTY' THEN 'empty_line'
                  WHEN kind <> 'OBJECT' THEN 'not_an_object'
                  WHEN id_start IN ('{{', '[', 't', 'f') THEN 'invalid_message_id'
                  WHEN message_id IS NULL THEN 'missing_message_id'
@@ -298,6 +300,7 @@ def normalize(
 
 _REASON_TEXT = {
     "malformed_json": "the line is not valid JSON",
+    "empty_line": "the line is blank",
     "not_an_object": "the line is JSON but not an object",
     "invalid_message_id": f"messageId is not a string of at most {MAX_MESSAGE_ID_LENGTH} characters",
     "missing_message_id": "messageId is missing or empty",
@@ -374,7 +377,7 @@ def _envelope(con: duckdb.DuckDBPyConnection, idx: dict[str, int], source_id: st
             expr, kind = f"{expr}->>'$'", f"json_type({expr})"
         select.append(f'{expr} AS "{col}"')
         select.append(f'{kind} AS "{col}#kind"')
-    return _as_table(con.execute(f"SELECT {', '.join(select)} FROM msgs ORDER BY line_no").to_arrow_table())
+    return _as_table(con.sql(f"SELECT {', '.join(select)} FROM msgs ORDER BY line_no").to_arrow_table())
 
 
 @dataclass
@@ -483,7 +486,7 @@ def _flatten(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array) -> Flat
     if awkward:
         select.append(f"json_extract({root}, {_sql_list([pointer(p) for p in sorted(awkward)])}) AS x")
     if select:
-        result = _as_table(con.execute(f"SELECT {', '.join(select)} FROM msgs ORDER BY line_no").to_arrow_table())
+        result = _as_table(con.sql(f"SELECT {', '.join(select)} FROM msgs ORDER BY line_no").to_arrow_table())
         struct = result["s"] if structure else None
         extra = result["x"] if awkward else None
     return FlatRoot(root, tables, struct, extra, extra_position, order)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 NDJSON_SUFFIXES = (".json", ".ndjson", ".jsonl")
 GZIP_MAGIC = b"\x1f\x8b"
 READ_CHUNK_BYTES = 4 << 20
+INFLATE_CHUNK_BYTES = 16 << 10
 # One day folder of Segment's S3 layout: segment-logs/<source-id>/<received-day-ms>/<file>
 SEGMENT_LOGS_RE = re.compile(r"(?:^|/)segment-logs/([^/]+)/(\d{10,})/[^/]+$")
 
@@ -111,7 +112,9 @@ def _decompressed_chunks(path: Path) -> Iterator[bytes | Exception]:
             return
         inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
         mid_member = False
-        while chunk := fh.read(READ_CHUNK_BYTES):
+        # Small reads: a corrupt stream raises without returning what preceded the fault
+        # in the same call, so little input per call keeps almost every good line.
+        while chunk := fh.read(INFLATE_CHUNK_BYTES):
             try:
                 while chunk:
                     mid_member = True
@@ -130,6 +133,9 @@ def _decompressed_chunks(path: Path) -> Iterator[bytes | Exception]:
                 yield ValueError(f"corrupt gzip stream: {exc}")
                 return
         if mid_member:
+            tail = inflater.flush()  # what decoded before the data ran out
+            if tail:
+                yield tail
             yield ValueError("truncated gzip stream: the file ends inside a compressed member")
 
 

@@ -141,7 +141,7 @@ def write_batch(
 ) -> BatchCounts:
     """Insert a batch's new messages, its discards, rejects and seen ids (no commit)."""
     con.register("batch_messages", batch.messages)
-    fresh = con.execute(fresh_messages_sql("batch_messages")).to_arrow_table()
+    fresh = con.sql(fresh_messages_sql("batch_messages")).to_arrow_table()
     fresh = fresh.read_all() if hasattr(fresh, "read_all") else fresh
     con.unregister("batch_messages")
     fresh_lines = fresh["line_no"]

@@ -1,0 +1,78 @@
+
+import pytest
+
+from loader.errors import UsageError
+from loader.read import discover_files, iter_ndjson_batches, source_id_from_path
+
+from conftest import PATHOLOGIES, event, write_ndjson
+
+
+def read_all(path, max_line_bytes=32768, batch_bytes=1 << 20):
+    lines, rejections, total = [], [], 0
+    for batch in iter_ndjson_batches(path, batch_bytes=batch_bytes, max_line_bytes=max_line_bytes):
+        lines += batch.lines.column("line_no").to_pylist()
+        rejections += batch.rejections
+        total += batch.lines_read
+    return lines, rejections, total
+
+
+@pytest.mark.parametrize(
+    "name", ["not_gzip_despite_name.ndjson.gz", "gzip_without_gz_name.ndjson", "concatenated_members.ndjson.gz"]
+)
+def test_gzip_is_detected_by_magic_bytes_not_name(name):
+    lines, rejections, total = read_all(PATHOLOGIES / name)
+    assert lines == [1, 2, 3, 4, 5] and rejections == [] and total == 5
+
+
+def test_truncated_gzip_keeps_lines_before_the_fault():
+    lines, rejections, total = read_all(PATHOLOGIES / "truncated.ndjson.gz")
+    assert len(lines) > 50  # most of the file decoded
+    assert lines == list(range(1, len(lines) + 1))
+    assert [r.reason for r in rejections] == ["gzip_fault"]
+    assert "truncated" in rejections[0].detail
+    assert rejections[0].line == len(lines) + 1 and total == len(lines) + 1
+
+
+def test_corrupt_gzip_keeps_lines_before_the_fault():
+    lines, rejections, total = read_all(PATHOLOGIES / "corrupt.ndjson.gz")
+    assert len(lines) > 1000
+    assert rejections[-1].reason == "gzip_fault" and "corrupt" in rejections[-1].detail
+    assert total == len(lines) + len(rejections)
+
+
+def test_batches_split_on_line_boundaries(tmp_path):
+    path = write_ndjson(tmp_path / "a.ndjson", [event(i) for i in range(1, 501)])
+    lines, rejections, total = read_all(path, batch_bytes=4096)
+    assert lines == list(range(1, 501)) and total == 500 and not rejections
+
+
+def test_crlf_and_missing_final_newline():
+    lines, rejections, total = read_all(PATHOLOGIES / "crlf_no_trailing_newline.ndjson")
+    assert lines == [1, 2, 3] and not rejections
+
+
+def test_line_level_rejections_keep_raw_bytes():
+    _, rejections, _ = read_all(PATHOLOGIES / "invalid_utf8.ndjson")
+    assert [(r.line, r.reason) for r in rejections] == [(2, "invalid_utf8")]
+    assert b"\xff\xfe" in rejections[0].raw
+    _, rejections, _ = read_all(PATHOLOGIES / "oversized_line.ndjson")
+    assert [(r.line, r.reason) for r in rejections] == [(2, "oversized")]
+    assert len(rejections[0].raw) > 40000
+
+
+def test_discover_files_folders_globs_and_layout(tmp_path):
+    root = tmp_path / "segment-logs" / "srcA" / "1709251200000"
+    a = write_ndjson(root / "b.gz", [event(1)])
+    b = write_ndjson(root / "a.gz", [event(2)])
+    (root / "README.txt").write_text("not data")
+    found = discover_files([str(tmp_path)])
+    assert [f.path.name for f in found] == ["a.gz", "b.gz"]  # sorted, README ignored
+    assert {f.source_id for f in found} == {"srcA"}
+    assert [f.path for f in discover_files([str(tmp_path / "**" / "*.gz")])] == sorted([a.resolve(), b.resolve()])
+    with pytest.raises(UsageError, match="no such file"):
+        discover_files([str(tmp_path / "missing")])
+
+
+def test_source_id_only_from_the_segment_logs_layout(tmp_path):
+    assert source_id_from_path(tmp_path / "segment-logs/abc/1432684800000/x.gz") == "abc"
+    assert source_id_from_path(tmp_path / "logs/abc/1432684800000/x.gz") is None
