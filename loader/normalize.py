@@ -106,6 +106,7 @@ class TableSlice:
     message_id: pa.Array
     values: dict[str, Values]  # standard columns first, then flattened fields
     columns: dict[str, ColumnStats]  # statistics of the flattened fields
+    unnamed: dict[str, Values] = field(default_factory=dict)  # keys with no letter or digit
 
     @property
     def num_rows(self) -> int:
@@ -493,8 +494,9 @@ def _flatten(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array) -> Flat
 
 
 def _awkward_key(path: tuple[str, ...], known: set[tuple[str, ...]]) -> bool:
-    """A DuckDB STRUCT cannot hold an empty key or two keys equal but for case."""
-    if any(k == "" for k in path):
+    """A DuckDB STRUCT cannot hold an empty key, a NUL character or two keys equal but for
+    case: such paths are extracted by JSON pointer instead."""
+    if any(k == "" or "\x00" in k for k in path):
         return True
     for depth in range(1, len(path) + 1):
         prefix, key = path[: depth - 1], path[depth - 1].lower()
@@ -571,12 +573,16 @@ def _slice(
             values[col] = Values(picked[col], picked[f"{col}#kind"])
 
     sources: dict[str, list[tuple[FlatRoot, tuple[str, ...], str]]] = {}
+    unnamed: dict[str, Values] = {}
     for flat in roots:
         label = "context" if flat.root == "context" else payload_root
         for path in sorted(flat.tables.get(tbl, ())):
             name = column_name(path, context=flat.root == "context", standard=RESERVED_FOR[call])
             if name is not None:
                 sources.setdefault(name, []).append((flat, path, pointer((label,) + path)))
+            else:  # no column can be named after it: its values go to the discards
+                text, kind, _ = flat.leaf(path, env["tbl"])
+                unnamed[pointer((label,) + path)] = Values(text.slice(start, length), kind.slice(start, length))
     stats: dict[str, ColumnStats] = {}
     for col in sorted(sources):
         # Keys that collide after snake_case share a column; the byte-wise last key wins
@@ -593,7 +599,7 @@ def _slice(
         values[col] = Values(merged_text, merged_kind)
         stats[col] = col_stats
         name_map.extend(NameMapping("column", tbl, ptr, col) for _, _, ptr in sources[col])
-    return TableSlice(tbl, call, picked["line_no"], picked["message_id"], values, stats)
+    return TableSlice(tbl, call, picked["line_no"], picked["message_id"], values, stats, unnamed)
 
 
 def _combine(array) -> pa.Array:

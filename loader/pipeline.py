@@ -256,6 +256,8 @@ def _plan(schema: Schema, batch: NormalizedBatch):
 def _describe(f: InputFile, exc: Exception) -> str:
     if isinstance(exc, OSError):
         return f"cannot read {f.path}: {exc.strerror or exc}"
+    if not isinstance(exc, (LoaderError, ValueError)):
+        return f"{f.path}: internal error {type(exc).__name__}: {exc!r} (a loader bug: please report it)"
     text = str(exc)
     return text if str(f.path) in text else f"{f.path}: {text}"
 

@@ -224,17 +224,15 @@ def _insert_slice(
         if slice_.call != "tracks" and may_discard(col_type, slice_.columns.get(col)):
             lost = pc.and_(pc.is_valid(text), pc.is_null(typed))
             if pc.any(lost).as_py():
-                n = pc.sum(lost).as_py()
-                discards.append(pa.table({
-                    "table_name": pa.array([slice_.table] * n, pa.string()),
-                    "column_name": pa.array([col] * n, pa.string()),
-                    "message_id": message_id.filter(lost),
-                    "line": line.filter(lost),
-                    "raw_value": text.filter(lost),
-                    "column_type": pa.array([col_type] * n, pa.string()),
-                    "reason": pc.binary_join_element_wise(
-                        "cannot cast ", pc.utf8_lower(kind.filter(lost)), f" value to {col_type}", ""),
-                }))
+                reason = pc.binary_join_element_wise(
+                    "cannot cast ", pc.utf8_lower(kind.filter(lost)), f" value to {col_type}", "")
+                discards.append(_discards(slice_.table, col, message_id, line, text, lost, col_type, reason))
+    for ptr, values in slice_.unnamed.items():
+        text = values.text if everything else values.text.filter(keep)
+        lost = pc.is_valid(text)
+        if pc.any(lost).as_py():
+            discards.append(_discards(slice_.table, ptr, message_id, line, text, lost, None,
+                                      "the key has no ASCII letter or digit to name a column"))
     n = len(line)
     arrays["uuid_ts"] = pa.array([loaded_at] * n, pa.timestamp("us", tz="UTC"))
     arrays["load_id"] = pa.array([load_id] * n, pa.int64())
@@ -243,6 +241,19 @@ def _insert_slice(
     con.execute(f"INSERT INTO {table_ref(schema_name, slice_.table)} ({names}) SELECT {names} FROM typed_rows")
     con.unregister("typed_rows")
     return discards
+
+
+def _discards(table, column, message_id, line, text, lost, col_type, reason) -> pa.Table:
+    n = pc.sum(lost).as_py()
+    return pa.table({
+        "table_name": pa.array([table] * n, pa.string()),
+        "column_name": pa.array([column] * n, pa.string()),
+        "message_id": message_id.filter(lost),
+        "line": line.filter(lost),
+        "raw_value": text.filter(lost),
+        "column_type": pa.array([col_type] * n, pa.string()),
+        "reason": reason if not isinstance(reason, str) else pa.array([reason] * n, pa.string()),
+    })
 
 
 def _note_touched_state(con: duckdb.DuckDBPyConnection, slice_: TableSlice, keep: pa.Array) -> None:

@@ -310,3 +310,12 @@ def test_python_api_result(tmp_path, db):
     copy = tmp_path / "copy.duckdb"
     shutil.copy(db, copy)
     assert table_snapshot(copy) == table_snapshot(db)
+
+
+def test_keys_that_cannot_name_a_column_are_discarded_not_lost(tmp_path, db):
+    run_load([write_ndjson(tmp_path / "1.ndjson", [event(1, properties={"$$": 5, "": "empty", "ok": 1})])], db)
+    assert query(db, "SELECT ok FROM segment.signed_up") == [(1,)]
+    assert sorted(query(db, "SELECT column_name, raw_value, reason FROM _loader.discards")) == [
+        ("/properties/", "empty", "the key has no ASCII letter or digit to name a column"),
+        ("/properties/$$", "5", "the key has no ASCII letter or digit to name a column"),
+    ]
