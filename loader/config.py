@@ -22,7 +22,7 @@ class LoadConfig:
     dry_run: bool = False  # plan tables and schema changes, write nothing
     max_reject_ratio: float = 0.25  # a file with more rejected lines than this fails
     max_event_bytes: int = 32 * 1024  # Segment's per-event limit
-    batch_bytes: int = 32 << 20  # text per normalised batch: bounds memory
+    batch_bytes: int = 16 << 20  # text per normalised batch: bounds memory
     source_id: str | None = None  # when neither projectId nor the path gives one
     progress: Callable[[dict], None] | None = None
 

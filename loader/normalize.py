@@ -78,6 +78,7 @@ ISO_TIMESTAMP_RE = (
     r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)?"
 )
 MAX_MESSAGE_ID_LENGTH = 100  # Segment's documented limit
+COMPUTE_MEMORY_LIMIT = "512MB"  # a batch is a few tens of MB; DuckDB spills past this
 
 
 @dataclass
@@ -142,7 +143,7 @@ def _sql_list(items: list[str]) -> str:
 
 
 def compute_connection() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
+    con = duckdb.connect(config={"memory_limit": COMPUTE_MEMORY_LIMIT})
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
     return con

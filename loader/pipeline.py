@@ -24,7 +24,7 @@ from loader.normalize import NormalizedBatch, compute_connection, normalize, par
 from loader.read import InputFile, discover_files, iter_ndjson_batches, iter_parquet_batches
 from loader.schema import Schema, apply_to, plan_changes, state_table_changes
 
-QUEUE_DEPTH = 2  # batches in flight between the reader thread and the writer
+QUEUE_DEPTH = 1  # batches waiting between the reader thread and the writer: bounds memory
 
 
 @dataclass
