@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,6 +21,7 @@ from loader.naming import column_name, event_table_name
 from loader.read import Rejection
 
 MAX_DEPTH = 8  # objects nested deeper than this are kept whole, as JSON
+MAX_STRUCT_LEAVES = 500  # wider roots are extracted as a list (see _flatten)
 CALL_TABLES = {
     "identify": "identifies",
     "page": "pages",
@@ -396,32 +398,46 @@ class FlatRoot:
     struct: pa.ChunkedArray | None
     extra: pa.ChunkedArray | None  # list<string> of JSON, for the awkward paths
     extra_position: dict[tuple[str, ...], int]
+    containers: set[tuple[str, ...]]  # paths that hold objects whose keys became columns
     order: pa.Array  # the envelope's permutation (rows grouped by table)
     _cache: dict = field(default_factory=dict)
 
     def leaf(self, path: tuple[str, ...], tbl: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, dict]:
         """A leaf's values for the whole batch as (text, kind), and per table its type counts.
-        Computed once per batch and leaf; tables then take zero-copy slices."""
-        cached = self._cache.get(path)
-        if cached is not None:
-            return cached
-        if path in self.extra_position:
-            raw = pc.list_element(_combine(self.extra), self.extra_position[path])
-            keep_objects = False  # an awkward path's objects were flattened into their own columns
-        else:
-            raw = self.struct
-            for key in path:
-                raw = _field(raw, key)
-            keep_objects = True  # only past MAX_DEPTH: the object is the value, as JSON
-        text, kind = json_kinds(_combine(raw).take(self.order))
-        # Empty objects are no value at all.
-        drop = pc.and_(pc.equal(kind, "OBJECT"), pc.equal(text, "{}") if keep_objects else True)
-        drop = pc.fill_null(drop, False)
+        All leaves of the root are prepared together, in a handful of vectorised calls."""
+        if not self._cache:
+            self._prepare(tbl)
+        return self._cache[path]
+
+    def _prepare(self, tbl: pa.ChunkedArray) -> None:
+        paths = sorted(self.extra_position) + sorted(self._struct_paths())
+        if not paths:
+            return
+        rows = len(self.order)
+        raws = []
+        for path in paths:
+            if path in self.extra_position:
+                raw = pc.list_element(_combine(self.extra), self.extra_position[path])
+            else:
+                raw = self.struct
+                for key in path:
+                    raw = _field(raw, key)
+            raws.append(_combine(raw).take(self.order))
+        text, kind = json_kinds(pa.concat_arrays(raws))
+        # An object at a leaf was flattened into its own columns when the path is also a
+        # container; otherwise it lies past MAX_DEPTH and is the value itself, as JSON. An
+        # empty object is no value at all.
+        container = pa.array(np.repeat([p in self.containers for p in paths], rows))
+        drop = pc.fill_null(pc.and_(pc.equal(kind, "OBJECT"), pc.or_(container, pc.equal(text, "{}"))), False)
         if pc.any(drop).as_py():
             text, kind = pc.if_else(drop, None, text), pc.if_else(drop, None, kind)
-        result = (text, kind, _type_counts(text, kind, tbl))
-        self._cache[path] = result
-        return result
+        counts = _type_counts(text, kind, tbl, len(paths))
+        for i, path in enumerate(paths):
+            self._cache[path] = (text.slice(i * rows, rows), kind.slice(i * rows, rows), counts.get(i, {}))
+
+    def _struct_paths(self) -> list[tuple[str, ...]]:
+        paths = {p for leaves in self.tables.values() for p in leaves}
+        return [p for p in paths if p not in self.extra_position]
 
 
 def _field(array, key: str):
@@ -471,7 +487,10 @@ def _flatten(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array) -> Flat
         frontier = sorted(next_frontier)
         depth += 1
 
-    awkward = {p for p in scalars if p in objects or _awkward_key(p, objects | scalars)}
+    awkward = (scalars & objects) | (_awkward_paths(objects | scalars) & scalars)
+    if len(scalars) > MAX_STRUCT_LEAVES:
+        # A STRUCT this wide costs a vector per field: extract a list by JSON pointer instead.
+        awkward = set(scalars)
     structure: dict = {}
     for path in sorted(scalars - awkward):
         node = structure
@@ -491,20 +510,22 @@ def _flatten(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array) -> Flat
         result = _as_table(con.sql(f"SELECT {', '.join(select)} FROM msgs ORDER BY line_no").to_arrow_table())
         struct = result["s"] if structure else None
         extra = result["x"] if awkward else None
-    return FlatRoot(root, tables, struct, extra, extra_position, order)
+    return FlatRoot(root, tables, struct, extra, extra_position, objects, order)
 
 
-def _awkward_key(path: tuple[str, ...], known: set[tuple[str, ...]]) -> bool:
-    """A DuckDB STRUCT cannot hold an empty key, a NUL character or two keys equal but for
-    case: such paths are extracted by JSON pointer instead."""
-    if any(k == "" or "\x00" in k for k in path):
-        return True
-    for depth in range(1, len(path) + 1):
-        prefix, key = path[: depth - 1], path[depth - 1].lower()
-        siblings = {p[depth - 1] for p in known if len(p) >= depth and p[: depth - 1] == prefix}
-        if sum(s.lower() == key for s in siblings) > 1:
-            return True
-    return False
+def _awkward_paths(paths: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
+    """Paths a DuckDB STRUCT cannot hold: an empty key, a NUL character, or a key equal to a
+    sibling's but for case. Such paths are extracted by JSON pointer instead."""
+    siblings: dict[tuple[tuple[str, ...], str], set[str]] = {}
+    for path in paths:
+        for depth in range(len(path)):
+            siblings.setdefault((path[:depth], path[depth].lower()), set()).add(path[depth])
+    clashing = {key for key, spellings in siblings.items() if len(spellings) > 1}
+    return {
+        path for path in paths
+        if any(k == "" or "\x00" in k for k in path)
+        or any((path[:d], path[d].lower()) in clashing for d in range(len(path)))
+    }
 
 
 def _json_dumps(value) -> str:
@@ -607,25 +628,33 @@ def _combine(array) -> pa.Array:
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
-def _type_counts(text: pa.Array, kind: pa.Array, tbl: pa.ChunkedArray) -> dict[str, dict[str, int]]:
-    """Per table, the JSON types of every value: strings that are all ISO-8601 timestamps
-    count as TIMESTAMP, integers beyond 64 bits as HUGEINT."""
-    frame = pl.DataFrame({"tbl": pl.from_arrow(tbl), "kind": pl.from_arrow(kind)})
+def _type_counts(text: pa.Array, kind: pa.Array, tbl: pa.ChunkedArray, leaves: int) -> dict[int, dict[str, dict[str, int]]]:
+    """For leaves stacked one after another (each as long as `tbl`): per leaf and table, the
+    JSON types of every value; strings that are all ISO-8601 timestamps count as TIMESTAMP,
+    integers beyond 64 bits as HUGEINT."""
+    rows = len(tbl)
+    tables = pc.unique(tbl).to_pylist()
+    codes = pc.index_in(tbl, pa.array(tables)).to_numpy(zero_copy_only=False)
+    frame = pl.DataFrame({
+        "leaf": np.repeat(np.arange(leaves, dtype=np.int32), rows),
+        "tbl": np.tile(codes, leaves),
+        "kind": pl.from_arrow(kind),
+    })
     flags = []
     if pc.any(pc.equal(kind, "VARCHAR")).as_py():
-        iso = pc.match_substring_regex(text, "^" + ISO_TIMESTAMP_RE + "$")
+        iso = pc.and_(pc.equal(kind, "VARCHAR"), pc.match_substring_regex(text, "^" + ISO_TIMESTAMP_RE + "$"))
         frame = frame.with_columns(iso=pl.from_arrow(iso))
         flags.append(pl.col("iso").sum().alias("iso"))
     if pc.any(pc.equal(kind, "UBIGINT")).as_py():
         length = pc.utf8_length(text)
-        huge = pc.or_(pc.greater(length, 19),
-                      pc.and_(pc.equal(length, 19), pc.greater(text, "9223372036854775807")))
+        huge = pc.and_(pc.equal(kind, "UBIGINT"), pc.or_(
+            pc.greater(length, 19), pc.and_(pc.equal(length, 19), pc.greater(text, "9223372036854775807"))))
         frame = frame.with_columns(huge=pl.from_arrow(huge))
         flags.append(pl.col("huge").sum().alias("huge"))
-    grouped = frame.drop_nulls("kind").group_by(["tbl", "kind"]).agg(pl.len().alias("n"), *flags)
-    counts: dict[str, dict[str, int]] = {}
+    grouped = frame.drop_nulls("kind").group_by(["leaf", "tbl", "kind"]).agg(pl.len().alias("n"), *flags)
+    counts: dict[int, dict[str, dict[str, int]]] = {}
     for row in grouped.iter_rows(named=True):
-        per_table = counts.setdefault(row["tbl"], {})
+        per_table = counts.setdefault(row["leaf"], {}).setdefault(tables[row["tbl"]], {})
         kind_name, n = row["kind"], row["n"]
         if kind_name == "VARCHAR" and row.get("iso") == n:
             kind_name = "TIMESTAMP"
@@ -639,9 +668,9 @@ def _type_counts(text: pa.Array, kind: pa.Array, tbl: pa.ChunkedArray) -> dict[s
 
 def _tracks_slice(track_slices: list[TableSlice]) -> TableSlice:
     """`tracks`: every track, with the standard and context columns only."""
-    names: list[str] = []
+    names: dict[str, None] = {}  # ordered set
     for s in track_slices:
-        names += [c for c in s.values if c not in names and (c in ALL_STANDARD or c.startswith("context_"))]
+        names.update((c, None) for c in s.values if c in ALL_STANDARD or c.startswith("context_"))
     values: dict[str, Values] = {}
     stats: dict[str, ColumnStats] = {}
     for col in names:

@@ -20,6 +20,7 @@ from pathlib import Path
 from loader import __version__, state, writer
 from loader.config import LoadConfig
 from loader.errors import FileFailedError, LoaderError
+from loader.faults import crash_point
 from loader.normalize import NormalizedBatch, compute_connection, normalize, parquet_to_lines
 from loader.read import InputFile, discover_files, iter_ndjson_batches, iter_parquet_batches
 from loader.schema import Schema, apply_to, plan_changes, state_table_changes
@@ -203,10 +204,13 @@ def _write_file(con, f: InputFile, digest, out: queue.Queue, schema: Schema, con
             batch: NormalizedBatch = payload
             changes = _plan(schema, batch)
             writer.apply_changes(con, config.schema, changes, load_id=load_id, file_id=file_id)
+            if changes:
+                crash_point("after_schema_change")
             changes_here += [asdict(c) | {"path": fr.path} for c in changes]
             counts = writer.write_batch(con, config.schema, schema, batch, load_id=load_id,
                                         file_id=file_id, path=fr.path, loaded_at=loaded_at)
             state.record_names(con, batch.name_map, load_id)
+            crash_point("after_insert")
             fr.lines += batch.lines_read
             fr.rows_loaded += counts.loaded
             fr.duplicates += counts.duplicates
@@ -225,8 +229,11 @@ def _write_file(con, f: InputFile, digest, out: queue.Queue, schema: Schema, con
         if error is not None:
             raise error
         writer.refresh_state_tables(con, config.schema, schema)
+        crash_point("before_manifest")
         state.record_file(con, file_id, load_id, _manifest_row(f, digest, fr))
+        crash_point("before_commit")
         con.execute("COMMIT")
+        crash_point("after_commit")
         result.schema_changes += changes_here
         progress.file_done()
         return fr, schema

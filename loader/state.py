@@ -34,6 +34,8 @@ def loaded_hashes(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
 
 
 def start_load(con: duckdb.DuckDBPyConnection, version: str, arguments: dict) -> int:
+    # We hold the only write lock, so a run still marked running was killed.
+    con.execute("UPDATE _loader.loads SET status = 'interrupted' WHERE status = 'running'")
     load_id = con.execute("SELECT coalesce(max(load_id), 0) + 1 FROM _loader.loads").fetchall()[0][0]
     con.execute(
         "INSERT INTO _loader.loads (load_id, started_at, status, loader_version, arguments) "

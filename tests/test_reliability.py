@@ -1,0 +1,117 @@
+"""Crash safety: a load killed at any point, then re-run, equals one clean run."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from loader.faults import CRASH_POINTS
+
+from conftest import REPO, event, query, table_snapshot, write_ndjson
+
+
+def make_archive(root, files=6, per_file=40, seed=11):
+    """Files with cross-file duplicates, identifies, several events and schema drift."""
+    rng = random.Random(seed)
+    names = ["Product Viewed", "Order Completed", "Signed Up"]
+    paths = []
+    for f in range(files):
+        lines = []
+        for i in range(per_file):
+            n = f * per_file + i
+            if i % 10 == 0 and f > 0:  # a retried message from the previous file
+                n -= per_file
+            price = n if f < files // 2 else n + 0.5  # BIGINT first, then widened
+            if i % 7 == 0:
+                lines.append(event(n, type="identify", userId=f"u{n % 13}",
+                                   traits={"plan": rng.choice(["free", "pro"]), f"t{f}": n}))
+            else:
+                lines.append(event(n, event=names[n % 3], properties={"price": price, f"p{f}": "x"}))
+        if f == 2:
+            lines.append("garbage line")
+        paths.append(write_ndjson(root / "segment-logs" / "src" / "1709251200000" / f"{f:02}.ndjson.gz", lines))
+    return paths
+
+
+def load_cmd(archive, db, **env):
+    return subprocess.run(
+        [sys.executable, "-m", "loader", "load", str(archive), "--db", str(db)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+        env={**{k: v for k, v in os.environ.items() if k != "SEGMENT_LOADER_CRASH_AT"}, **env},
+    )
+
+
+def manifest(db):
+    return sorted(query(db, "SELECT path, status, lines, rows_loaded, duplicates, rejects, discards "
+                            "FROM _loader.files WHERE status = 'loaded'"))
+
+
+def assert_consistent(db):
+    """No file marked loaded without its rows; no message id twice."""
+    assert query(db, "SELECT count(*) - count(DISTINCT message_id) FROM _loader.seen_messages")[0][0] == 0
+    mismatched = query(db, """
+        SELECT f.path FROM _loader.files f
+        LEFT JOIN (SELECT file_id, count(*) AS n FROM _loader.seen_messages GROUP BY file_id) s USING (file_id)
+        WHERE f.status = 'loaded' AND coalesce(s.n, 0) <> f.rows_loaded""")
+    assert mismatched == []
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clean")
+    archive = root / "logs"
+    make_archive(archive)
+    db = root / "clean.duckdb"
+    assert load_cmd(archive, db).returncode == 0
+    return archive, table_snapshot(db), manifest(db)
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+@pytest.mark.parametrize("nth", [1, 4])
+def test_crash_then_rerun_equals_one_clean_run(point, nth, clean, tmp_path):
+    archive, tables, files = clean
+    db = tmp_path / "w.duckdb"
+    crashed = load_cmd(archive, db, SEGMENT_LOADER_CRASH_AT=f"{point}:{nth}")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    if _has_manifest(db):  # the crash may come before the first commit
+        assert_consistent(db)
+    rerun = load_cmd(archive, db)
+    assert rerun.returncode == 0, rerun.stderr
+    assert table_snapshot(db) == tables
+    assert [f[1:] for f in manifest(db)] == [f[1:] for f in files]
+    assert_consistent(db)
+    assert query(db, "SELECT status FROM _loader.loads ORDER BY load_id") == [("interrupted",), ("succeeded",)]
+
+
+def _has_manifest(db):
+    return bool(query(db, "SELECT count(*) FROM information_schema.tables WHERE table_schema = '_loader' AND table_name = 'files'")[0][0])
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments(tmp_path):
+    archive = tmp_path / "logs"
+    make_archive(archive, files=24, per_file=600, seed=5)
+    clean_db = tmp_path / "clean.duckdb"
+    assert load_cmd(archive, clean_db).returncode == 0
+    db = tmp_path / "w.duckdb"
+    rng = random.Random(2024)
+    kills = 0
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, "-m", "loader", "load", str(archive), "--db", str(db)],
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 2.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+        if db.exists() and _has_manifest(db):
+            assert_consistent(db)
+    assert kills >= 1  # at least one run really was killed mid-way
+    assert load_cmd(archive, db).returncode == 0
+    assert table_snapshot(db) == table_snapshot(clean_db)
+    assert [f[1:] for f in manifest(db)] == [f[1:] for f in manifest(clean_db)]
+    assert_consistent(db)
