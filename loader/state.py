@@ -147,9 +147,19 @@ def status(con: duckdb.DuckDBPyConnection, schema: str, *, last: int = 5) -> dic
             "WHERE load_id = ? ORDER BY table_name, column_name NULLS FIRST",
             [last_load],
         ),
-        "tables": rows(
-            "SELECT table_name, estimated_size AS row_count, column_count FROM duckdb_tables() "
-            "WHERE schema_name = ? ORDER BY table_name",
-            [schema],
-        ),
+        "tables": _table_sizes(con, schema),
     }
+
+
+def _table_sizes(con: duckdb.DuckDBPyConnection, schema: str) -> list[dict]:
+    """Exact row counts (DuckDB's estimated_size also counts rows deleted by users/accounts)."""
+    from loader.sql import table_ref
+
+    tables = con.execute(
+        "SELECT table_name, column_count FROM duckdb_tables() WHERE schema_name = ? ORDER BY 1", [schema]
+    ).fetchall()
+    return [
+        {"table_name": t, "rows": con.execute(f"SELECT count(*) FROM {table_ref(schema, t)}").fetchall()[0][0],
+         "columns": n}
+        for t, n in tables
+    ]
