@@ -11,10 +11,14 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := False
 
 install: $(VENV)/.installed
 
+# The package index can drop connections mid-download: retry the install a few times.
+PIP_INSTALL := $(PY) -m pip install --quiet --retries 10 --timeout 60
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	for i in 1 2 3 4; do $(PIP_INSTALL) --upgrade pip && break; sleep 5; done
+	for i in 1 2 3 4; do $(PIP_INSTALL) -e '.[test]' && break; \
+	  [ $$i = 4 ] && exit 1; echo "pip install failed, retrying ($$i)"; sleep 10; done
 	touch $@
 
 demo: install

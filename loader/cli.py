@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+import duckdb
+
 from loader import __version__, state, writer
 from loader.config import LoadConfig, default_db_path
 from loader.errors import LoaderError
@@ -38,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     p_load.add_argument("--max-reject-ratio", type=float, default=0.25, help="fail a file when more than this share of its lines is rejected (default 0.25)")
     p_load.add_argument("--max-event-bytes", type=int, default=32 * 1024, help="reject lines longer than this (default 32768, Segment's limit)")
     p_load.add_argument("--source-id", help="source id for messages with no projectId outside the segment-logs/<source>/ layout")
+    p_load.add_argument("--memory-limit-mb", type=int, default=1536, help="DuckDB memory for the load, in MB (default 1536); it spills to disk past it")
     p_load.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
     p_status = sub.add_parser("status", help="manifest, last runs, rejects and schema changes")
@@ -56,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     except LoaderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except (MemoryError, duckdb.OutOfMemoryException) as exc:
+        print(f"error: out of memory ({exc}). Files committed before this one are complete; "
+              "nothing of the file being loaded was kept. Raise --memory-limit-mb or give the "
+              "process more memory, then run again.", file=sys.stderr)
+        return EXIT_INTERNAL
     except KeyboardInterrupt:
         print("interrupted: files committed so far are complete; run again to finish", file=sys.stderr)
         return 130
@@ -71,6 +79,7 @@ def _load(args) -> int:
         max_reject_ratio=args.max_reject_ratio,
         max_event_bytes=args.max_event_bytes,
         source_id=args.source_id,
+        memory_limit_mb=args.memory_limit_mb,
         progress=progress,
     )
     result = load(args.paths, config)

@@ -24,6 +24,7 @@ class LoadConfig:
     max_event_bytes: int = 32 * 1024  # Segment's per-event limit
     batch_bytes: int = 16 << 20  # text per normalised batch: bounds memory
     source_id: str | None = None  # when neither projectId nor the path gives one
+    memory_limit_mb: int = 1536  # DuckDB's share: 2/3 for the warehouse, 1/3 for shaping batches
     progress: Callable[[dict], None] | None = None
 
     def __post_init__(self) -> None:

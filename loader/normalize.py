@@ -80,7 +80,6 @@ ISO_TIMESTAMP_RE = (
     r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)?"
 )
 MAX_MESSAGE_ID_LENGTH = 100  # Segment's documented limit
-COMPUTE_MEMORY_LIMIT = "512MB"  # a batch is a few tens of MB; DuckDB spills past this
 
 
 @dataclass
@@ -144,8 +143,10 @@ def _sql_list(items: list[str]) -> str:
     return "[" + ", ".join("'" + s.replace("'", "''") + "'" for s in items) + "]"
 
 
-def compute_connection() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(config={"memory_limit": COMPUTE_MEMORY_LIMIT})
+def compute_connection(memory_limit_mb: int = 512) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB for shaping batches (a batch is a few tens of MB; it spills past
+    the limit rather than grow)."""
+    con = duckdb.connect(config={"memory_limit": f"{memory_limit_mb}MB"})
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
     return con

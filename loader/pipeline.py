@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import duckdb
+
 from loader import __version__, state, writer
 from loader.config import LoadConfig
 from loader.errors import FileFailedError, LoaderError
@@ -110,7 +112,7 @@ def _batches(file: InputFile, config: LoadConfig, con) -> Iterator[NormalizedBat
 
 def _produce(files: list[InputFile], config: LoadConfig, out: queue.Queue, stop: threading.Event) -> None:
     """Worker thread: normalised batches of each file in order, then ("end", error)."""
-    con = compute_connection()
+    con = compute_connection(config.memory_limit_mb // 3)
     try:
         for file in files:
             try:
@@ -149,7 +151,7 @@ def _hash_all(files: list[InputFile]) -> dict[Path, tuple[str, int] | OSError]:
 
 
 def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None:
-    con = writer.connect(config.db_path)
+    con = writer.connect(config.db_path, memory_limit_mb=config.memory_limit_mb * 2 // 3)
     try:
         writer.ensure_metadata(con, config.schema)
         result.load_id = load_id = state.start_load(
@@ -263,6 +265,8 @@ def _plan(schema: Schema, batch: NormalizedBatch):
 def _describe(f: InputFile, exc: Exception) -> str:
     if isinstance(exc, OSError):
         return f"cannot read {f.path}: {exc.strerror or exc}"
+    if isinstance(exc, (MemoryError, duckdb.OutOfMemoryException)):
+        return f"{f.path}: out of memory while reading it ({exc}); raise --memory-limit-mb"
     if not isinstance(exc, (LoaderError, ValueError)):
         return f"{f.path}: internal error {type(exc).__name__}: {exc!r} (a loader bug: please report it)"
     text = str(exc)
@@ -310,7 +314,7 @@ def _dry_run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> 
                 done_before = state.loaded_hashes(con)
         finally:
             con.close()
-    compute = compute_connection()
+    compute = compute_connection(config.memory_limit_mb // 3)
     try:
         for f in files:
             try:

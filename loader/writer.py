@@ -23,8 +23,6 @@ from loader.read import Rejection
 from loader.schema import STATE_TABLES, Schema, SchemaChange, may_discard
 from loader.sql import ident, literal, table_ref
 
-WAREHOUSE_MEMORY_LIMIT = "1GB"  # DuckDB's default is 80% of RAM; a load needs far less
-
 METADATA_DDL = """
 CREATE SCHEMA IF NOT EXISTS _loader;
 CREATE SEQUENCE IF NOT EXISTS _loader.file_ids;
@@ -52,10 +50,11 @@ CREATE TABLE IF NOT EXISTS _loader.name_map (
 """
 
 
-def connect(db_path: str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, turning DuckDB's lock error into one that names the holder."""
+def connect(db_path: str, *, read_only: bool = False, memory_limit_mb: int = 1024) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, turning DuckDB's lock error into one that names the holder.
+    DuckDB's own default memory limit is 80% of RAM; a load needs far less."""
     try:
-        con = duckdb.connect(db_path, read_only=read_only, config={"memory_limit": WAREHOUSE_MEMORY_LIMIT})
+        con = duckdb.connect(db_path, read_only=read_only, config={"memory_limit": f"{memory_limit_mb}MB"})
     except duckdb.IOException as exc:
         text = str(exc)
         if "lock" in text.lower():

@@ -115,3 +115,33 @@ def test_sigkill_at_random_moments(tmp_path):
     assert table_snapshot(db) == table_snapshot(clean_db)
     assert [f[1:] for f in manifest(db)] == [f[1:] for f in manifest(clean_db)]
     assert_consistent(db)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("limit", ["memory", "address_space"])
+def test_memory_caps_stream_or_fail_cleanly(limit, tmp_path):
+    """Under a tight memory cap a load either completes (DuckDB spills, batches are bounded)
+    or fails with a clear message; the warehouse is never left inconsistent, and a re-run
+    with room to work gives the clean result."""
+    import resource
+
+    archive = tmp_path / "logs"
+    make_archive(archive, files=8, per_file=3000, seed=9)
+    clean_db = tmp_path / "clean.duckdb"
+    assert load_cmd(archive, clean_db).returncode == 0
+    db = tmp_path / "w.duckdb"
+    args = [sys.executable, "-m", "loader", "load", str(archive), "--db", str(db)]
+    preexec = None
+    if limit == "memory":
+        args += ["--memory-limit-mb", "48"]
+    else:
+        def preexec():  # the kernel refuses allocations past 3 GB of address space
+            resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=REPO, preexec_fn=preexec)
+    if proc.returncode != 0:
+        assert "memory" in proc.stderr.lower(), proc.stderr
+    if _has_manifest(db):
+        assert_consistent(db)
+    assert load_cmd(archive, db).returncode == 0
+    assert table_snapshot(db) == table_snapshot(clean_db)
+    assert_consistent(db)
