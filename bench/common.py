@@ -5,6 +5,8 @@
   grandchildren it waited for), unlike ``getrusage(RUSAGE_CHILDREN)``, whose ``ru_maxrss`` is a
   maximum over every child this process ever had. A sampler thread also sums the RSS of the
   child's whole process tree every 50 ms, so a multi-process tool is not under-reported.
+  It also records how much CPU the rest of the machine used meanwhile (``other_cores``), so a
+  figure taken while something else ran can be recognised.
 * ``archive(...)`` returns a generated archive, generating it only when its manifest does not
   match the requested size, seed and generator version.
 * ``machine()`` describes the machine the figures come from.
@@ -80,10 +82,23 @@ class TreeRss(threading.Thread):
         self.join()
 
 
+def cpu_busy_seconds() -> float:
+    """CPU-seconds the whole machine has spent busy since boot (all cores, from /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    steal = fields[7] if len(fields) > 7 else 0
+    return (sum(fields[:8]) - idle - steal) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(cmd: list[str], env: dict | None = None, cwd: str | Path | None = None,
             timeout: float = 7200.0) -> dict:
     """Run ``cmd``; return wall seconds, exit code, stdout, stderr tail and peak RSS (MB)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        busy0 = cpu_busy_seconds()
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd or REPO)
         sampler = TreeRss(p.pid)
@@ -99,6 +114,7 @@ def measure(cmd: list[str], env: dict | None = None, cwd: str | Path | None = No
                 break
             time.sleep(0.005)
         wall = time.perf_counter() - t0
+        busy = cpu_busy_seconds() - busy0
         sampler.stop()
         p.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait() again
         out.seek(0)
@@ -114,10 +130,24 @@ def measure(cmd: list[str], env: dict | None = None, cwd: str | Path | None = No
         "peak_rss_mb": ru.ru_maxrss / 1024,  # Linux: KiB
         "tree_peak_rss_mb": max(sampler.peak, ru.ru_maxrss * 1024) / 2**20,
         "procs": sampler.max_procs,
+        # CPU used meanwhile by everything else on the machine, in cores (ours: the sampler,
+        # ~0.01): a figure taken while other work ran is not comparable
+        "other_cores": max(0.0, (busy - ru.ru_utime - ru.ru_stime) / wall) if wall else 0.0,
         "stdout": stdout,
         "stderr_tail": stderr[-4000:],
         "timed_out": wall > timeout,
     }
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.15) -> float:
+    """Wait (up to ``max_wait`` s) until the machine is idle: < ``threshold`` cores busy over 1 s.
+    Returns the seconds waited."""
+    t0 = time.perf_counter()
+    while True:
+        b0 = cpu_busy_seconds()
+        time.sleep(1.0)
+        if cpu_busy_seconds() - b0 < threshold or time.perf_counter() - t0 >= max_wait:
+            return time.perf_counter() - t0 - 1.0
 
 
 def last_json(stdout: str) -> dict | None:

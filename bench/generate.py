@@ -488,7 +488,8 @@ class Generator:
 
     # ---- helpers ------------------------------------------------------------------------
     def product(self, rng: random.Random, full: bool = True) -> dict:
-        p = self.products[min(len(self.products) - 1, int(len(self.products) * rng.random() ** 1.6))]
+        n = len(self.products)
+        p = self.products[min(n - 1, int(n * rng.random() ** 1.6))]
         d = dict(p)
         if not full:
             d.pop("image_url")

@@ -86,7 +86,7 @@ def child(a: argparse.Namespace) -> None:
     con = duckdb.connect(a.db, read_only=True)
     tables = con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'segment' "
-        "AND table_name NOT LIKE '\\_dlt%' ESCAPE '\\' AND table_name NOT LIKE '%\\_\\_%' ESCAPE '\\'"
+        "AND NOT starts_with(table_name, '_dlt') AND NOT contains(table_name, '__')"
     ).fetchall()
     rows = sum(con.execute(f'SELECT count(*) FROM segment."{t}"').fetchone()[0] for (t,) in tables)
     con.close()

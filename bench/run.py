@@ -40,10 +40,11 @@ from common import (
     last_json,
     link_tree,
     machine,
-    measure,
     median,
+    wait_quiet,
     warm_cache,
 )
+from common import measure as measure_now
 
 LOADER_KEYS = ("files_seen", "files_loaded", "files_skipped", "files_failed", "lines",
                "rows_loaded", "duplicates", "rejects", "discards", "schema_changes", "seconds")
@@ -74,11 +75,18 @@ class Bench:
         self.notes: list[str] = []
 
     # ---- helpers ----------------------------------------------------------------------
+    def measure(self, cmd: list[str], **kw) -> dict:
+        waited = wait_quiet(self.a.quiet_wait) if self.a.quiet_wait > 0 else 0.0
+        m = measure_now(cmd, **kw)
+        m["waited_for_quiet_s"] = round(waited, 1)
+        return m
+
     def record(self, step: str, m: dict, **extra) -> dict:
         m = {k: v for k, v in m.items() if k != "stdout"} | extra
         self.runs.setdefault(step, []).append(m)
         rss = m.get("tree_peak_rss_mb") or 0
-        log(f"  {step:<16} {m['wall_s']:8.2f} s  rss {rss:7.0f} MB  rc {m['rc']}"
+        log(f"  {step:<16} {m['wall_s']:8.2f} s  rss {rss:7.0f} MB  rc {m['rc']}  "
+            f"other load {m['other_cores']:.2f} cores"
             + (f"  {m['check']}" if m.get("check") else ""))
         if m["rc"] != 0:
             log("    stderr: " + m.get("stderr_tail", "")[-1500:].replace("\n", "\n    "))
@@ -86,7 +94,7 @@ class Bench:
 
     def load(self, step: str, paths: list[Path], db: Path, expect: dict) -> dict:
         cmd = [self.py, "-m", "loader", "load", *map(str, paths), "--db", str(db), "--json"]
-        m = measure(cmd, timeout=self.a.timeout)
+        m = self.measure(cmd, timeout=self.a.timeout)
         res = last_json(m["stdout"]) or {}
         got = {k: res.get(k) for k in LOADER_KEYS}
         bad = [f"{k}={got.get(k)} (expected {v})" for k, v in expect.items() if got.get(k) != v]
@@ -97,7 +105,7 @@ class Bench:
 
     def dbt(self, step: str, db: Path) -> dict | None:
         env = self.dbt_env(db)
-        m = measure([str(self.a.dbt), "build", "--project-dir", str(REPO), "--profiles-dir",
+        m = self.measure([str(self.a.dbt), "build", "--project-dir", str(REPO), "--profiles-dir",
                      str(REPO)], env=env, timeout=self.a.timeout)
         done = [ln.strip() for ln in m["stdout"].splitlines() if "Done. PASS=" in ln]
         return self.record(step, m, summary=done[-1] if done else m["stdout"][-300:])
@@ -156,30 +164,30 @@ class Bench:
         if dbt_skip is None:
             env = self.dbt_env(self.work / "dbt-parse.duckdb")
             if (REPO / "packages.yml").exists() or (REPO / "dependencies.yml").exists():
-                d = measure([str(a.dbt), "deps", "--project-dir", str(REPO), "--profiles-dir",
+                d = measure_now([str(a.dbt), "deps", "--project-dir", str(REPO), "--profiles-dir",
                              str(REPO)], env=env)
                 if d["rc"] != 0:
                     dbt_skip = "skipped: `dbt deps` failed: " + d["stdout"][-300:]
             if dbt_skip is None:
-                p = measure([str(a.dbt), "parse", "--project-dir", str(REPO), "--profiles-dir",
+                p = measure_now([str(a.dbt), "parse", "--project-dir", str(REPO), "--profiles-dir",
                              str(REPO)], env=env)  # warm-up: every measured build re-parses alike
                 if p["rc"] != 0:
-                    dbt_skip = "skipped: `dbt parse` failed: " + (p["stdout"] + p["stderr_tail"])[-500:]
+                    out = p["stdout"] + p["stderr_tail"]
+                    dbt_skip = "skipped: `dbt parse` failed: " + out[-500:]
         if dbt_skip:
             log(f"dbt: {dbt_skip}")
 
         glob = str(self.data / "segment-logs" / "*" / "*" / "*.gz")
         for r in range(a.repeat):
             log(f"repeat {r + 1}/{a.repeat}")
-            db = fresh_db(self.work / "floor.duckdb")
-            m = measure([self.py, str(Path(__file__).with_name("floor.py")), "--db", str(db),
-                         "--glob", glob], timeout=a.timeout)
-            self.record("floor", m, floor=last_json(m["stdout"]))
-            if not a.skip_union_floor:
+            floor_py = str(Path(__file__).with_name("floor.py"))
+            for step, opts in (("floor", []), ("floor_union", ["--union-by-name"])):
+                if step == "floor_union" and a.skip_union_floor:
+                    continue
                 db = fresh_db(self.work / "floor.duckdb")
-                m = measure([self.py, str(Path(__file__).with_name("floor.py")), "--db", str(db),
-                             "--glob", glob, "--union-by-name"], timeout=a.timeout)
-                self.record("floor_union", m, floor=last_json(m["stdout"]))
+                m = self.measure([self.py, floor_py, "--db", str(db), "--glob", glob, *opts],
+                                 timeout=a.timeout)
+                self.record(step, m, floor=last_json(m["stdout"]))
             fresh_db(self.work / "floor.duckdb")
 
             link_tree(self.data, files, tree)
@@ -231,6 +239,7 @@ class Bench:
             "self_reported_s_median": median(
                 [(m.get("loader") or {}).get("seconds") for m in runs]),
             "checks": sorted({m.get("check", "") for m in runs} - {""}),
+            "other_cores_median": median([m["other_cores"] for m in runs]),
             "dbt_summary": runs[-1].get("summary"),
         }
 
@@ -287,7 +296,8 @@ class Bench:
 
         ld, fl = s["loader"], s["floor"]
         if ld:
-            add(f"loader >= {t['events_per_s']:,} events/s", ld["events_per_s"] >= t["events_per_s"],
+            add(f"loader >= {t['events_per_s']:,} events/s",
+                ld["events_per_s"] >= t["events_per_s"],
                 f"{ld['events_per_s']:,.0f} events/s")
         else:
             add(f"loader >= {t['events_per_s']:,} events/s", None, "not measured")
@@ -351,7 +361,7 @@ class Bench:
               "wall time of the whole process")
         print()
         hdr = (f"{'step':<18}{'wall s':>9}{'events/s':>12}{'MB/s raw':>10}{'MB/s gz':>9}"
-               f"{'peak RSS MB':>13}{'vs floor':>10}  all runs (s)")
+               f"{'peak RSS MB':>13}{'vs floor':>10}{'other':>7}  all runs (s)")
         print(hdr)
         print("-" * len(hdr))
         floor = s["floor"]["wall_s_median"] if s["floor"] else None
@@ -369,8 +379,14 @@ class Bench:
                   ("floor", "floor_union", "loader") else "")
             print(f"{k:<18}{v['wall_s_median']:>9.2f}{f(v['events_per_s'], ',.0f'):>12}"
                   f"{f(v['raw_mb_per_s'], ',.1f'):>10}{f(v['gz_mb_per_s'], ',.1f'):>9}"
-                  f"{v['tree_peak_rss_mb_median']:>13,.0f}{vs:>10}  "
+                  f"{v['tree_peak_rss_mb_median']:>13,.0f}{vs:>10}"
+                  f"{v['other_cores_median']:>7.2f}  "
                   f"{', '.join(f'{w:.2f}' for w in v['wall_s_all'])}")
+        print("(other: median CPU cores used by the rest of the machine during the step; above "
+              "~0.2 the figure is disturbed)")
+        busy = [k for k in order if s.get(k) and s[k]["other_cores_median"] > 0.2]
+        if busy:
+            print(f"WARNING: other work ran during {', '.join(busy)}: rerun on a quiet machine")
         print()
         for k in order:
             v = s.get(k)
@@ -416,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
                     if (REPO / ".venv" / "bin" / "python").exists() else sys.executable)
     ap.add_argument("--dbt", default=str(REPO / ".venv" / "bin" / "dbt"))
     ap.add_argument("--timeout", type=float, default=3600.0, help="per step, seconds")
+    ap.add_argument("--quiet-wait", type=float, default=30.0,
+                    help="before each step, wait up to this many seconds for the rest of the "
+                         "machine to use < 0.15 cores (0: do not wait)")
     ap.add_argument("--output", default=str(OUT / "results.json"))
     a = ap.parse_args(argv)
     if a.repeat < 1 or a.events < 1:
