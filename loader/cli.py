@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     p_load.add_argument("--max-reject-ratio", type=float, default=0.25, help="fail a file when more than this share of its lines is rejected (default 0.25)")
     p_load.add_argument("--max-event-bytes", type=int, default=32 * 1024, help="reject lines longer than this (default 32768, Segment's limit)")
     p_load.add_argument("--source-id", help="source id for messages with no projectId outside the segment-logs/<source>/ layout")
+    p_load.add_argument("--commit-every-rows", type=int, default=100_000, help="commit files in groups of about this many rows (default 100000; 1 = a transaction per file)")
     p_load.add_argument("--memory-limit-mb", type=int, default=1536, help="DuckDB memory for the load, in MB (default 1536); it spills to disk past it")
     p_load.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
@@ -80,6 +81,7 @@ def _load(args) -> int:
         max_event_bytes=args.max_event_bytes,
         source_id=args.source_id,
         memory_limit_mb=args.memory_limit_mb,
+        commit_every_rows=args.commit_every_rows,
         progress=progress,
     )
     result = load(args.paths, config)

@@ -24,6 +24,7 @@ class LoadConfig:
     max_event_bytes: int = 32 * 1024  # Segment's per-event limit
     batch_bytes: int = 16 << 20  # text per normalised batch: bounds memory
     source_id: str | None = None  # when neither projectId nor the path gives one
+    commit_every_rows: int = 100_000  # files are committed in groups of about this many rows
     memory_limit_mb: int = 1536  # DuckDB's share: 2/3 for the warehouse, 1/3 for shaping batches
     progress: Callable[[dict], None] | None = None
 

@@ -163,21 +163,25 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
         for f in files:
             h = hashes[f.path]
             if isinstance(h, OSError):
-                fr = FileResult(str(f.path), "failed", reason=f"cannot read {f.path}: {h.strerror or h}")
-                _record_failure(con, load_id, f, ("", 0), fr)
-                result.files.append(fr)
+                result.files.append(_record_failure(None, f, ("", 0), FileResult(str(f.path), "failed"), h,
+                                                    [], con=con, load_id=load_id))
             elif h[0] in done_before and not config.force:
                 result.files.append(FileResult(
                     str(f.path), "skipped", reason=f"already loaded (same content as {done_before[h[0]]})"))
             else:
                 todo.append(f)
-        schema = writer.read_schema(con, config.schema)
+        group = _Group(con, config, load_id, result, writer.read_schema(con, config.schema))
         out, stop, thread = _read_in_background(todo, config)
         progress = _Progress(config, len(files), started=time.monotonic())
         try:
             for f in todo:
-                fr, schema = _write_file(con, f, hashes[f.path], out, schema, config, load_id, result, progress)
-                result.files.append(fr)
+                result.files.append(_write_file(group, f, hashes[f.path], out, progress))
+                if group.full():
+                    group.commit()
+            group.commit()
+        except BaseException:
+            group.rollback()
+            raise
         finally:
             stop.set()
             thread.join(timeout=5)
@@ -188,28 +192,98 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
         con.close()
 
 
-def _write_file(con, f: InputFile, digest, out: queue.Queue, schema: Schema, config: LoadConfig,
-                load_id: int, result: LoadResult, progress) -> tuple[FileResult, Schema]:
+class _Group:
+    """Consecutive files written in one transaction, committed when it holds enough rows.
+
+    Every file in it is whole (its rows, rejects, discards, schema changes and manifest row),
+    so a crash still leaves only whole files; grouping pays DuckDB's per-statement and
+    per-commit costs once per group rather than once per (often small) file."""
+
+    def __init__(self, con, config: LoadConfig, load_id: int, result: LoadResult, schema: Schema):
+        self.con, self.config, self.load_id, self.result, self.schema = con, config, load_id, result, schema
+        self.pending = writer.Pending()
+        self.open = False
+        self.changes: list[dict] = []
+
+    def begin(self) -> None:
+        if not self.open:
+            writer.begin(self.con)
+            self.open = True
+
+    def full(self) -> bool:
+        return self.pending.rows >= self.config.commit_every_rows or self.pending.nbytes >= GROUP_BYTES
+
+    def commit(self) -> None:
+        if not self.open:
+            return
+        writer.flush(self.con, self.config.schema, self.pending, load_id=self.load_id)
+        writer.refresh_state_tables(self.con, self.config.schema, self.schema)
+        crash_point("before_commit")
+        self.con.execute("COMMIT")
+        crash_point("after_commit")
+        self.open = False
+        self.result.schema_changes += self.changes
+        self.changes = []
+
+    def rollback(self) -> None:
+        if self.open:
+            self.con.execute("ROLLBACK")
+            self.open = False
+        self.pending = writer.Pending()
+        self.changes = []
+        self.schema = writer.read_schema(self.con, self.config.schema)
+
+
+GROUP_BYTES = 128 << 20  # typed rows held for one group's inserts: bounds memory
+
+
+def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress) -> FileResult:
+    """Write one file into the group. A file that fits in one batch is checked against the
+    reject ratio before anything is written; a longer file gets a transaction of its own, so
+    that failing it rolls back only its rows."""
+    con, config, load_id = group.con, group.config, group.load_id
     fr = FileResult(str(f.path), "loaded")
+    kind, _f, first = out.get()
+    batches: list[NormalizedBatch] = []
+    error: Exception | None = None
+    if kind == "end":
+        error = first
+    else:
+        batches.append(first)
+        kind, _f, second = out.get()
+        if kind == "end":
+            error = second
+        else:
+            batches.append(second)
+    streaming = len(batches) == 2  # more than one batch: the file cannot be judged upfront
+    if streaming:
+        group.commit()
+    if error is None and not streaming:
+        error = _reject_ratio_error(f, config, batches[0].lines_read if batches else 0,
+                                    batches[0].rejections if batches else [])
+    if error is not None and not streaming:
+        return _record_failure(group, f, digest, fr, error, batches)
+
+    group.begin()
     file_id = state.next_file_id(con)
     loaded_at = dt.datetime.now(dt.timezone.utc)  # uuid_ts: one load time per file
-    changes_here: list[dict] = []
-    writer.begin_file(con)
-    error: Exception | None = None
     first_rejects: list = []
     try:
-        while True:
-            kind, _file, payload = out.get()
-            if kind == "end":
-                error = payload
-                break
-            batch: NormalizedBatch = payload
-            changes = _plan(schema, batch)
+        while batches or streaming:
+            if batches:
+                batch = batches.pop(0)
+            else:
+                kind, _f, payload = out.get()
+                if kind == "end":
+                    error = payload
+                    break
+                batch = payload
+            changes = _plan(group.schema, batch)
             writer.apply_changes(con, config.schema, changes, load_id=load_id, file_id=file_id)
             if changes:
                 crash_point("after_schema_change")
-            changes_here += [asdict(c) | {"path": fr.path} for c in changes]
-            counts = writer.write_batch(con, config.schema, schema, batch, load_id=load_id,
+            group.changes += [asdict(c) | {"path": fr.path} for c in changes]
+            counts = writer.write_batch(con, group.schema, batch, group.pending, load_id=load_id,
                                         file_id=file_id, path=fr.path, loaded_at=loaded_at)
             state.record_names(con, batch.name_map, load_id)
             crash_point("after_insert")
@@ -218,37 +292,38 @@ def _write_file(con, f: InputFile, digest, out: queue.Queue, schema: Schema, con
             fr.duplicates += counts.duplicates
             fr.discards += counts.discards
             fr.rejects += len(batch.rejections)
-            if len(first_rejects) < 3:
-                first_rejects += batch.rejections[: 3 - len(first_rejects)]
+            first_rejects += batch.rejections[: max(0, 3 - len(first_rejects))]
             progress.batch(fr.lines, counts.loaded)
-        if error is None and fr.lines and fr.rejects / fr.lines > config.max_reject_ratio:
-            examples = "; ".join(f"line {r.line}: {r.reason}" for r in first_rejects)
-            error = FileFailedError(
-                f"{f.path}: {fr.rejects} of {fr.lines} lines rejected "
-                f"({fr.rejects / fr.lines:.0%}), over the limit of {config.max_reject_ratio:.0%} "
-                f"(--max-reject-ratio); first: {examples}. Nothing from this file was loaded."
-            )
-        if error is not None:
-            raise error
-        writer.refresh_state_tables(con, config.schema, schema)
+        if streaming and error is None:
+            error = _reject_ratio_error(f, config, fr.lines, first_rejects, rejects=fr.rejects)
+        if error is not None:  # only a streaming file gets here: it is alone in its group
+            group.rollback()
+            return _record_failure(group, f, digest, fr, error, [])
         crash_point("before_manifest")
         state.record_file(con, file_id, load_id, _manifest_row(f, digest, fr))
-        crash_point("before_commit")
-        con.execute("COMMIT")
-        crash_point("after_commit")
-        result.schema_changes += changes_here
+        if streaming:
+            group.commit()
         progress.file_done()
-        return fr, schema
-    except Exception as exc:  # noqa: BLE001 - the file fails, the run goes on
-        con.execute("ROLLBACK")
-        if error is None:
-            _drain_file(out)
-        if not isinstance(exc, (LoaderError, OSError, ValueError)) and error is None:
-            raise
-        failed = FileResult(str(f.path), "failed", lines=fr.lines, reason=_describe(f, exc))
-        _record_failure(con, load_id, f, digest, failed, file_id=file_id)
-        progress.file_done()
-        return failed, writer.read_schema(con, config.schema)
+        return fr
+    except (LoaderError, OSError, ValueError, duckdb.Error) as exc:
+        if not streaming:
+            raise  # the group holds other files: the run stops, their transaction rolls back
+        group.rollback()
+        _drain_file(out)
+        return _record_failure(group, f, digest, fr, exc, [])
+
+
+def _reject_ratio_error(f: InputFile, config: LoadConfig, lines: int, first_rejects: list,
+                        rejects: int | None = None) -> Exception | None:
+    rejects = len(first_rejects) if rejects is None else rejects
+    if not lines or rejects / lines <= config.max_reject_ratio:
+        return None
+    examples = "; ".join(f"line {r.line}: {r.reason}" for r in first_rejects[:3])
+    return FileFailedError(
+        f"{f.path}: {rejects} of {lines} lines rejected ({rejects / lines:.0%}), over the limit "
+        f"of {config.max_reject_ratio:.0%} (--max-reject-ratio); first: {examples}. "
+        "Nothing from this file was loaded."
+    )
 
 
 def _plan(schema: Schema, batch: NormalizedBatch):
@@ -296,10 +371,20 @@ def _manifest_row(f: InputFile, digest, fr: FileResult) -> dict:
     }
 
 
-def _record_failure(con, load_id: int, f: InputFile, digest, fr: FileResult, file_id: int | None = None) -> None:
-    con.execute("BEGIN TRANSACTION")
-    state.record_file(con, file_id or state.next_file_id(con), load_id, _manifest_row(f, digest, fr))
-    con.execute("COMMIT")
+def _record_failure(group: "_Group | None", f: InputFile, digest, fr: FileResult, exc: Exception,
+                    batches: list, *, con=None, load_id: int | None = None) -> FileResult:
+    """A failed file: nothing of its rows is kept, its manifest row says why."""
+    failed = FileResult(str(f.path), "failed", lines=fr.lines or sum(b.lines_read for b in batches),
+                        reason=_describe(f, exc))
+    if group is not None:
+        con, load_id = group.con, group.load_id
+        group.begin()
+        state.record_file(con, state.next_file_id(con), load_id, _manifest_row(f, digest, failed))
+    else:
+        con.execute("BEGIN TRANSACTION")
+        state.record_file(con, state.next_file_id(con), load_id, _manifest_row(f, digest, failed))
+        con.execute("COMMIT")
+    return failed
 
 
 def _dry_run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None:

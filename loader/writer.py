@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
@@ -69,6 +69,10 @@ def connect(db_path: str, *, read_only: bool = False, memory_limit_mb: int = 102
             raise UsageError(f"database {db_path} does not exist") from exc
         raise
     con.execute("SET TimeZone = 'UTC'")
+    if not read_only:
+        # Checkpoint once at the end of a load, not after every file: committed files are
+        # durable in the WAL either way, and each checkpoint rewrites the touched tables.
+        con.execute("SET checkpoint_threshold = '4GB'")
     return con
 
 
@@ -129,45 +133,82 @@ class BatchCounts:
     discards: int
 
 
+@dataclass
+class Pending:
+    """Typed rows waiting for the group's commit: one INSERT per table per group instead of
+    one per file (DuckDB's cost per statement and per table touched dominates small files)."""
+
+    tables: dict[str, list[pa.Table]] = field(default_factory=dict)
+    discards: list[pa.Table] = field(default_factory=list)
+    rows: int = 0
+    nbytes: int = 0
+
+
 def write_batch(
     con: duckdb.DuckDBPyConnection,
-    schema_name: str,
     schema: Schema,
     batch: NormalizedBatch,
+    pending: Pending,
     *,
     load_id: int,
     file_id: int,
     path: str,
     loaded_at: dt.datetime,
 ) -> BatchCounts:
-    """Insert a batch's new messages, its discards, rejects and seen ids (no commit)."""
+    """Record a batch: its new messages' ids and its rejects now (the dedup anti-join of the
+    next batch must see them), its typed rows and discards into `pending`."""
     con.register("batch_messages", batch.messages)
     fresh = con.sql(fresh_messages_sql("batch_messages")).to_arrow_table()
     fresh = fresh.read_all() if hasattr(fresh, "read_all") else fresh
     con.unregister("batch_messages")
     fresh_lines = fresh["line_no"]
-    discards: list[pa.Table] = []
+    discarded = 0
     for slice_ in batch.slices:
         keep = pc.is_in(slice_.line, fresh_lines)
-        discards += _insert_slice(con, schema_name, schema, slice_, keep, load_id=load_id, loaded_at=loaded_at)
+        typed, discards = _type_slice(schema, slice_, keep, load_id=load_id, loaded_at=loaded_at)
+        if typed is not None:
+            pending.tables.setdefault(slice_.table, []).append(typed)
+            pending.rows += typed.num_rows
+            pending.nbytes += typed.nbytes
+        for d in discards:
+            discarded += d.num_rows
+            pending.discards.append(d.append_column("file_id", pa.array([file_id] * d.num_rows, pa.int64())))
         _note_touched_state(con, slice_, keep)
     con.register("fresh_messages", fresh)
     con.execute(
         f"INSERT INTO {SEEN_TABLE} SELECT message_id, {int(file_id)}, {int(load_id)} FROM fresh_messages"
     )
     con.unregister("fresh_messages")
-    discarded = 0
-    if discards:
-        table = pa.concat_tables(discards)
-        discarded = table.num_rows
-        con.register("batch_discards", table)
+    write_rejections(con, batch.rejections, load_id=load_id, file_id=file_id, path=path)
+    return BatchCounts(len(fresh), batch.valid - len(fresh), discarded)
+
+
+def flush(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *, load_id: int) -> None:
+    """Insert everything pending: one statement per table."""
+    for table, parts in pending.tables.items():
+        try:
+            rows = pa.concat_tables(parts, promote_options="permissive")
+            _insert(con, schema_name, table, rows)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # parts typed before and after a widening
+            for part in parts:
+                _insert(con, schema_name, table, part)
+    if pending.discards:
+        con.register("batch_discards", pa.concat_tables(pending.discards))
         con.execute(
-            f"INSERT INTO _loader.discards SELECT {int(load_id)}, {int(file_id)}, table_name, "
+            f"INSERT INTO _loader.discards SELECT {int(load_id)}, file_id, table_name, "
             "column_name, message_id, line, raw_value, column_type, reason FROM batch_discards"
         )
         con.unregister("batch_discards")
-    write_rejections(con, batch.rejections, load_id=load_id, file_id=file_id, path=path)
-    return BatchCounts(len(fresh), batch.valid - len(fresh), discarded)
+    pending.tables.clear()
+    pending.discards.clear()
+    pending.rows = pending.nbytes = 0
+
+
+def _insert(con: duckdb.DuckDBPyConnection, schema_name: str, table: str, rows: pa.Table) -> None:
+    con.register("typed_rows", rows)
+    names = ", ".join(ident(c) for c in rows.column_names)
+    con.execute(f"INSERT INTO {table_ref(schema_name, table)} ({names}) SELECT {names} FROM typed_rows")
+    con.unregister("typed_rows")
 
 
 def write_rejections(
@@ -191,22 +232,20 @@ def write_rejections(
     con.unregister("batch_rejects")
 
 
-def _insert_slice(
-    con: duckdb.DuckDBPyConnection,
-    schema_name: str,
+def _type_slice(
     schema: Schema,
     slice_: TableSlice,
     keep: pa.Array,
     *,
     load_id: int,
     loaded_at: dt.datetime,
-) -> list[pa.Table]:
-    """Cast each column to its warehouse type and insert the batch's new rows of one table.
-    Returns the discarded values (raw text kept) of the columns that could not take them."""
+) -> tuple[pa.Table | None, list[pa.Table]]:
+    """Cast each column of the batch's new rows of one table to its warehouse type; also
+    return the discarded values (raw text kept) of the columns that could not take them."""
     columns = schema[slice_.table]
     line = slice_.line.filter(keep)
     if not len(line):
-        return []
+        return None, []
     everything = len(line) == slice_.num_rows  # the usual case: nothing was seen before
     message_id = slice_.message_id if everything else slice_.message_id.filter(keep)
     arrays: dict[str, pa.Array] = {}
@@ -237,11 +276,7 @@ def _insert_slice(
     n = len(line)
     arrays["uuid_ts"] = pa.array([loaded_at] * n, pa.timestamp("us", tz="UTC"))
     arrays["load_id"] = pa.array([load_id] * n, pa.int64())
-    con.register("typed_rows", pa.table(arrays))
-    names = ", ".join(ident(c) for c in arrays)
-    con.execute(f"INSERT INTO {table_ref(schema_name, slice_.table)} ({names}) SELECT {names} FROM typed_rows")
-    con.unregister("typed_rows")
-    return discards
+    return pa.table(arrays), discards
 
 
 def _discards(table, column, message_id, line, text, lost, col_type, reason) -> pa.Table:
@@ -268,7 +303,7 @@ def _note_touched_state(con: duckdb.DuckDBPyConnection, slice_: TableSlice, keep
                 con.unregister("touched_keys")
 
 
-def begin_file(con: duckdb.DuckDBPyConnection) -> None:
+def begin(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("BEGIN TRANSACTION")
     con.execute("CREATE OR REPLACE TEMP TABLE touched (state VARCHAR, k VARCHAR)")
 

@@ -37,9 +37,9 @@ def make_archive(root, files=6, per_file=40, seed=11):
     return paths
 
 
-def load_cmd(archive, db, **env):
+def load_cmd(archive, db, *options, **env):
     return subprocess.run(
-        [sys.executable, "-m", "loader", "load", str(archive), "--db", str(db)],
+        [sys.executable, "-m", "loader", "load", str(archive), "--db", str(db), *options],
         capture_output=True, text=True, timeout=300, cwd=REPO,
         env={**{k: v for k, v in os.environ.items() if k != "SEGMENT_LOADER_CRASH_AT"}, **env},
     )
@@ -71,11 +71,14 @@ def clean(tmp_path_factory):
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
-@pytest.mark.parametrize("nth", [1, 4])
-def test_crash_then_rerun_equals_one_clean_run(point, nth, clean, tmp_path):
+@pytest.mark.parametrize(("nth", "group_rows"), [(1, "1"), (4, "1"), (1, "100000"), (3, "100")])
+def test_crash_then_rerun_equals_one_clean_run(point, nth, group_rows, clean, tmp_path):
+    """Files committed one per transaction (group of 1 row), all in one group, or a few per
+    group: wherever the kill lands, the re-run gives the clean result."""
     archive, tables, files = clean
     db = tmp_path / "w.duckdb"
-    crashed = load_cmd(archive, db, SEGMENT_LOADER_CRASH_AT=f"{point}:{nth}")
+    crashed = load_cmd(archive, db, "--commit-every-rows", group_rows,
+                       SEGMENT_LOADER_CRASH_AT=f"{point}:{nth}")
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     if _has_manifest(db):  # the crash may come before the first commit
         assert_consistent(db)
