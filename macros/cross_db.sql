@@ -1,0 +1,86 @@
+{#-
+  Small adapter-dispatched helpers. Every engine-specific piece of SQL in this project lives
+  here (DuckDB implementations are exercised by the tests; the spark__ ones are written for
+  the planned Spark port and are not tested yet). Add an <adapter>__ version to port.
+-#}
+
+{# A cast that yields NULL instead of failing. #}
+{% macro segment_try_cast(expression, type) -%}
+  {{ return(adapter.dispatch('segment_try_cast', 'segment_warehouse')(expression, type)) }}
+{%- endmacro %}
+{% macro default__segment_try_cast(expression, type) -%}
+  {{ dbt.safe_cast(expression, type) }}
+{%- endmacro %}
+{% macro duckdb__segment_try_cast(expression, type) -%}
+  try_cast({{ expression }} as {{ type }})
+{%- endmacro %}
+{% macro spark__segment_try_cast(expression, type) -%}
+  try_cast({{ expression }} as {{ type }})
+{%- endmacro %}
+
+{# Timestamp type that keeps the instant (the loader writes TIMESTAMPTZ). #}
+{% macro segment_type_timestamp() -%}
+  {{ return(adapter.dispatch('segment_type_timestamp', 'segment_warehouse')()) }}
+{%- endmacro %}
+{% macro default__segment_type_timestamp() -%}
+  {{ dbt.type_timestamp() }}
+{%- endmacro %}
+{% macro duckdb__segment_type_timestamp() -%}
+  timestamp with time zone
+{%- endmacro %}
+
+{# Money: exact decimal, 4 places (covers 0-, 2- and 3-decimal currencies without rounding). #}
+{% macro segment_type_money() -%}
+  decimal(18, 4)
+{%- endmacro %}
+
+{# Text of one top-level key of a JSON object held as text (NULL when absent). #}
+{% macro segment_json_text(json_expression, key) -%}
+  {{ return(adapter.dispatch('segment_json_text', 'segment_warehouse')(json_expression, key)) }}
+{%- endmacro %}
+{% macro default__segment_json_text(json_expression, key) -%}
+  json_extract_string({{ json_expression }}, '$.{{ key }}')
+{%- endmacro %}
+{% macro spark__segment_json_text(json_expression, key) -%}
+  get_json_object({{ json_expression }}, '$.{{ key }}')
+{%- endmacro %}
+
+{#
+  One row per element of a JSON array column: every column of `relation` plus
+  `line_number` (1-based) and `element_json` (the element as JSON text). Rows whose
+  column is NULL, not valid JSON or not an array produce no element rows.
+#}
+{% macro segment_json_array_rows(relation, json_column) -%}
+  {{ return(adapter.dispatch('segment_json_array_rows', 'segment_warehouse')(relation, json_column)) }}
+{%- endmacro %}
+{% macro default__segment_json_array_rows(relation, json_column) -%}
+  select exploded.* exclude (json_elements),
+         cast(json_elements[line_number] as varchar) as element_json
+  from (
+    select src.*, unnest(generate_series(1, len(src.json_elements))) as line_number
+    from (
+      select r.*, try_cast({{ json_column }} as json[]) as json_elements
+      from {{ relation }} as r
+    ) as src
+    where src.json_elements is not null and len(src.json_elements) > 0
+  ) as exploded
+{%- endmacro %}
+{% macro spark__segment_json_array_rows(relation, json_column) -%}
+  select r.*, pe.pos + 1 as line_number, pe.col as element_json
+  from {{ relation }} as r
+  lateral view posexplode(from_json({{ json_column }}, 'array<string>')) pe as pos, col
+{%- endmacro %}
+
+{#
+  An expression that aborts the query with `message` when `condition` is true, else NULL.
+  Used to make the identity graph fail loudly instead of returning a partial answer.
+#}
+{% macro segment_fail_if(condition, message) -%}
+  {{ return(adapter.dispatch('segment_fail_if', 'segment_warehouse')(condition, message)) }}
+{%- endmacro %}
+{% macro default__segment_fail_if(condition, message) -%}
+  case when {{ condition }} then error('{{ message }}') end
+{%- endmacro %}
+{% macro spark__segment_fail_if(condition, message) -%}
+  case when {{ condition }} then raise_error('{{ message }}') end
+{%- endmacro %}

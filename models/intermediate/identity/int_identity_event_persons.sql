@@ -1,0 +1,123 @@
+{#-
+  Every message attributed to one person (or to nobody when it carries no usable id).
+  - a message with a user id belongs to that user id's person;
+  - a message with only an anonymous id belongs to that id's person, except on a shared
+    device (int_identity_person_map.is_shared_device): there it belongs to the user most
+    recently identified on the device at the message's time (identification = any message
+    carrying the device's anonymous id and a user id, or an alias from it), and messages
+    before the first identification belong to the first identified user.
+  Rebuilt in full every run on purpose: a late identify or alias re-attributes history.
+-#}
+with
+
+events as (
+    select
+        message_id,
+        message_type,
+        {{ segment_clean_id('anonymous_id') }} as anonymous_id,
+        {{ segment_clean_id('user_id') }} as user_id,
+        {{ segment_clean_id('previous_id') }} as previous_id,
+        event_at,
+        received_at,
+        load_id,
+        source_id
+    from {{ ref('int_events_unioned') }}
+),
+
+person_map as (
+    select * from {{ ref('int_identity_person_map') }}
+),
+
+shared_devices as (
+    select identifier as anonymous_id
+    from person_map
+    where identifier_type = 'anonymous' and is_shared_device
+),
+
+identifications as (
+    select e.anonymous_id, e.event_at, e.message_id, e.user_id
+    from events as e
+    inner join shared_devices as s on s.anonymous_id = e.anonymous_id
+    where e.user_id is not null
+    union all
+    select e.previous_id as anonymous_id, e.event_at, e.message_id, e.user_id
+    from events as e
+    inner join shared_devices as s on s.anonymous_id = e.previous_id
+    where e.message_type = 'alias' and e.user_id is not null
+),
+
+device_timeline as (
+    select anonymous_id, event_at, message_id, user_id, 1 as is_identification
+    from identifications
+    union all
+    select e.anonymous_id, e.event_at, e.message_id, cast(null as {{ dbt.type_string() }}) as user_id,
+        0 as is_identification
+    from events as e
+    inner join shared_devices as s on s.anonymous_id = e.anonymous_id
+    where e.user_id is null
+),
+
+sequenced as (
+    select
+        device_timeline.*,
+        sum(is_identification) over (
+            partition by anonymous_id
+            order by event_at, is_identification desc, message_id
+            rows between unbounded preceding and current row
+        ) as identification_number
+    from device_timeline
+),
+
+numbered_identifications as (
+    select anonymous_id, identification_number, user_id
+    from sequenced
+    where is_identification = 1
+),
+
+shared_device_attribution as (
+    select
+        s.message_id,
+        coalesce(latest.user_id, first_identified.user_id) as user_id,
+        case
+            when s.identification_number = 0 then 'shared_device_before_first_identification'
+            else 'shared_device_latest_identification'
+        end as attribution_rule
+    from sequenced as s
+    left join numbered_identifications as latest
+        on latest.anonymous_id = s.anonymous_id
+        and latest.identification_number = s.identification_number
+    left join numbered_identifications as first_identified
+        on first_identified.anonymous_id = s.anonymous_id
+        and first_identified.identification_number = 1
+    where s.is_identification = 0
+)
+
+select
+    e.message_id,
+    e.message_type,
+    case
+        when e.user_id is not null then user_map.person_id
+        when sda.message_id is not null then device_user_map.person_id
+        when e.anonymous_id is not null then anonymous_map.person_id
+    end as person_id,
+    case
+        when e.user_id is not null then 'user_id'
+        when sda.message_id is not null then sda.attribution_rule
+        when e.anonymous_id is not null then 'anonymous_id'
+        else 'unattributed'
+    end as attribution_rule,
+    e.user_id,
+    e.anonymous_id,
+    e.event_at,
+    e.received_at,
+    e.load_id,
+    e.source_id
+from events as e
+left join person_map as user_map
+    on user_map.identifier_type = 'user' and user_map.identifier = e.user_id
+left join person_map as anonymous_map
+    on anonymous_map.identifier_type = 'anonymous' and anonymous_map.identifier = e.anonymous_id
+left join shared_device_attribution as sda
+    on sda.message_id = e.message_id
+left join person_map as device_user_map
+    on device_user_map.identifier_type = 'user' and device_user_map.identifier = sda.user_id

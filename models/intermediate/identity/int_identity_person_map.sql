@@ -1,0 +1,147 @@
+{#-
+  One row per identifier (user id or anonymous id) with the person it belongs to.
+
+  Rules (docs/marts.md, "Identity"):
+  - identifiers are trimmed; junk values are not identifiers (segment_clean_id);
+  - user ids linked by alias calls (previous_id -> user_id) are one person, over chains of
+    any length (connected components, bounded iterations, fails loudly if not converged);
+  - an anonymous id joins the person of the user id(s) it was seen with;
+  - shared device guard: an anonymous id seen with user ids of two or more different persons
+    merges nothing. It is flagged is_shared_device and mapped to the person identified on it
+    first; its events are attributed by time in int_identity_event_persons;
+  - person_id = the earliest-seen user id of the person (ties: smallest id); a person without
+    any user id is its anonymous id.
+-#}
+{%- set max_iterations = var('identity_max_iterations') | int %}
+
+with
+
+{{ segment_identity_links(ref('int_events_unioned'), 'links') }},
+
+sightings as (
+    select 'user' as identifier_type, user_id as identifier, event_at
+    from links_clean where user_id is not null
+    union all
+    select 'anonymous' as identifier_type, anonymous_id as identifier, event_at
+    from links_clean where anonymous_id is not null
+    union all
+    select from_type as identifier_type, from_id as identifier, first_linked_at as event_at
+    from links where link_source = 'alias'
+),
+
+nodes as (
+    select
+        identifier_type,
+        identifier,
+        min(event_at) as first_seen_at,
+        max(event_at) as last_seen_at
+    from sightings
+    group by identifier_type, identifier
+),
+
+-- strong links: alias calls between user ids
+user_edges as (
+    select from_id as node_a, to_id as node_b
+    from links
+    where from_type = 'user'
+),
+
+{{ segment_connected_components('user_edges', 'cc', max_iterations) }},
+
+user_components as (
+    select
+        n.identifier as user_id,
+        n.first_seen_at,
+        coalesce(cc.label, n.identifier) as component_id
+    from nodes as n
+    left join cc_labels as cc on cc.node = n.identifier
+    where n.identifier_type = 'user'
+),
+
+component_persons as (
+    select component_id, user_id as person_id
+    from (
+        select
+            component_id,
+            user_id,
+            row_number() over (
+                partition by component_id order by first_seen_at, user_id
+            ) as person_rank
+        from user_components
+    ) as ranked
+    where person_rank = 1
+),
+
+user_persons as (
+    select uc.user_id, cp.person_id
+    from user_components as uc
+    inner join component_persons as cp on cp.component_id = uc.component_id
+),
+
+anonymous_links as (
+    select
+        l.from_id as anonymous_id,
+        l.to_id as user_id,
+        l.first_linked_at,
+        up.person_id
+    from links as l
+    inner join user_persons as up on up.user_id = l.to_id
+    where l.from_type = 'anonymous'
+),
+
+anonymous_persons as (
+    select
+        anonymous_id,
+        count(distinct person_id) as person_count
+    from anonymous_links
+    group by anonymous_id
+),
+
+anonymous_first_person as (
+    select anonymous_id, person_id
+    from (
+        select
+            anonymous_id,
+            person_id,
+            row_number() over (
+                partition by anonymous_id order by first_linked_at, user_id
+            ) as link_rank
+        from anonymous_links
+    ) as ranked
+    where link_rank = 1
+),
+
+mapped as (
+    select
+        'user' as identifier_type,
+        up.user_id as identifier,
+        up.person_id,
+        false as is_shared_device
+    from user_persons as up
+    union all
+    select
+        'anonymous' as identifier_type,
+        n.identifier,
+        coalesce(afp.person_id, n.identifier) as person_id,
+        coalesce(ap.person_count, 0) > 1 as is_shared_device
+    from nodes as n
+    left join anonymous_persons as ap on ap.anonymous_id = n.identifier
+    left join anonymous_first_person as afp on afp.anonymous_id = n.identifier
+    where n.identifier_type = 'anonymous'
+)
+
+select
+    m.identifier_type,
+    m.identifier,
+    m.person_id,
+    m.is_shared_device,
+    n.first_seen_at,
+    n.last_seen_at
+from mapped as m
+inner join nodes as n
+    on n.identifier_type = m.identifier_type and n.identifier = m.identifier
+cross join cc_check
+where {{ segment_fail_if(
+    'cc_check.unconverged_edges > 0',
+    'identity graph did not converge within ' ~ max_iterations ~ ' iterations: raise var identity_max_iterations'
+) }} is null

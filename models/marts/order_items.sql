@@ -1,0 +1,48 @@
+-- One row per product line of an order's products[] (from the order's counted completion).
+-- quantity defaults to 1 when absent; price and quantity sent as strings are parsed.
+with
+
+orders as (
+    select order_id, person_id, placed_at, currency, products_json
+    from {{ ref('int_orders_completed') }}
+),
+
+lines as (
+    {{ segment_json_array_rows('orders', 'products_json') }}
+),
+
+parsed as (
+    select
+        order_id,
+        line_number,
+        person_id,
+        placed_at,
+        currency,
+        coalesce({{ segment_json_text('element_json', 'product_id') }}, {{ segment_json_text('element_json', 'id') }}) as product_id,
+        {{ segment_json_text('element_json', 'sku') }} as sku,
+        {{ segment_json_text('element_json', 'name') }} as product_name,
+        {{ segment_json_text('element_json', 'category') }} as category,
+        {{ segment_json_text('element_json', 'variant') }} as variant,
+        {{ segment_json_text('element_json', 'brand') }} as brand,
+        {{ segment_try_cast('trim(' ~ segment_json_text('element_json', 'price') ~ ')', segment_type_money()) }} as price,
+        {{ segment_try_cast(segment_try_cast('trim(' ~ segment_json_text('element_json', 'quantity') ~ ')', dbt.type_float()), dbt.type_bigint()) }} as quantity_sent
+    from lines
+)
+
+select
+    {{ dbt.concat(['order_id', "'-'", 'cast(line_number as ' ~ dbt.type_string() ~ ')']) }} as order_item_id,
+    order_id,
+    cast(line_number as {{ dbt.type_int() }}) as line_number,
+    person_id,
+    placed_at,
+    currency,
+    product_id,
+    sku,
+    product_name,
+    category,
+    variant,
+    brand,
+    price,
+    coalesce(quantity_sent, 1) as quantity,
+    cast(price * coalesce(quantity_sent, 1) as {{ segment_type_money() }}) as line_total
+from parsed

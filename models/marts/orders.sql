@@ -1,0 +1,149 @@
+{#-
+  One row per order_id that has an Order Completed message (docs/marts.md, "orders").
+  Money rules:
+  - amounts come from the order's first completion; repeated completions count once;
+  - refunded_amount: partial refunds add up (capped at total); any refund without an amount
+    is a full refund (= total); amounts sent as strings are parsed in staging;
+  - an Order Cancelled message makes the order cancelled: net_total = 0;
+  - net_total = total - refunded_amount otherwise;
+  - order_sequence_number counts a person's non-cancelled orders by placed_at (NULL for
+    cancelled orders); is_first_order = sequence 1.
+  Refunds of orders that are not in the data are in orphan_refunds, not here.
+-#}
+with
+
+orders as (
+    select * from {{ ref('int_orders_completed') }}
+),
+
+item_totals as (
+    select
+        order_id,
+        count(*) as line_count,
+        sum(quantity) as item_count,
+        sum(line_total) as items_subtotal
+    from {{ ref('order_items') }}
+    group by order_id
+),
+
+refund_totals as (
+    select
+        order_id,
+        count(*) as refund_count,
+        sum(refund_amount) as partial_refund_sum,
+        max(case when is_full_refund then 1 else 0 end) as has_full_refund,
+        max(refunded_at) as last_refunded_at
+    from {{ ref('int_order_refunds') }}
+    where has_order
+    group by order_id
+),
+
+cancellations as (
+    select order_id, min(event_at) as cancelled_at
+    from {{ ref('stg_segment__order_cancelled') }}
+    where order_id is not null
+    group by order_id
+),
+
+amounts as (
+    select
+        o.*,
+        coalesce(i.line_count, 0) as line_count,
+        coalesce(i.item_count, 0) as item_count,
+        i.items_subtotal,
+        coalesce(r.refund_count, 0) as refund_count,
+        r.last_refunded_at,
+        c.cancelled_at,
+        c.cancelled_at is not null as is_cancelled,
+        cast(
+            case
+                when r.refund_count is null then 0
+                when r.has_full_refund = 1 then o.total
+                when o.total is null then r.partial_refund_sum
+                when r.partial_refund_sum > o.total then o.total
+                else r.partial_refund_sum
+            end
+        as {{ segment_type_money() }}) as refunded_amount
+    from orders as o
+    left join item_totals as i on i.order_id = o.order_id
+    left join refund_totals as r on r.order_id = o.order_id
+    left join cancellations as c on c.order_id = o.order_id
+),
+
+final as (
+    select
+        order_id,
+        person_id,
+        placed_at,
+        currency,
+        subtotal,
+        total,
+        revenue,
+        tax,
+        shipping,
+        discount,
+        coupon,
+        refunded_amount,
+        refund_count,
+        last_refunded_at,
+        is_cancelled,
+        cancelled_at,
+        case
+            when is_cancelled then 'cancelled'
+            when refunded_amount > 0 and refunded_amount >= total then 'refunded'
+            when refunded_amount > 0 then 'partially_refunded'
+            else 'completed'
+        end as status,
+        cast(
+            case when is_cancelled then 0 else total - refunded_amount end
+        as {{ segment_type_money() }}) as net_total,
+        item_count,
+        line_count,
+        items_subtotal,
+        case
+            when not is_cancelled and person_id is not null then row_number() over (
+                partition by person_id, is_cancelled order by placed_at, order_id
+            )
+        end as order_sequence_number,
+        completion_count,
+        message_id,
+        user_id,
+        anonymous_id,
+        event_name,
+        checkout_id,
+        source_id
+    from amounts
+)
+
+select
+    order_id,
+    person_id,
+    placed_at,
+    currency,
+    subtotal,
+    total,
+    revenue,
+    tax,
+    shipping,
+    discount,
+    coupon,
+    refunded_amount,
+    refund_count,
+    last_refunded_at,
+    is_cancelled,
+    cancelled_at,
+    status,
+    net_total,
+    item_count,
+    line_count,
+    items_subtotal,
+    cast(order_sequence_number as {{ dbt.type_int() }}) as order_sequence_number,
+    coalesce(order_sequence_number = 1, false) as is_first_order,
+    completion_count,
+    message_id,
+    user_id,
+    anonymous_id,
+    event_name,
+    checkout_id,
+    source_id
+from final

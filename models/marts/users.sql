@@ -1,0 +1,177 @@
+{#-
+  One row per person (docs/marts.md, "users"): every identifier, activity span, latest
+  traits, orders and money. Money columns are filled only when all of the person's orders
+  use one currency (lifetime_currency); otherwise see user_order_totals.
+-#}
+{%- set traits = var('segment_user_traits') %}
+
+with
+
+person_map as (
+    select * from {{ ref('int_identity_person_map') }}
+),
+
+event_persons as (
+    select * from {{ ref('int_identity_event_persons') }}
+    where person_id is not null
+),
+
+persons as (
+    select distinct person_id from person_map
+),
+
+activity as (
+    select
+        ep.person_id,
+        min(ep.event_at) as first_seen_at,
+        max(ep.event_at) as last_seen_at,
+        count(*) as message_count,
+        max(case when m.is_shared_device then 1 else 0 end) as used_shared_device
+    from event_persons as ep
+    left join person_map as m
+        on m.identifier_type = 'anonymous' and m.identifier = ep.anonymous_id
+    group by ep.person_id
+),
+
+user_ids as (
+    select
+        person_id,
+        count(*) as user_id_count,
+        {{ dbt.listagg('identifier', "','", 'order by identifier') }} as user_ids
+    from person_map
+    where identifier_type = 'user'
+    group by person_id
+),
+
+person_anonymous_ids as (
+    select person_id, identifier as anonymous_id
+    from person_map
+    where identifier_type = 'anonymous' and not is_shared_device
+    union
+    select person_id, anonymous_id
+    from event_persons
+    where anonymous_id is not null
+),
+
+anonymous_ids as (
+    select
+        person_id,
+        count(*) as anonymous_id_count,
+        {{ dbt.listagg('anonymous_id', "','", 'order by anonymous_id') }} as anonymous_ids
+    from person_anonymous_ids
+    group by person_id
+),
+
+identifies as (
+    select i.*, ep.person_id
+    from {{ ref('stg_segment__identifies') }} as i
+    inner join event_persons as ep on ep.message_id = i.message_id
+),
+
+trait_values as (
+    {%- for trait in traits %}
+    select
+        person_id,
+        '{{ trait }}' as trait,
+        cast({{ adapter.quote(trait) }} as {{ dbt.type_string() }}) as trait_value,
+        event_at,
+        received_at,
+        message_id
+    from identifies
+    where {{ adapter.quote(trait) }} is not null
+    {% if not loop.last %}union all{% endif %}
+    {%- endfor %}
+),
+
+latest_traits as (
+    select person_id, trait, trait_value
+    from (
+        select
+            trait_values.*,
+            row_number() over (
+                partition by person_id, trait
+                order by event_at desc, received_at desc, message_id desc
+            ) as recency_rank
+        from trait_values
+    ) as ranked
+    where recency_rank = 1
+),
+
+traits_pivoted as (
+    select
+        person_id
+        {%- for trait in traits %},
+        max(case when trait = '{{ trait }}' then trait_value end) as {{ adapter.quote(trait) }}
+        {%- endfor %}
+    from latest_traits
+    group by person_id
+),
+
+orders as (
+    select * from {{ ref('orders') }} where person_id is not null
+),
+
+order_ranks as (
+    select
+        person_id,
+        order_id,
+        placed_at,
+        row_number() over (partition by person_id order by placed_at desc, order_id desc) as recency_rank,
+        order_sequence_number
+    from orders
+    where not is_cancelled
+),
+
+order_summary as (
+    select
+        person_id,
+        sum(order_count) as order_count,
+        sum(cancelled_order_count) as cancelled_order_count,
+        count(*) as currency_count,
+        {{ dbt.listagg('currency', "','", 'order by currency') }} as order_currencies
+    from {{ ref('user_order_totals') }}
+    group by person_id
+),
+
+single_currency as (
+    select person_id, currency, gross_total, refunded_amount, net_total
+    from {{ ref('user_order_totals') }}
+    where is_only_currency
+)
+
+select
+    p.person_id,
+    coalesce(u.user_id_count, 0) > 0 as is_identified,
+    u.user_ids,
+    coalesce(u.user_id_count, 0) as user_id_count,
+    a.anonymous_ids,
+    coalesce(a.anonymous_id_count, 0) as anonymous_id_count,
+    coalesce(act.used_shared_device, 0) = 1 as used_shared_device,
+    act.first_seen_at,
+    act.last_seen_at,
+    coalesce(act.message_count, 0) as message_count
+    {%- for trait in traits %},
+    t.{{ adapter.quote(trait) }}
+    {%- endfor %},
+    coalesce(os.order_count, 0) as order_count,
+    coalesce(os.cancelled_order_count, 0) as cancelled_order_count,
+    os.order_currencies,
+    first_order.order_id as first_order_id,
+    first_order.placed_at as first_order_at,
+    last_order.order_id as last_order_id,
+    last_order.placed_at as last_order_at,
+    sc.currency as lifetime_currency,
+    sc.gross_total as lifetime_gross_total,
+    sc.refunded_amount as lifetime_refunded_amount,
+    sc.net_total as lifetime_net_total
+from persons as p
+left join user_ids as u on u.person_id = p.person_id
+left join anonymous_ids as a on a.person_id = p.person_id
+left join activity as act on act.person_id = p.person_id
+left join traits_pivoted as t on t.person_id = p.person_id
+left join order_summary as os on os.person_id = p.person_id
+left join order_ranks as first_order
+    on first_order.person_id = p.person_id and first_order.order_sequence_number = 1
+left join order_ranks as last_order
+    on last_order.person_id = p.person_id and last_order.recency_rank = 1
+left join single_currency as sc on sc.person_id = p.person_id
