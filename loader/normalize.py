@@ -16,12 +16,14 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loader.cast import ISO_DATE_OR_TIME_RE
 from loader.dedup import IN_BATCH_RANK
 from loader.naming import column_name, event_table_name
 from loader.read import Rejection
 
 MAX_DEPTH = 8  # objects nested deeper than this are kept whole, as JSON
 MAX_STRUCT_LEAVES = 500  # wider roots are extracted as a list (see _flatten)
+MAX_KNOWN_PATHS = 20_000  # shape hints kept between batches (see _flatten)
 CALL_TABLES = {
     "identify": "identifies",
     "page": "pages",
@@ -76,6 +78,7 @@ ENVELOPE = (
     "traits",
     "context",
 )
+TIMESTAMP_COLUMNS = ("received_at", "sent_at", "original_timestamp", "timestamp")
 ISO_TIMESTAMP_RE = (
     r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)?"
 )
@@ -98,6 +101,7 @@ class Values:
 
     text: pa.Array
     kind: pa.Array
+    typed: pa.Array | None = None  # already cast (the standard timestamps, parsed by DuckDB)
 
 
 @dataclass
@@ -184,8 +188,10 @@ def normalize(
     source_id: str | None,
     prior_rejections: list[Rejection],
     lines_read: int,
+    shape_hints: dict | None = None,
 ) -> NormalizedBatch:
-    """Validate and shape one batch. `con` is a compute connection, not the warehouse."""
+    """Validate and shape one batch. `con` is a compute connection, not the warehouse;
+    `shape_hints`, kept by the caller between batches, makes a stable shape cheap to find."""
     con.register("raw_lines", lines)
     envelope = ", ".join(f"'/{k}'" for k in ENVELOPE)
     # Two parses of each line: validity, then every envelope field and the three root
@@ -282,7 +288,8 @@ def normalize(
     # Rows grouped by table (in line order within), so each table is a zero-copy slice.
     order = pc.sort_indices(env, [("tbl", "ascending"), ("line_no", "ascending")])
     env = env.take(order)
-    roots = [_flatten(con, "context", order), _flatten(con, "payload", order)]
+    hints = shape_hints if shape_hints is not None else {}
+    roots = [_flatten(con, root, order, hints.setdefault(root, set())) for root in ("context", "payload")]
     slices: list[TableSlice] = []
     for tbl, (start, length) in _runs(env["tbl"]).items():
         call = env["call"][start].as_py()
@@ -382,6 +389,11 @@ def _envelope(con: duckdb.DuckDBPyConnection, idx: dict[str, int], source_id: st
             expr, kind = f"{expr}->>'$'", f"json_type({expr})"
         select.append(f'{expr} AS "{col}"')
         select.append(f'{kind} AS "{col}#kind"')
+        if col in TIMESTAMP_COLUMNS:  # parsed here once, rather than per table later
+            select.append(
+                f"CASE WHEN ({kind}) = 'VARCHAR' AND regexp_full_match({expr}, '{ISO_DATE_OR_TIME_RE}') "
+                f'THEN try_cast(trim({expr}) AS TIMESTAMPTZ) END AS "{col}#ts"'
+            )
     return _as_table(con.sql(f"SELECT {', '.join(select)} FROM msgs ORDER BY line_no").to_arrow_table())
 
 
@@ -447,22 +459,21 @@ def _field(array, key: str):
     return array.field(key)
 
 
-def _flatten(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array) -> FlatRoot:
-    """Discover every leaf path under `root`, one parse of the sub-text per nesting level:
-    `json_keys` at a child path is NULL when absent, [] for a scalar, array or empty object,
-    and the keys of a non-empty object. Then extract every leaf in one more parse."""
+def _flatten(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array,
+             known: set[tuple[str, ...]] | None = None) -> FlatRoot:
+    """Discover every leaf path under `root`: `json_keys` at a path is NULL when absent, []
+    for a scalar, array or empty object, and the keys of a non-empty object. Paths `known`
+    from earlier batches are asked in the first pass, so a stable shape costs one parse;
+    each pass after that only follows keys not seen before. Then one parse extracts every
+    leaf."""
+    known = known if known is not None else set()
     tables: dict[str, set[tuple[str, ...]]] = {}
     objects: set[tuple[str, ...]] = set()
     scalars: set[tuple[str, ...]] = set()
-    keys = con.execute(
-        f"SELECT DISTINCT tbl, unnest(json_keys({root})) FROM msgs WHERE left({root}, 1) = '{{'"
-    ).fetchall()
-    frontier = sorted({(k,) for _, k in keys})
-    seen_in = {(k,): set() for _, k in keys}
-    for tbl, k in keys:
-        seen_in[(k,)].add(tbl)
-    depth = 1
+    asked: set[tuple[str, ...]] = set()
+    frontier = sorted({()} | known)
     while frontier:
+        asked.update(frontier)
         ptrs = [pointer(p) for p in frontier]
         rows = con.execute(
             f"""
@@ -477,16 +488,19 @@ def _flatten(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array) -> Flat
         next_frontier: set[tuple[str, ...]] = set()
         for tbl, i, leafy, sub in rows:
             path = frontier[i]
-            if sub and depth < MAX_DEPTH:
+            if not path:  # the root object itself
+                next_frontier.update((k,) for k in sub or () if (k,) not in asked)
+                continue
+            deep = len(path) >= MAX_DEPTH
+            if sub and not deep:
                 objects.add(path)
-                for k in sub:
-                    next_frontier.add(path + (k,))
-                    seen_in.setdefault(path + (k,), set()).add(tbl)
-            if leafy or (sub and depth >= MAX_DEPTH):
+                next_frontier.update(path + (k,) for k in sub if path + (k,) not in asked)
+            if leafy or (sub and deep):
                 scalars.add(path)
                 tables.setdefault(tbl, set()).add(path)
         frontier = sorted(next_frontier)
-        depth += 1
+    if len(known) < MAX_KNOWN_PATHS:
+        known.update(objects | scalars)
 
     awkward = (scalars & objects) | (_awkward_paths(objects | scalars) & scalars)
     if len(scalars) > MAX_STRUCT_LEAVES:
@@ -593,7 +607,8 @@ def _slice(
         elif col == "event_text":
             values[col] = Values(picked["event_name"], _const(length, "VARCHAR"))
         else:
-            values[col] = Values(picked[col], picked[f"{col}#kind"])
+            typed = picked[f"{col}#ts"] if col in TIMESTAMP_COLUMNS else None
+            values[col] = Values(picked[col], picked[f"{col}#kind"], typed)
 
     sources: dict[str, list[tuple[FlatRoot, tuple[str, ...], str]]] = {}
     unnamed: dict[str, Values] = {}
@@ -681,7 +696,10 @@ def _tracks_slice(track_slices: list[TableSlice]) -> TableSlice:
             n = s.num_rows
             texts.append(_combine(v.text) if v else pa.nulls(n, pa.string()))
             kinds.append(_combine(v.kind) if v else pa.nulls(n, pa.string()))
-        values[col] = Values(pa.concat_arrays(texts), pa.concat_arrays(kinds))
+        typed = None
+        if col in TIMESTAMP_COLUMNS:
+            typed = pa.concat_arrays([_combine(s.values[col].typed) for s in track_slices])
+        values[col] = Values(pa.concat_arrays(texts), pa.concat_arrays(kinds), typed)
         merged = ColumnStats(sources=())
         for s in track_slices:
             for k, n in (s.columns[col].types.items() if col in s.columns else ()):

@@ -27,7 +27,8 @@ from loader.normalize import NormalizedBatch, compute_connection, normalize, par
 from loader.read import InputFile, discover_files, iter_ndjson_batches, iter_parquet_batches
 from loader.schema import Schema, apply_to, plan_changes, state_table_changes
 
-QUEUE_DEPTH = 1  # batches waiting between the reader thread and the writer: bounds memory
+QUEUE_DEPTH = 1  # batches waiting between each reader thread and the writer: bounds memory
+READERS = 2  # files normalised in parallel (DuckDB, zlib and Arrow release the GIL)
 
 
 @dataclass
@@ -95,49 +96,62 @@ def load(paths: list[str], config: LoadConfig | None = None) -> LoadResult:
     return result
 
 
-def _batches(file: InputFile, config: LoadConfig, con) -> Iterator[NormalizedBatch]:
+def _batches(file: InputFile, config: LoadConfig, con, hints: dict | None = None) -> Iterator[NormalizedBatch]:
     if file.format == "parquet":
         first = 1
         for record_batch in iter_parquet_batches(file.path, batch_rows=100_000):
             lines = parquet_to_lines(con, record_batch, first)
             first += record_batch.num_rows
             yield normalize(con, lines, source_id=file.source_id or config.source_id,
-                            prior_rejections=[], lines_read=record_batch.num_rows)
+                            prior_rejections=[], lines_read=record_batch.num_rows, shape_hints=hints)
         return
     for raw in iter_ndjson_batches(file.path, batch_bytes=config.batch_bytes,
                                    max_line_bytes=config.max_event_bytes):
         yield normalize(con, raw.lines, source_id=file.source_id or config.source_id,
-                        prior_rejections=raw.rejections, lines_read=raw.lines_read)
+                        prior_rejections=raw.rejections, lines_read=raw.lines_read, shape_hints=hints)
 
 
 def _produce(files: list[InputFile], config: LoadConfig, out: queue.Queue, stop: threading.Event) -> None:
-    """Worker thread: normalised batches of each file in order, then ("end", error)."""
-    con = compute_connection(config.memory_limit_mb // 3)
+    """Worker thread: normalised batches of each of its files in order, then ("end", error)."""
+    con = compute_connection(config.memory_limit_mb // (3 * READERS))
+    hints: dict = {}
     try:
         for file in files:
             try:
-                for batch in _batches(file, config, con):
-                    while not stop.is_set():
-                        try:
-                            out.put(("batch", file, batch), timeout=0.5)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                for batch in _batches(file, config, con, hints):
+                    if not _put(out, ("batch", file, batch), stop):
                         return
-                out.put(("end", file, None))
+                if not _put(out, ("end", file, None), stop):
+                    return
             except Exception as exc:  # noqa: BLE001 - reported as the file's failure
-                out.put(("end", file, exc))
+                if not _put(out, ("end", file, exc), stop):
+                    return
     finally:
         con.close()
 
 
+def _put(out: queue.Queue, item, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.5)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def _read_in_background(files: list[InputFile], config: LoadConfig):
-    out: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+    """READERS threads normalise files i, i+READERS, ... each into its own queue; the writer
+    takes file i from queue i % READERS, so files are still written in order."""
     stop = threading.Event()
-    thread = threading.Thread(target=_produce, args=(files, config, out, stop), daemon=True)
-    thread.start()
-    return out, stop, thread
+    queues = [queue.Queue(maxsize=QUEUE_DEPTH) for _ in range(READERS)]
+    threads = [
+        threading.Thread(target=_produce, args=(files[r::READERS], config, queues[r], stop), daemon=True)
+        for r in range(READERS)
+    ]
+    for t in threads:
+        t.start()
+    return queues, stop, threads
 
 
 def _hash_all(files: list[InputFile]) -> dict[Path, tuple[str, int] | OSError]:
@@ -171,11 +185,11 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
             else:
                 todo.append(f)
         group = _Group(con, config, load_id, result, writer.read_schema(con, config.schema))
-        out, stop, thread = _read_in_background(todo, config)
+        queues, stop, threads = _read_in_background(todo, config)
         progress = _Progress(config, len(files), started=time.monotonic())
         try:
-            for f in todo:
-                result.files.append(_write_file(group, f, hashes[f.path], out, progress))
+            for i, f in enumerate(todo):
+                result.files.append(_write_file(group, f, hashes[f.path], queues[i % READERS], progress))
                 if group.full():
                     group.commit()
             group.commit()
@@ -184,7 +198,8 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
             raise
         finally:
             stop.set()
-            thread.join(timeout=5)
+            for t in threads:
+                t.join(timeout=5)
         status = "failed" if result.failed else "succeeded"
         state.finish_load(con, load_id, status, result.summary())
         con.execute("CHECKPOINT")

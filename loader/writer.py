@@ -257,9 +257,12 @@ def _type_slice(
         text, kind = values.text, values.kind
         if not everything:
             text, kind = text.filter(keep), kind.filter(keep)
-        stats = slice_.columns.get(col)
-        kinds = {k for k, n in stats.types.items() if n} if stats is not None else None
-        typed = cast_values(text, kind, col_type, kinds)
+        if values.typed is not None and col_type == "TIMESTAMPTZ":
+            typed = values.typed if everything else values.typed.filter(keep)
+        else:
+            stats = slice_.columns.get(col)
+            kinds = {k for k, n in stats.types.items() if n} if stats is not None else None
+            typed = cast_values(text, kind, col_type, kinds)
         arrays[col] = typed
         if slice_.call != "tracks" and may_discard(col_type, slice_.columns.get(col)):
             lost = pc.and_(pc.is_valid(text), pc.is_null(typed))
