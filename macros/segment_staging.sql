@@ -51,7 +51,7 @@
   {%- elif kind == 'bigint' -%}{{ dbt.type_bigint() }}
   {%- elif kind == 'money' -%}{{ segment_type_money() }}
   {%- elif kind == 'number' -%}{{ dbt.type_float() }}
-  {%- elif kind == 'boolean' -%}{{ dbt.type_boolean() }}
+  {%- elif kind in ('boolean', 'present') -%}{{ dbt.type_boolean() }}
   {%- else -%}{{ dbt.type_string() }}
   {%- endif -%}
 {%- endmacro %}
@@ -63,7 +63,8 @@
       or source_type.startswith('float') or source_type.startswith('hugeint')
       or source_type.startswith('numeric') or source_type.startswith('real') -%}
   {%- set text = 'cast(' ~ column_sql ~ ' as ' ~ dbt.type_string() ~ ')' -%}
-  {%- if kind == 'id' -%}{{ segment_clean_id(text) }}
+  {%- if kind == 'present' -%}({{ column_sql }} is not null)
+  {%- elif kind == 'id' -%}{{ segment_clean_id(text) }}
   {%- elif kind == 'trimmed' -%}nullif(trim({{ text }}), '')
   {%- elif kind == 'currency' -%}nullif(upper(trim({{ text }})), '')
   {%- elif kind == 'timestamp' -%}
@@ -87,7 +88,9 @@
       {%- do parts.append(segment_cast_column(alias ~ '.' ~ adapter.quote(name), columns[name], spec['kind'])) -%}
     {%- endif -%}
   {%- endfor -%}
-  {%- if parts | length == 0 -%}cast(null as {{ segment_kind_type(spec['kind']) }})
+  {%- if parts | length == 0 and spec['kind'] == 'present' -%}false
+  {%- elif parts | length == 0 -%}cast(null as {{ segment_kind_type(spec['kind']) }})
+  {%- elif spec['kind'] == 'present' -%}({{ parts | join(' or ') }})
   {%- elif parts | length == 1 -%}{{ parts[0] }}
   {%- else -%}coalesce({{ parts | join(', ') }})
   {%- endif -%}
@@ -95,7 +98,8 @@
 
 {#
   The whole staging select for raw table `table_name`: common columns + `columns` (a list of
-  {name, from: [raw columns, first non-null wins], kind}), one row per message id (the
+  {name, from: [raw columns, first non-null wins], kind}; kinds: string, id, trimmed,
+  currency, timestamp, bigint, number, money, boolean, present = "any of them is not null"), one row per message id (the
   earliest received copy wins: the loader already dedups; this is a second line of defence).
 #}
 {% macro segment_staging(table_name, columns) -%}

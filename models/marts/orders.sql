@@ -30,7 +30,7 @@ refund_totals as (
     select
         order_id,
         count(*) as refund_count,
-        sum(refund_amount) as partial_refund_sum,
+        coalesce(sum(refund_amount), 0) as partial_refund_sum,
         max(case when is_full_refund then 1 else 0 end) as has_full_refund,
         max(refunded_at) as last_refunded_at
     from {{ ref('int_order_refunds') }}

@@ -7,6 +7,7 @@ select
     currency,
     refund_amount,
     is_full_refund,
+    is_unparsed_amount,
     person_id,
     user_id,
     anonymous_id,

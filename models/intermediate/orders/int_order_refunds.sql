@@ -1,4 +1,5 @@
--- One row per Order Refunded message. refund_amount NULL = no amount sent = a full refund.
+-- One row per Order Refunded message. No amount sent = a full refund (is_full_refund).
+-- An amount that was sent but is not a number counts as 0 and is flagged, never as full.
 -- has_order tells whether the refunded order is in the data (orphans go to orphan_refunds).
 with
 
@@ -16,7 +17,8 @@ select
     r.event_at as refunded_at,
     r.currency,
     r.refund_amount,
-    r.refund_amount is null as is_full_refund,
+    not r.amount_sent as is_full_refund,
+    r.amount_sent and r.refund_amount is null as is_unparsed_amount,
     o.order_id is not null as has_order,
     p.person_id,
     r.user_id,
