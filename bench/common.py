@@ -223,6 +223,34 @@ def archive(events: int, seed: int, root: Path, extra_fraction: float = 0.01,
     return m, (mx if extra_fraction else None)
 
 
+CODE_PATHS = ("loader", "models", "macros", "dbt_project.yml", "profiles.yml", "packages.yml",
+              "seeds", "snapshots", "analyses", "tests/dbt")
+
+
+def code_snapshot(rev: str | None, work: Path) -> tuple[Path, str]:
+    """The directory to run the loader and dbt from, and a label of that code.
+
+    Without ``rev``: the working tree, labelled with HEAD plus "+changes" when the loader or
+    the dbt project has uncommitted changes. With ``rev``: ``git archive <rev>`` unpacked
+    under ``work``, so a run measures one fixed commit even while the tree is being edited.
+    """
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    if not rev:
+        dirty = git("status", "--porcelain", "--", *CODE_PATHS)
+        return REPO, git("rev-parse", "--short", "HEAD") + ("+changes" if dirty else "")
+    sha = git("rev-parse", "--short", rev)
+    dest = work / f"src-{sha}"
+    if not (dest / "loader" / "__main__.py").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        tar = subprocess.run(["git", "archive", sha], cwd=REPO, capture_output=True,
+                             check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
+    return dest, sha
+
+
 def link_tree(src_root: Path, files: list[str], dst_root: Path) -> None:
     """Hard-link ``files`` (relative paths) from ``src_root`` into a fresh ``dst_root``."""
     import shutil

@@ -30,7 +30,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, REPO, archive, fresh_db, last_json, machine, measure, median
+from common import (
+    OUT,
+    REPO,
+    archive,
+    code_snapshot,
+    fresh_db,
+    last_json,
+    machine,
+    measure,
+    median,
+)
 
 
 def child(a: argparse.Namespace) -> None:
@@ -103,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--loader-python", default=str(REPO / ".venv" / "bin" / "python"))
+    ap.add_argument("--loader-rev", help="measure loader/ as of this git revision")
     ap.add_argument("--workdir", default=str(OUT / "work-peers"))
     ap.add_argument("--output", default=str(OUT / "peers.json"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -118,10 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         child(a)
         return 0
 
+    a.loader_python = os.path.abspath(a.loader_python)  # not resolve(): keep the venv's path
     root = OUT / "data" / f"n{a.events}-s{a.seed}"
     base, _ = archive(a.events, a.seed, root, extra_fraction=0.01, python=a.loader_python)
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
+    loader_cwd, loader_label = code_snapshot(a.loader_rev, work)
     n = base["lines"]
     formats = [f.strip() for f in a.dlt_formats.split(",") if f.strip()]
     runs: dict[str, list[dict]] = {f"dlt_{f}": [] for f in formats} | {"loader": []}
@@ -148,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             fresh_db(db)
         db = fresh_db(work / "loader.duckdb")
         m = measure([a.loader_python, "-m", "loader", "load", str(root), "--db", str(db),
-                     "--json"])
+                     "--json"], cwd=loader_cwd)
         res = last_json(m["stdout"]) or {}
         m["result"] = {k: res.get(k) for k in ("files_loaded", "rows_loaded", "duplicates",
                                                "rejects", "seconds")}
@@ -161,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         fresh_db(db)
 
     ok_ld = [m for m in runs["loader"] if m["rc"] == 0]
-    out = {"machine": machine(), "events": n, "archive": str(root), "repeat": a.repeat,
+    out = {"machine": machine(), "code_snapshot": loader_label, "events": n, "archive": str(root), "repeat": a.repeat,
            "raw_bytes": base["raw_bytes"], "gz_bytes": base["gz_bytes"], "dlt_variants": {},
            "runs": runs}
     for fmt in formats:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -36,6 +37,7 @@ from common import (
     OUT,
     REPO,
     archive,
+    code_snapshot,
     fresh_db,
     last_json,
     link_tree,
@@ -73,6 +75,7 @@ class Bench:
         self.data = Path(a.data) if a.data else OUT / "data" / f"n{a.events}-s{a.seed}"
         self.runs: dict[str, list[dict]] = {}
         self.notes: list[str] = []
+        self.code, self.code_label = code_snapshot(a.rev, self.work)
 
     # ---- helpers ----------------------------------------------------------------------
     def measure(self, cmd: list[str], **kw) -> dict:
@@ -90,11 +93,14 @@ class Bench:
             + (f"  {m['check']}" if m.get("check") else ""))
         if m["rc"] != 0:
             log("    stderr: " + m.get("stderr_tail", "")[-1500:].replace("\n", "\n    "))
+            for p in m.get("problems") or []:
+                log(f"    {p}")
         return m
 
     def load(self, step: str, paths: list[Path], db: Path, expect: dict) -> dict:
         cmd = [self.py, "-m", "loader", "load", *map(str, paths), "--db", str(db), "--json"]
-        m = self.measure(cmd, timeout=self.a.timeout)
+        # run from the code under test: python -m puts the cwd first on sys.path
+        m = self.measure(cmd, timeout=self.a.timeout, cwd=self.code)
         res = last_json(m["stdout"]) or {}
         got = {k: res.get(k) for k in LOADER_KEYS}
         bad = [f"{k}={got.get(k)} (expected {v})" for k, v in expect.items() if got.get(k) != v]
@@ -105,27 +111,34 @@ class Bench:
 
     def dbt(self, step: str, db: Path) -> dict | None:
         env = self.dbt_env(db)
-        m = self.measure([str(self.a.dbt), "build", "--project-dir", str(REPO), "--profiles-dir",
-                     str(REPO)], env=env, timeout=self.a.timeout)
-        done = [ln.strip() for ln in m["stdout"].splitlines() if "Done. PASS=" in ln]
-        return self.record(step, m, summary=done[-1] if done else m["stdout"][-300:])
+        m = self.measure([str(self.a.dbt), "build", *self.dbt_dirs()], env=env,
+                         timeout=self.a.timeout)
+        lines = m["stdout"].splitlines()
+        done = [ln.strip() for ln in lines if "Done. PASS=" in ln]
+        problems = [ln.strip() for ln in lines
+                    if re.search(r"\b(ERROR|FAIL|WARN)\b|Error|Failure", ln) and "Done. PASS=" not in ln]
+        return self.record(step, m, summary=done[-1] if done else m["stdout"][-300:],
+                           problems=problems[:40])
+
+    def dbt_dirs(self) -> list[str]:
+        # dbt's artefacts go to the workdir, not to the developer's target/ and logs/
+        return ["--project-dir", str(self.code), "--profiles-dir", str(self.code),
+                "--target-path", str(self.work / "dbt-target"),
+                "--log-path", str(self.work / "dbt-logs")]
 
     def dbt_env(self, db: Path) -> dict:
         return os.environ | {
             "SEGMENT_DUCKDB_PATH": str(db), "DO_NOT_TRACK": "1",
-            "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
-            # keep dbt's artefacts out of the developer's target/ and logs/
-            "DBT_TARGET_PATH": str(self.work / "dbt-target"),
-            "DBT_LOG_PATH": str(self.work / "dbt-logs"),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "False", "DBT_USE_COLORS": "False",
         }
 
     def dbt_available(self) -> str | None:
         """None when dbt can run, else the reason to skip it."""
         if self.a.skip_dbt:
             return "skipped (--skip-dbt)"
-        if not (REPO / "dbt_project.yml").exists():
+        if not (self.code / "dbt_project.yml").exists():
             return "skipped: dbt_project.yml does not exist yet"
-        if not (REPO / "profiles.yml").exists():
+        if not (self.code / "profiles.yml").exists():
             return "skipped: profiles.yml does not exist yet (dbt runs with --profiles-dir <repo>)"
         if not Path(self.a.dbt).exists():
             return f"skipped: {self.a.dbt} not found"
@@ -150,6 +163,7 @@ class Bench:
         tree = self.work / "tree"
         scale_fracs = [] if a.skip_scaling else [0.25, 0.5]
         prefixes = {f: max(1, round(len(files) * f)) for f in scale_fracs}
+        prefixes = {f: k for f, k in prefixes.items() if k < len(files)}  # tiny N: fewer points
         for f, k in prefixes.items():
             link_tree(self.data, files[:k], self.work / f"tree-{k}")
 
@@ -163,14 +177,13 @@ class Bench:
         dbt_skip = self.dbt_available()
         if dbt_skip is None:
             env = self.dbt_env(self.work / "dbt-parse.duckdb")
-            if (REPO / "packages.yml").exists() or (REPO / "dependencies.yml").exists():
-                d = measure_now([str(a.dbt), "deps", "--project-dir", str(REPO), "--profiles-dir",
-                             str(REPO)], env=env)
+            if (self.code / "packages.yml").exists() or (self.code / "dependencies.yml").exists():
+                d = measure_now([str(a.dbt), "deps", *self.dbt_dirs()], env=env)
                 if d["rc"] != 0:
                     dbt_skip = "skipped: `dbt deps` failed: " + d["stdout"][-300:]
             if dbt_skip is None:
-                p = measure_now([str(a.dbt), "parse", "--project-dir", str(REPO), "--profiles-dir",
-                             str(REPO)], env=env)  # warm-up: every measured build re-parses alike
+                # warm-up: every measured build then starts from the same partial-parse state
+                p = measure_now([str(a.dbt), "parse", *self.dbt_dirs()], env=env)
                 if p["rc"] != 0:
                     out = p["stdout"] + p["stderr_tail"]
                     dbt_skip = "skipped: `dbt parse` failed: " + out[-500:]
@@ -274,6 +287,7 @@ class Bench:
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - elapsed)),
             "bench_seconds": round(elapsed, 1),
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.a).items()},
+            "code": self.code_label,
             "archive": {k: v for k, v in base.items() if not k.startswith("file_")},
             "extra": {k: v for k, v in (extra or {}).items() if not k.startswith("file_")},
             "summary": s,
@@ -348,7 +362,7 @@ class Bench:
         mc, ar, s = r["machine"], r["archive"], r["summary"]
         print()
         print(f"machine: {mc['nproc']} cores, {mc['cpu_model']}, {mc['ram_gib']} GiB RAM, "
-              f"Python {mc['python']}, git {mc['git_rev']}")
+              f"Python {mc['python']}; code: {r['code']}")
         print(f"archive: {ar['lines']:,} events in {ar['files']} gzipped NDJSON files "
               f"({ar['raw_bytes'] / 1e6:,.1f} MB uncompressed, {ar['gz_bytes'] / 1e6:,.1f} MB "
               f"gzipped); {ar['retry_lines']:,} duplicate messageIds, {ar['bad_lines']:,} "
@@ -431,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--python", default=str(REPO / ".venv" / "bin" / "python")
                     if (REPO / ".venv" / "bin" / "python").exists() else sys.executable)
     ap.add_argument("--dbt", default=str(REPO / ".venv" / "bin" / "dbt"))
+    ap.add_argument("--rev", help="measure the loader and the dbt project as of this git "
+                    "revision (a snapshot under the workdir) instead of the working tree")
     ap.add_argument("--timeout", type=float, default=3600.0, help="per step, seconds")
     ap.add_argument("--quiet-wait", type=float, default=30.0,
                     help="before each step, wait up to this many seconds for the rest of the "
@@ -439,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.repeat < 1 or a.events < 1:
         ap.error("--repeat and --events must be >= 1")
+    a.python = os.path.abspath(a.python)  # not resolve(): that would leave the venv
     result = Bench(a).run()
     Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     Path(a.output).write_text(json.dumps(result, indent=1, default=str))
