@@ -1,3 +1,4 @@
+{{ config(materialized="view") }}
 -- Every distinct link in the identity graph and where it comes from (for audit and
 -- debugging: "why are these two ids one person?"). Same rules as int_identity_person_map.
 with
