@@ -153,6 +153,7 @@ def compute_connection(memory_limit_mb: int = 512) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"memory_limit": f"{memory_limit_mb}MB"})
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")
     return con
 
 
