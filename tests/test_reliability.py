@@ -148,3 +148,36 @@ def test_memory_caps_stream_or_fail_cleanly(limit, tmp_path):
     assert load_cmd(archive, db).returncode == 0
     assert table_snapshot(db) == table_snapshot(clean_db)
     assert_consistent(db)
+
+
+def test_dbt_build_fails_fast_while_a_load_holds_the_database(tmp_path):
+    """dbt-duckdb opens the same file: while a loader holds it, `dbt build` must stop at once
+    with DuckDB's message naming the process, not wait or write anything."""
+    from pathlib import Path
+
+    from test_load import hold_database
+
+    archive = tmp_path / "logs"
+    make_archive(archive, files=1, per_file=20)
+    db = tmp_path / "w.duckdb"
+    assert load_cmd(archive, db).returncode == 0
+    before = table_snapshot(db)
+    holder = hold_database(db)
+    try:
+        started = time.monotonic()
+        proc = subprocess.run(
+            [str(Path(sys.executable).with_name("dbt")), "build", "--project-dir", str(REPO),
+             "--profiles-dir", str(REPO), "--target-path", str(tmp_path / "target"),
+             "--log-path", str(tmp_path / "logs_dbt")],
+            capture_output=True, text=True, timeout=300, cwd=REPO,
+            env={**os.environ, "SEGMENT_DUCKDB_PATH": str(db), "DO_NOT_TRACK": "1"},
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Conflicting lock" in output and f"PID {holder.pid}" in output
+    assert elapsed < 120
+    assert table_snapshot(db) == before
