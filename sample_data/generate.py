@@ -73,7 +73,7 @@ def at(day: datetime, hms: str) -> datetime:
     return day + timedelta(hours=h, minutes=m, seconds=s)
 
 
-def item(product: dict[str, Any], price: float | int, quantity: int) -> dict[str, Any]:
+def item(product: dict[str, Any], price: float, quantity: int) -> dict[str, Any]:
     return {**product, "price": price, "quantity": quantity}
 
 
@@ -217,7 +217,7 @@ class Archive:
         if file_hint is None:  # a retried batch: both copies in one file
             original = next(ln for ln in self.lines if ln.msg is msg)
             original.file_hint = file_hint = self.file_name(source, original.received)
-        received = datetime.fromisoformat(copy["receivedAt"].replace("Z", "+00:00"))
+        received = datetime.fromisoformat(copy["receivedAt"])
         received += timedelta(seconds=received_shift_s)
         copy["receivedAt"] = iso(received)
         self.count += 1

@@ -45,12 +45,12 @@ def build_synthetic(path: Path, events: int = 1_000_000, load_id: int = 1) -> No
         case when i < {n_orders} then 'Order Completed' when i < {n_orders + n_refunds} then 'Order Refunded'
              else 'Product Viewed' end as event_text
         from range({n_tracks}) r(i)""")
-    con.execute(f"""create or replace table segment.order_completed as select * exclude (i),
+    con.execute("""create or replace table segment.order_completed as select * exclude (i),
         'ord-' || i as order_id, 20.0 + (i % 100) as subtotal, 25.0 + (i % 100) as total,
         20.0 + (i % 100) as revenue, 2.0 as tax, 3.0 as shipping, 0.0 as discount,
         case when i % 5 = 0 then 'EUR' else 'USD' end as currency,
-        cast('[{{"product_id":"p-' || (i % 40) || '","sku":"s","name":"n","price":' || (20 + i % 100)
-             || ',"quantity":1,"category":"c"}}]' as json) as products
+        cast('[{"product_id":"p-' || (i % 40) || '","sku":"s","name":"n","price":' || (20 + i % 100)
+             || ',"quantity":1,"category":"c"}]' as json) as products
         from (select *, cast(substr(id, 3) as bigint) as i from segment.tracks where event = 'order_completed')""")
     con.execute(f"""create or replace table segment.order_refunded as select * exclude (i),
         'ord-' || (i * 3 % {n_orders}) as order_id, case when i % 4 = 0 then null else 5.0 end as total,
