@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--loader-python", default=str(REPO / ".venv" / "bin" / "python"))
-    ap.add_argument("--loader-rev", help="measure loader/ as of this git revision")
+    ap.add_argument("--rev", help="measure loader/ as of this git revision (a snapshot)")
     ap.add_argument("--workdir", default=str(OUT / "work-peers"))
     ap.add_argument("--output", default=str(OUT / "peers.json"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     base, _ = archive(a.events, a.seed, root, extra_fraction=0.01, python=a.loader_python)
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    loader_cwd, loader_label = code_snapshot(a.loader_rev, work)
+    loader_cwd, loader_label = code_snapshot(a.rev, work)
     n = base["lines"]
     formats = [f.strip() for f in a.dlt_formats.split(",") if f.strip()]
     runs: dict[str, list[dict]] = {f"dlt_{f}": [] for f in formats} | {"loader": []}
@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             res = m["result"] or {}
             print(f"  dlt ({fmt}) {m['wall_s']:7.2f} s (pipeline "
                   f"{res.get('pipeline_s', float('nan')):.2f} s)  rss "
-                  f"{m['tree_peak_rss_mb']:6.0f} MB  rc {m['rc']}", file=sys.stderr)
+                  f"{m['tree_peak_rss_mb']:6.0f} MB  rc {m['rc']}  other load "
+                  f"{m['other_cores']:.2f} cores", file=sys.stderr)
             if m["rc"] != 0:
                 print(m["stderr_tail"], file=sys.stderr)
             fresh_db(db)
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         m.pop("stdout")
         runs["loader"].append(m)
         print(f"  loader  {m['wall_s']:7.2f} s  rss {m['tree_peak_rss_mb']:6.0f} MB  "
-              f"rc {m['rc']}", file=sys.stderr)
+              f"rc {m['rc']}  other load {m['other_cores']:.2f} cores", file=sys.stderr)
         if m["rc"] != 0:
             print(m["stderr_tail"], file=sys.stderr)
         fresh_db(db)
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             "normalize_s_median": median([m["result"]["normalize_s"] for m in ok]),
             "load_s_median": median([m["result"]["load_s"] for m in ok]),
             "peak_rss_mb_median": median([m["tree_peak_rss_mb"] for m in ok]),
+            "other_cores_median": median([m["other_cores"] for m in ok]),
             "rows": ok[-1]["result"]["rows"],
             "top_level_tables": ok[-1]["result"]["top_level_tables"],
         }
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         wall = median([m["wall_s"] for m in ok_ld])
         out["loader"] = {"wall_s_median": wall, "events_per_s": n / wall,
                          "peak_rss_mb_median": median([m["tree_peak_rss_mb"] for m in ok_ld]),
+                         "other_cores_median": median([m["other_cores"] for m in ok_ld]),
                          "rows_loaded": ok_ld[-1]["result"]["rows_loaded"]}
     if ok_dlt and ok_ld:
         out["ratio"] = out["loader"]["events_per_s"] / out["dlt"]["events_per_s"]
@@ -215,11 +218,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{d['extract_s_median']:.2f} + normalize {d['normalize_s_median']:.2f} + load "
               f"{d['load_s_median']:.2f}) = {d['events_per_s']:,.0f} events/s; process "
               f"{d['wall_s_median']:.2f} s; peak RSS {d['peak_rss_mb_median']:,.0f} MB; "
-              f"{d['rows']:,} rows in {d['top_level_tables']} top-level tables")
+              f"{d['rows']:,} rows in {d['top_level_tables']} top-level tables; other load "
+              f"{d['other_cores_median']:.2f} cores")
     if ok_ld:
         ld = out["loader"]
         print(f"loader: process {ld['wall_s_median']:.2f} s = {ld['events_per_s']:,.0f} events/s;"
-              f" peak RSS {ld['peak_rss_mb_median']:,.0f} MB; {ld['rows_loaded']:,} rows")
+              f" peak RSS {ld['peak_rss_mb_median']:,.0f} MB; {ld['rows_loaded']:,} rows; other "
+              f"load {ld['other_cores_median']:.2f} cores")
     if "ratio" in out:
         print(f"ratio: {out['ratio']:.1f}x dlt's events/s ({formats[0]}; our process wall vs "
               f"dlt's in-process pipeline time); {out['ratio_wall_to_wall']:.1f}x wall to wall")

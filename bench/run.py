@@ -349,10 +349,14 @@ class Bench:
             add(f"incremental dbt < {t['dbt_incr_share']:.0%} of full", None,
                 dbt_skip or "not measured")
         if peers and peers.get("ratio"):
+            extra = "".join(f"; {v:.1f}x dlt {k[6:]}" for k, v in peers.items()
+                            if k.startswith("ratio_") and k != "ratio_wall_to_wall")
             add(f">= {t['dlt_factor']:g}x dlt's events/s (same subset)",
                 peers["ratio"] >= t["dlt_factor"],
                 f"{peers['ratio']:.1f}x ({peers['loader']['events_per_s']:,.0f} vs "
-                f"{peers['dlt']['events_per_s']:,.0f} events/s on {peers['events']:,} events)")
+                f"{peers['dlt']['events_per_s']:,.0f} events/s on {peers['events']:,} events, "
+                f"dlt {peers['dlt'].get('loader_file_format', 'default')}{extra}; code "
+                f"{peers.get('loader_code', '?')})")
         else:
             add(f">= {t['dlt_factor']:g}x dlt's events/s (same subset)", None,
                 "no bench/out/peers.json: run `make bench-peers`")
