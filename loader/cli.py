@@ -1,4 +1,5 @@
-"""Command line: `python -m loader load PATH... --db FILE` and `python -m loader status`.
+"""Command line: `python -m loader load PATH... --db FILE`, `python -m loader status` and
+`python -m loader replay` (load rejected lines again, e.g. after fixing the tracking plan).
 
 Exit codes: 0 success (also: nothing new to load); 1 one or more files failed (the others
 were loaded); 2 usage error; 3 the database is held by another process (retry later);
@@ -17,6 +18,7 @@ from loader import __version__, state, writer
 from loader.config import LoadConfig, default_db_path
 from loader.errors import LoaderError
 from loader.pipeline import LoadResult, load
+from loader.replay import DEFAULT_REASONS, replay
 
 EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
@@ -42,7 +44,18 @@ def _parser() -> argparse.ArgumentParser:
     p_load.add_argument("--source-id", help="source id for messages with no projectId outside the segment-logs/<source>/ layout")
     p_load.add_argument("--commit-every-rows", type=int, default=100_000, help="commit files in groups of about this many rows (default 100000; 1 = a transaction per file)")
     p_load.add_argument("--memory-limit-mb", type=int, default=1536, help="DuckDB memory for the load, in MB (default 1536); it spills to disk past it")
+    _control_options(p_load)
     p_load.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+    p_replay = sub.add_parser("replay", help="load rejected lines again (after fixing the tracking plan)")
+    p_replay.add_argument("--db", default=default_db_path())
+    p_replay.add_argument("--schema", default="segment")
+    p_replay.add_argument("--reason", action="append", metavar="REASON",
+                          help=f"replay rejects with this reason (repeatable; default {DEFAULT_REASONS[0]})")
+    p_replay.add_argument("--source-id", help="as for load")
+    p_replay.add_argument("--memory-limit-mb", type=int, default=1536)
+    _control_options(p_replay)
+    p_replay.add_argument("--json", action="store_true")
 
     p_status = sub.add_parser("status", help="manifest, last runs, rejects and schema changes")
     p_status.add_argument("--db", default=default_db_path())
@@ -51,11 +64,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _control_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-plan", metavar="PLAN", help="validate events against this tracking plan (Segment Protocols format, JSON or YAML); violations go to _loader.violations")
+    p.add_argument("--on-violation", choices=("allow", "block"), default="allow", help="allow (default): load the event and record its violations; block: reject it (reason tracking_plan_violation, replayable); an event's own on_violation in the plan wins")
+    p.add_argument("--unplanned-events", choices=("allow", "block"), default="allow", help="track events the plan does not list: allow (default, recorded as unplanned_event) or block")
+    p.add_argument("--pii-config", metavar="FILE", help="properties, traits and context paths to drop or hash (salted SHA-256; salt from the file or $SEGMENT_LOADER_PII_SALT) before anything is written")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "load":
             return _load(args)
+        if args.command == "replay":
+            return _replay(args)
         return _status(args)
     except LoaderError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -83,7 +105,12 @@ def _load(args) -> int:
         memory_limit_mb=args.memory_limit_mb,
         commit_every_rows=args.commit_every_rows,
         progress=progress,
+        tracking_plan=args.tracking_plan,
+        on_violation=args.on_violation,
+        unplanned_events=args.unplanned_events,
+        pii_config=args.pii_config,
     )
+    _warn_plan(config)
     result = load(args.paths, config)
     if progress:
         print(file=sys.stderr)
@@ -94,6 +121,34 @@ def _load(args) -> int:
     for f in result.failed:
         print(f"error: {f.reason}", file=sys.stderr)
     return EXIT_FILES_FAILED if result.failed else EXIT_OK
+
+
+def _warn_plan(config: LoadConfig) -> None:
+    for warning in config.compiled_plan.warnings() if config.compiled_plan else ():
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _replay(args) -> int:
+    config = LoadConfig(
+        db_path=args.db,
+        schema=args.schema,
+        source_id=args.source_id,
+        memory_limit_mb=args.memory_limit_mb,
+        tracking_plan=args.tracking_plan,
+        on_violation=args.on_violation,
+        unplanned_events=args.unplanned_events,
+        pii_config=args.pii_config,
+    )
+    _warn_plan(config)
+    result = replay(config, tuple(args.reason or DEFAULT_REASONS))
+    if args.json:
+        print(json.dumps(result.to_dict(), default=str))
+        return EXIT_OK
+    s = result.summary()
+    print(f"replay {s['load_id']}: {s['lines']:,} rejected line(s) of {s['files_seen']} file(s) replayed in {s['seconds']:.2f}s")
+    print(f"  rows {s['rows_loaded']:,} + duplicates {s['duplicates']:,} + rejected again {s['rejects']:,} "
+          f"({s['blocked']:,} blocked by the tracking plan); {s['violations']:,} violation(s) recorded")
+    return EXIT_OK
 
 
 def _terminal_progress(p: dict) -> None:
@@ -126,6 +181,9 @@ def _print_result(result: LoadResult, *, dry_run: bool) -> None:
         f"+ rejects {s['rejects']:,}; {s['discards']:,} value(s) discarded; "
         f"{s['schema_changes']} schema change(s)"
     )
+    if s["violations"] or s["blocked"]:
+        print(f"  tracking plan: {s['violations']:,} violation(s) recorded, {s['blocked']:,} event(s) "
+              "blocked (in rejects; `python -m loader replay` loads them once the plan is fixed)")
 
 
 def _status(args) -> int:
@@ -144,9 +202,12 @@ def _status(args) -> int:
         ("Rejects by reason", "rejects_by_reason"),
         ("Discarded values", "discards_by_column"),
         ("Schema changes in the last load", "schema_changes_last_load"),
+        ("Tracking plan violations", "violations"),
         ("Tables", "tables"),
     ]:
         rows = info[key]
+        if key == "violations" and not rows:
+            continue  # no tracking plan in use
         print(f"{title}:")
         if not rows:
             print("  (none)")

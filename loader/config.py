@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 DEFAULT_DB = "warehouse.duckdb"
 
@@ -27,6 +28,10 @@ class LoadConfig:
     commit_every_rows: int = 100_000  # files are committed in groups of about this many rows
     memory_limit_mb: int = 1536  # DuckDB's share: 2/3 for the warehouse, 1/3 for shaping batches
     progress: Callable[[dict], None] | None = None
+    tracking_plan: str | None = None  # a Segment Protocols plan (JSON/YAML) to validate events with
+    on_violation: str = "allow"  # allow: load and record the violation; block: reject (replayable)
+    unplanned_events: str = "allow"  # track events the plan does not list: allow or block
+    pii_config: str | None = None  # paths to drop or hash before anything is written
 
     def __post_init__(self) -> None:
         if not self.db_path:
@@ -35,3 +40,28 @@ class LoadConfig:
             from loader.errors import UsageError
 
             raise UsageError("max_reject_ratio must be between 0 and 1")
+        for name in ("on_violation", "unplanned_events"):
+            action = getattr(self, name)
+            if action not in ("allow", "block") or (action == "block" and not self.tracking_plan):
+                from loader.errors import UsageError
+
+                raise UsageError(f"{name} must be allow or block, and block needs a tracking plan")
+
+    @cached_property
+    def compiled_plan(self):
+        """The tracking plan, read and compiled once (a UsageError if it is unusable)."""
+        if not self.tracking_plan:
+            return None
+        from loader.protocols import load_plan
+
+        return load_plan(self.tracking_plan, on_violation=self.on_violation,
+                         unplanned_events=self.unplanned_events)
+
+    @cached_property
+    def pii_policy(self):
+        """The PII policy, read once (a UsageError if it is unusable)."""
+        if not self.pii_config:
+            return None
+        from loader.pii import load_policy
+
+        return load_policy(self.pii_config)

@@ -24,6 +24,8 @@ from loader.config import LoadConfig
 from loader.errors import FileFailedError, LoaderError
 from loader.faults import crash_point
 from loader.normalize import NormalizedBatch, compute_connection, normalize, parquet_to_lines
+from loader.pii import scrub
+from loader.protocols import REJECT_REASON, check
 from loader.read import InputFile, discover_files, iter_ndjson_batches, iter_parquet_batches
 from loader.schema import Schema, apply_to, plan_changes, state_table_changes
 
@@ -40,6 +42,8 @@ class FileResult:
     duplicates: int = 0
     rejects: int = 0
     discards: int = 0
+    violations: int = 0  # of the tracking plan, recorded in _loader.violations
+    blocked: int = 0  # events the tracking plan blocked (counted in rejects)
     reason: str = ""
 
 
@@ -73,6 +77,8 @@ class LoadResult:
             "duplicates": self.total("duplicates"),
             "rejects": self.total("rejects"),
             "discards": self.total("discards"),
+            "violations": self.total("violations"),
+            "blocked": self.total("blocked"),
             "schema_changes": len(self.schema_changes),
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.total("lines") / self.seconds) if self.seconds else None,
@@ -87,6 +93,7 @@ def load(paths: list[str], config: LoadConfig | None = None) -> LoadResult:
     config = config or LoadConfig()
     started = time.monotonic()
     files = discover_files(paths)
+    _ = (config.compiled_plan, config.pii_policy)  # read both now: a bad one is a usage error
     result = LoadResult(None, config.db_path)
     if config.dry_run:
         _dry_run(files, config, result)
@@ -102,13 +109,18 @@ def _batches(file: InputFile, config: LoadConfig, con, hints: dict | None = None
         for record_batch in iter_parquet_batches(file.path, batch_rows=100_000):
             lines = parquet_to_lines(con, record_batch, first)
             first += record_batch.num_rows
-            yield normalize(con, lines, source_id=file.source_id or config.source_id,
-                            prior_rejections=[], lines_read=record_batch.num_rows, shape_hints=hints)
+            lines, _ = scrub(con, config.pii_policy, lines, [])
+            batch = normalize(con, lines, source_id=file.source_id or config.source_id,
+                              prior_rejections=[], lines_read=record_batch.num_rows, shape_hints=hints)
+            yield check(con, config.compiled_plan, batch, lines)
         return
     for raw in iter_ndjson_batches(file.path, batch_bytes=config.batch_bytes,
                                    max_line_bytes=config.max_event_bytes):
-        yield normalize(con, raw.lines, source_id=file.source_id or config.source_id,
-                        prior_rejections=raw.rejections, lines_read=raw.lines_read, shape_hints=hints)
+        # PII leaves the lines before any stage sees them; the plan runs on the shaped batch.
+        lines, prior = scrub(con, config.pii_policy, raw.lines, raw.rejections)
+        batch = normalize(con, lines, source_id=file.source_id or config.source_id,
+                          prior_rejections=prior, lines_read=raw.lines_read, shape_hints=hints)
+        yield check(con, config.compiled_plan, batch, lines)
 
 
 def _produce(files: list[InputFile], config: LoadConfig, out: queue.Queue, stop: threading.Event) -> None:
@@ -306,11 +318,13 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress)
             fr.rows_loaded += counts.loaded
             fr.duplicates += counts.duplicates
             fr.discards += counts.discards
+            fr.violations += counts.violations
             fr.rejects += len(batch.rejections)
-            first_rejects += batch.rejections[: max(0, 3 - len(first_rejects))]
+            fr.blocked += sum(r.reason == REJECT_REASON for r in batch.rejections)
+            first_rejects += [r for r in batch.rejections if r.reason != REJECT_REASON][: max(0, 3 - len(first_rejects))]
             progress.batch(fr.lines, counts.loaded)
         if streaming and error is None:
-            error = _reject_ratio_error(f, config, fr.lines, first_rejects, rejects=fr.rejects)
+            error = _reject_ratio_error(f, config, fr.lines, first_rejects, rejects=fr.rejects - fr.blocked)
         if error is not None:  # only a streaming file gets here: it is alone in its group
             group.rollback()
             return _record_failure(group, f, digest, fr, error, [])
@@ -330,6 +344,8 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress)
 
 def _reject_ratio_error(f: InputFile, config: LoadConfig, lines: int, first_rejects: list,
                         rejects: int | None = None) -> Exception | None:
+    """Events the tracking plan blocked are a policy, not a broken file: they do not count."""
+    first_rejects = [r for r in first_rejects if r.reason != REJECT_REASON]
     rejects = len(first_rejects) if rejects is None else rejects
     if not lines or rejects / lines <= config.max_reject_ratio:
         return None
@@ -432,6 +448,8 @@ def _dry_run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> 
                 fr.lines += batch.lines_read
                 fr.rejects += len(batch.rejections)
                 fr.duplicates += batch.duplicates_in_batch
+                fr.violations += writer.violation_count(batch)
+                fr.blocked += sum(r.reason == REJECT_REASON for r in batch.rejections)
             result.files.append(fr)
     finally:
         compute.close()

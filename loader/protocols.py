@@ -1,10 +1,10 @@
-"""Tracking plans (Segment Protocols): read a plan, compile its rules into vectorised checks,
-and apply them to normalised batches.
+"""Tracking plans (Segment Protocols): read a plan, check normalised batches against it.
 
-A plan's JSON Schema rules become SQL expressions over the columns the normaliser already
-produced (each value's text and JSON type, per warehouse table): one DuckDB query per table
-of a batch, with a number of expressions bounded by the plan, never by the batch. `items`
-rules on arrays run inside that query as a list lambda over the array's JSON.
+A plan's JSON Schema rules run as Arrow compute kernels over the columns the normaliser
+already produced (each value's text and JSON type, per warehouse table): a handful of kernel
+calls per rule and table, whatever the number of events, never Python per event. `items`
+rules on arrays take one DuckDB query per array column, which unnests the items and extracts
+every path the item schema names in one parse per item; the same rules then run over them.
 
 Violations are data (`_loader.violations`). An event whose rules say `block` leaves the batch
 and becomes a `tracking_plan_violation` reject holding its raw bytes, so nothing is lost and it
@@ -16,18 +16,28 @@ fails `required` unless its `type` allows "null", and no other rule looks at it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from loader.errors import UsageError
-from loader.normalize import ColumnStats, NameMapping, NormalizedBatch, TableSlice, Values, pointer
+from loader.normalize import (
+    ColumnStats,
+    NameMapping,
+    NormalizedBatch,
+    TableSlice,
+    Values,
+    json_kinds,
+    pointer,
+)
 from loader.read import Rejection
 from loader.sql import literal
 
@@ -55,9 +65,6 @@ FORMATS = {
     "uuid": r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",
     "ipv4": r"^((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$",
 }
-FORMAT_CASTS = {"date-time": "TIMESTAMPTZ", "date": "DATE"}
-VIOLATION = "STRUCT(path VARCHAR, rule VARCHAR, value VARCHAR, expected VARCHAR)"
-NO_VIOLATIONS = f"CAST([] AS {VIOLATION}[])"
 VIOLATION_SCHEMA = pa.schema([
     ("line", pa.int64()), ("message_id", pa.string()), ("call", pa.string()),
     ("table_name", pa.string()), ("event", pa.string()), ("property_path", pa.string()),
@@ -188,10 +195,11 @@ def parse_plan(doc, *, on_violation: str = "allow", unplanned_events: str = "all
 def _payload_schema(rules: dict, key: str, where: str) -> dict:
     if not isinstance(rules, dict):
         raise UsageError(f"{where}: rules must be an object")
-    schema = rules.get(key)
-    if ("type" in rules or "$schema" in rules) and isinstance(schema, dict) and isinstance(
-            (schema.get("properties") or {}).get(key), dict):
-        schema = schema["properties"][key]  # the message-level schema of the Config API
+    if "type" in rules or "$schema" in rules:  # the Config API's schema of the whole message
+        message = rules.get("properties")
+        schema = message.get(key) if isinstance(message, dict) else None
+    else:
+        schema = rules.get(key)
     if schema is None:
         return {}
     if not isinstance(schema, dict):
@@ -258,12 +266,15 @@ def _check_schema(schema, where: str, ignored: dict[str, list[str]]) -> None:
 
 
 def _check_patterns(plan: TrackingPlan, origin: str) -> None:
-    """Patterns run in DuckDB (RE2): refuse the plan now, not in the middle of a load."""
-    patterns: set[str] = set()
+    """Patterns run as RE2 regular expressions (Arrow's): refuse the plan now, not mid-load."""
 
     def walk(schema: dict) -> None:
         if isinstance(schema.get("pattern"), str):
-            patterns.add(schema["pattern"])
+            try:
+                pc.match_substring_regex(pa.array([""]), schema["pattern"])
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise UsageError(f"{origin}: pattern {schema['pattern']!r} is not supported (RE2 syntax: "
+                                 f"no lookaround or backreferences): {exc}") from exc
         for sub in (schema.get("properties") or {}).values():
             walk(sub)
         if isinstance(schema.get("items"), dict):
@@ -271,58 +282,49 @@ def _check_patterns(plan: TrackingPlan, origin: str) -> None:
 
     for rules in [*plan.events.values(), *plan.calls.values()]:
         walk(rules.schema)
-    if not patterns:
-        return
-    con = duckdb.connect()
-    try:
-        for p in sorted(patterns):
-            try:
-                con.execute(f"SELECT regexp_matches('', {literal(p)})").fetchall()
-            except duckdb.Error as exc:
-                raise UsageError(f"{origin}: pattern {p!r} is not supported (RE2 syntax: no "
-                                 f"lookaround or backreferences): {exc}") from exc
-    finally:
-        con.close()
 
 
-# --- compiling rules into SQL ---------------------------------------------------------------
+# --- checking rules: vectorised over a slice's columns ---------------------------------------
 
 
 @dataclass
 class _Val:
-    text: str  # SQL: the value as text (strings unquoted), NULL when absent or null
-    kind: str  # SQL: its JSON type (VARCHAR, BIGINT, UBIGINT, DOUBLE, BOOLEAN, ARRAY, OBJECT)
+    text: pa.Array  # the value as text (strings unquoted); null when absent or JSON null
+    kind: pa.Array  # its JSON type: VARCHAR, BIGINT, UBIGINT, DOUBLE, BOOLEAN, ARRAY, OBJECT
 
 
-class _Checks:
-    """Violation expressions for one row: single ones (a struct or NULL) and lists."""
+class _Found:
+    """Violations as they are found: per check, the frame rows that break it."""
 
     def __init__(self) -> None:
-        self.singles: list[str] = []
-        self.lists: list[str] = []
+        self.parts: list[pa.Table] = []
 
-    def add(self, cond: str, path: str, rule: str, value: str, expected: str) -> None:
-        self.singles.append(
-            f"CASE WHEN {cond} THEN {{'path': {path}, 'rule': {literal(rule)}, "
-            f"'value': CAST({value} AS VARCHAR), 'expected': {literal(expected)}}} END")
+    def add(self, frame, mask, path: tuple[str, ...], rule: str, value, expected: str) -> None:
+        mask = pc.fill_null(mask, False)
+        if not pc.any(mask).as_py():
+            return
+        idx = pc.indices_nonzero(mask)
+        n = len(idx)
+        self.parts.append(pa.table({
+            "row": frame.row.take(idx),
+            "property_path": frame.pointers(path, idx),
+            "rule": pa.array([rule] * n, pa.string()),
+            "offending_value": pa.nulls(n, pa.string()) if value is None else value.take(idx),
+            "expected": pa.array([expected] * n, pa.string()),
+        }))
 
-    def sql(self, depth: int) -> str:
-        parts = []
-        if self.singles:
-            parts.append(f"list_filter([{', '.join(self.singles)}], lambda v{depth}: v{depth} IS NOT NULL)")
-        parts += [f"coalesce({expr}, {NO_VIOLATIONS})" for expr in self.lists]
-        if not parts:
-            return NO_VIOLATIONS
-        return parts[0] if len(parts) == 1 else f"list_concat({', '.join(parts)})"
 
+class _SliceFrame:
+    """Rows of a table slice (those of one event); values by key path under the payload root
+    (`properties` or `traits`). An object is seen through the columns flattened out of it:
+    it is there when any of them has a value."""
 
-class _SliceSource:
-    """Values of a table slice, by key path under its payload root (`properties`/`traits`)."""
-
-    depth = 0
-
-    def __init__(self, slice_: TableSlice, root: str) -> None:
+    def __init__(self, slice_: TableSlice, root: str, rows: pa.Array | None) -> None:
         self.root = root
+        self.rows = rows
+        n = slice_.num_rows if rows is None else len(rows)
+        self.row = pa.array(np.arange(n, dtype=np.int64)) if rows is None else rows
+        self.n = n
         self.leaves: dict[tuple[str, ...], Values] = {}
         for col, stats in slice_.columns.items():
             for ptr in stats.sources:
@@ -333,79 +335,142 @@ class _SliceSource:
             path = parse_pointer(ptr)
             if path[:1] == (root,):
                 self.leaves[path[1:]] = values
-        self.arrays: dict[str, pa.Array] = {}
-        self._names: dict[int, str] = {}
+        self._cache: dict[tuple[str, ...], _Val | None] = {}
 
-    def _ref(self, values: Values) -> tuple[str, str]:
-        name = self._names.get(id(values))
-        if name is None:
-            name = self._names[id(values)] = f"c{len(self._names)}"
-            self.arrays[f"{name}_t"] = values.text
-            self.arrays[f"{name}_k"] = values.kind
-        return f'"{name}_t"', f'"{name}_k"'
+    def _take(self, array) -> pa.Array:
+        array = _combine(array)
+        return array if self.rows is None else array.take(self.rows)
 
     def _under(self, path: tuple[str, ...]) -> list[tuple[str, ...]]:
         n = len(path)
         return [p for p in self.leaves if len(p) > n and p[:n] == path]
 
     def get(self, path: tuple[str, ...]) -> _Val | None:
-        """None when no row of the slice has anything at `path`. An object is seen through the
-        columns flattened out of it: it is there when any of them has a value."""
-        if not path:
-            return _Val("NULL", "'OBJECT'")  # the payload itself: a missing one counts as {}
+        """None when no row has anything at `path`."""
+        if path not in self._cache:
+            self._cache[path] = self._get(path)
+        return self._cache[path]
+
+    def _get(self, path: tuple[str, ...]) -> _Val | None:
+        if not path:  # the payload itself: a missing one counts as {}
+            return _Val(pa.nulls(self.n, pa.string()), pa.array(["OBJECT"] * self.n, pa.string()))
         leaf = self.leaves.get(path)
-        below = [self._ref(self.leaves[p])[1] for p in self._under(path)]
+        below = [self._take(self.leaves[p].kind) for p in self._under(path)]
         if leaf is None and not below:
             return None
-        text, kind = self._ref(leaf) if leaf is not None else ("NULL", "NULL")
+        text = self._take(leaf.text) if leaf is not None else pa.nulls(self.n, pa.string())
+        kind = self._take(leaf.kind) if leaf is not None else pa.nulls(self.n, pa.string())
         if below:
-            kind = f"CASE WHEN {kind} IS NOT NULL THEN {kind} WHEN coalesce({', '.join(below)}) IS NOT NULL THEN 'OBJECT' END"
+            has_keys = functools.reduce(pc.or_, [pc.is_valid(k) for k in below])
+            kind = pc.if_else(pc.is_valid(kind), kind, pc.if_else(has_keys, "OBJECT", None))
         return _Val(text, kind)
 
-    def path_sql(self, path: tuple[str, ...]) -> str:
-        return literal(pointer((self.root, *path)))
+    def is_object(self, path: tuple[str, ...], val: _Val) -> pa.Array:
+        return pc.equal(val.kind, "OBJECT")
 
-    def is_object(self, path: tuple[str, ...], val: _Val) -> str:
-        return "true" if not path else f"{val.kind} = 'OBJECT'"  # a missing payload counts as {}
+    def pointers(self, path: tuple[str, ...], idx: pa.Array) -> pa.Array:
+        return pa.array([pointer((self.root, *path))] * len(idx), pa.string())
 
-    def extra(self, path: tuple[str, ...], allowed: set[str], is_obj: str, out: _Checks) -> None:
-        keys = sorted({p[len(path)] for p in self._under(path)} - allowed)
-        for key in keys:
+    def extra(self, path: tuple[str, ...], allowed: set[str], is_obj: pa.Array, found: _Found) -> None:
+        for key in sorted({p[len(path)] for p in self._under(path)} - allowed):
             val = self.get(path + (key,))
-            out.add(f"{is_obj} AND {val.kind} IS NOT NULL", self.path_sql(path + (key,)),
-                    "additionalProperties", val.text, _expected_keys(allowed))
+            found.add(self, pc.and_(is_obj, pc.is_valid(val.kind)), path + (key,), "additionalProperties",
+                      val.text, _expected_keys(allowed))
 
 
-class _JsonSource:
-    """Values inside one JSON value (an array item), by key path; `prefix` is the SQL of the
-    item's JSON pointer in the message."""
+class _ItemFrame:
+    """The items of the arrays at one path of a parent frame: one DuckDB query unnests them
+    and extracts every path the item schema names in one parse per item."""
 
-    def __init__(self, base: str, prefix: str, depth: int) -> None:
-        self.base, self.prefix, self.depth = base, prefix, depth
+    def __init__(self, con, parent, path: tuple[str, ...], val: _Val, schema: dict) -> None:
+        arrays = pc.indices_nonzero(pc.fill_null(pc.equal(val.kind, "ARRAY"), False))
+        self.paths = sorted(_schema_paths(schema))
+        self.extra_paths = sorted(_extra_paths(schema))
+        con.register("plan_arrays", pa.table({"a": arrays, "t": val.text.take(arrays)}))
+        try:
+            result = con.sql(_items_query(json.dumps(schema, sort_keys=True))).to_arrow_table()
+        finally:
+            con.unregister("plan_arrays")
+        result = result.read_all() if hasattr(result, "read_all") else result
+        self.n = result.num_rows
+        parent_rows = self.parents = _combine(result["a"])
+        self.row = parent.row.take(parent_rows)
+        prefix = parent.pointers(path, parent_rows)
+        self.prefix = pc.binary_join_element_wise(prefix, pc.cast(_combine(result["i"]), pa.string()), "/")
+        self.values: dict[tuple[str, ...], _Val] = {(): _Val(*json_kinds(_combine(result["item"])))}
+        for j, p in enumerate(self.paths):
+            self.values[p] = _Val(*json_kinds(pc.list_element(_combine(result["vals"]), j)))
+        self.keys = {p: (_combine(result[f"x{i}"]), _combine(result[f"v{i}"])) for i, p in enumerate(self.extra_paths)}
 
-    def get(self, path: tuple[str, ...]) -> _Val:
-        where = literal(pointer(path) if path else "$")
-        return _Val(f"({self.base} ->> {where})", f"nullif(json_type({self.base}, {where}), 'NULL')")
+    def get(self, path: tuple[str, ...]) -> _Val | None:
+        return self.values.get(path)
 
-    def path_sql(self, path: tuple[str, ...]) -> str:
-        return f"({self.prefix} || {literal(pointer(path))})" if path else self.prefix
+    def is_object(self, path: tuple[str, ...], val: _Val) -> pa.Array:
+        return pc.equal(val.kind, "OBJECT")
 
-    def is_object(self, path: tuple[str, ...], val: _Val) -> str:
-        return f"{val.kind} = 'OBJECT'"
+    def pointers(self, path: tuple[str, ...], idx: pa.Array) -> pa.Array:
+        return pc.binary_join_element_wise(self.prefix.take(idx), pointer(path), "")
 
-    def extra(self, path: tuple[str, ...], allowed: set[str], is_obj: str, out: _Checks) -> None:
-        k = f"k{self.depth}"
-        rel = pointer(path)
-        escaped = f"replace(replace({k}, '~', '~0'), '/', '~1')"
-        allowed_sql = "[" + ", ".join(literal(a) for a in sorted(allowed)) + "]::VARCHAR[]"
-        struct = (f"{{'path': {self.prefix} || {literal(rel + '/')} || {escaped}, "
-                  f"'rule': 'additionalProperties', "
-                  f"'value': CAST({self.base} ->> ({literal(rel + '/')} || {escaped}) AS VARCHAR), "
-                  f"'expected': {literal(_expected_keys(allowed))}}}")
-        out.lists.append(
-            f"CASE WHEN {is_obj} THEN list_transform(list_filter(json_keys({self.base}, "
-            f"{literal(rel or '$')}), lambda {k}: NOT list_contains({allowed_sql}, {k})), "
-            f"lambda {k}: {struct}) END")
+    def extra(self, path: tuple[str, ...], allowed: set[str], is_obj: pa.Array, found: _Found) -> None:
+        if path not in self.keys:
+            return
+        keys, values = self.keys[path]
+        owners = pc.list_parent_indices(keys)
+        flat = pc.list_flatten(keys)
+        if not len(flat):
+            return
+        escaped = pc.replace_substring(pc.replace_substring(flat, "~", "~0"), "/", "~1")
+        pointers = pc.binary_join_element_wise(self.prefix.take(owners), pointer(path) + "/", escaped, "")
+        n = len(flat)
+        found.parts.append(pa.table({
+            "row": self.row.take(owners),
+            "property_path": pointers,
+            "rule": pa.array(["additionalProperties"] * n, pa.string()),
+            "offending_value": json_kinds(pc.list_flatten(values))[0],
+            "expected": pa.array([_expected_keys(allowed)] * n, pa.string()),
+        }))
+
+
+@functools.lru_cache(maxsize=256)
+def _items_query(schema_json: str) -> str:
+    """The query that unnests the arrays of `plan_arrays` (a: parent row, t: JSON text) and
+    extracts, per item, every path its schema names and the keys it does not plan."""
+    schema = json.loads(schema_json)
+    paths = sorted(_schema_paths(schema))
+    extract = ", ".join(literal(pointer(p)) for p in paths)
+    select = [f"json_extract(item, [{extract}])::VARCHAR[] AS vals"] if paths else []
+    for i, p in enumerate(sorted(_extra_paths(schema))):
+        allowed = "[" + ", ".join(literal(a) for a in sorted(_properties_at(schema, p))) + "]::VARCHAR[]"
+        keys = f"list_filter(json_keys(item, {literal(pointer(p) or '$')}), lambda k: NOT list_contains({allowed}, k))"
+        child = f"{literal(pointer(p) + '/')} || replace(replace(k, '~', '~0'), '/', '~1')"
+        select.append(f"{keys} AS x{i}")
+        select.append(f"list_transform({keys}, lambda k: json_extract(item, {child})::VARCHAR) AS v{i}")
+    return (f"SELECT a, i, item::VARCHAR AS item{''.join(', ' + s for s in select)} FROM ("
+            "SELECT a, unnest(items) AS item, generate_subscripts(items, 1) - 1 AS i "
+            "FROM (SELECT a, json_extract(CAST(t AS JSON), '$[*]') AS items FROM plan_arrays))")
+
+
+def _schema_paths(schema: dict, path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Every key path an (item) schema looks at, not descending into nested `items`."""
+    paths = {path} if path else set()
+    for name in schema.get("required") or []:
+        paths.add(path + (name,))
+    for name, sub in (schema.get("properties") or {}).items():
+        paths |= _schema_paths(sub, path + (name,)) | {path + (name,)}
+    return paths
+
+
+def _extra_paths(schema: dict, path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    paths = {path} if schema.get("additionalProperties") is False else set()
+    for name, sub in (schema.get("properties") or {}).items():
+        paths |= _extra_paths(sub, path + (name,))
+    return paths
+
+
+def _properties_at(schema: dict, path: tuple[str, ...]) -> set[str]:
+    for key in path:
+        schema = (schema.get("properties") or {}).get(key) or {}
+    return set(schema.get("properties") or {})
 
 
 def _expected_keys(allowed: set[str]) -> str:
@@ -419,202 +484,208 @@ def _types(schema: dict) -> list[str]:
     return [] if t is None else (t if isinstance(t, list) else [t])
 
 
-def _number(value) -> str:
-    return repr(float(value))
+def _numbers(val: _Val) -> tuple[pa.Array, pa.Array]:
+    """Whether each value is a JSON number, and its value as a double (null otherwise)."""
+    is_num = pc.fill_null(pc.is_in(val.kind, pa.array(NUMERIC_KINDS)), False)
+    text = pc.if_else(is_num, val.text, None)
+    return is_num, pl.from_arrow(text).cast(pl.Float64, strict=False).to_arrow()
 
 
-def _walk(src, schema: dict, path: tuple[str, ...], out: _Checks) -> None:
-    """Append the checks of `schema` for the value at `path` to `out`."""
-    val = src.get(path)
+def _walk(con, frame, schema: dict, path: tuple[str, ...], found: _Found) -> None:
+    """Record in `found` where the values at `path` break `schema`."""
+    val = frame.get(path)
     if val is None:
         return  # nothing at this path in the batch: only `required` (the parent's) can fail
-    where = src.path_sql(path)
     t, k = val.text, val.kind
+    present = pc.is_valid(k)
     types = _types(schema)
-    if types and (path or isinstance(src, _JsonSource)):
+    if types and (path or isinstance(frame, _ItemFrame)):
         kinds = sorted({kind for ty in types for kind in KIND_OF_TYPE[ty]})
-        ok = f"{k} IN ({', '.join(literal(x) for x in kinds)})" if kinds else "false"
+        ok = pc.is_in(k, pa.array(kinds, pa.string()))
         if "integer" in types and "number" not in types:
-            ok += f" OR ({k} = 'DOUBLE' AND TRY_CAST({t} AS DOUBLE) = trunc(TRY_CAST({t} AS DOUBLE)))"
-        out.add(f"{k} IS NOT NULL AND NOT ({ok})", where, "type", t, " or ".join(types))
+            _, number = _numbers(val)
+            whole = pc.and_(pc.equal(k, "DOUBLE"), pc.equal(number, pc.trunc(number)))
+            ok = pc.or_(ok, pc.fill_null(whole, False))
+        found.add(frame, pc.and_(present, pc.invert(ok)), path, "type", t, " or ".join(types))
     if "enum" in schema or "const" in schema:
         options = schema["enum"] if "enum" in schema else [schema["const"]]
-        rule = "enum" if "enum" in schema else "const"
-        out.add(f"{k} IS NOT NULL AND NOT ({_enum_match(options, t, k)})", where, rule, t,
-                json.dumps(options, ensure_ascii=False))
-    _numeric(schema, val, where, out)
-    _string(schema, val, where, out)
+        found.add(frame, pc.and_(present, pc.invert(_enum_match(options, val))), path,
+                  "enum" if "enum" in schema else "const", t, json.dumps(options, ensure_ascii=False))
+    _numeric(frame, schema, val, path, found)
+    _string(frame, schema, val, path, found)
     if "properties" in schema or "required" in schema or schema.get("additionalProperties") is False:
-        is_obj = src.is_object(path, val)
+        is_obj = pc.fill_null(frame.is_object(path, val), False)
         props = schema.get("properties") or {}
         nullable = {name for name, sub in props.items() if isinstance(sub, dict) and "null" in _types(sub)}
         for name in schema.get("required") or []:
             if name in nullable:
                 continue  # null and absent look alike: a nullable property may be missing
-            child = src.get(path + (name,))
-            missing = "true" if child is None else f"{child.kind} IS NULL"
-            out.add(f"{is_obj} AND {missing}", src.path_sql(path + (name,)), "required", "NULL", "present")
+            child = frame.get(path + (name,))
+            missing = is_obj if child is None else pc.and_(is_obj, pc.is_null(child.kind))
+            found.add(frame, missing, path + (name,), "required", None, "present")
         for name, sub in props.items():
-            _walk(src, sub, path + (name,), out)
+            _walk(con, frame, sub, path + (name,), found)
         if schema.get("additionalProperties") is False:
-            src.extra(path, set(props), is_obj, out)
-    if isinstance(schema.get("items"), dict) or "minItems" in schema or "maxItems" in schema:
-        is_arr = f"{k} = 'ARRAY'"
-        length = f"json_array_length(CAST({t} AS JSON))"
-        if "minItems" in schema:
-            out.add(f"{is_arr} AND {length} < {int(schema['minItems'])}", where, "minItems", t,
-                    f"at least {schema['minItems']} items")
-        if "maxItems" in schema:
-            out.add(f"{is_arr} AND {length} > {int(schema['maxItems'])}", where, "maxItems", t,
-                    f"at most {schema['maxItems']} items")
-        if isinstance(schema.get("items"), dict):
-            d = src.depth
-            item, index = f"item{d}", f"i{d}"
-            inner = _JsonSource(item, f"({where} || '/' || CAST({index} - 1 AS VARCHAR))", d + 1)
-            sub = _Checks()
-            _walk(inner, schema["items"], (), sub)
-            if sub.singles or sub.lists:
-                out.lists.append(
-                    f"CASE WHEN {is_arr} THEN flatten(list_transform(json_extract(CAST({t} AS JSON), '$[*]'), "
-                    f"lambda {item}, {index}: {sub.sql(d + 1)})) END")
+            frame.extra(path, set(props), is_obj, found)
+    is_arr = pc.fill_null(pc.equal(k, "ARRAY"), False)
+    if not (("minItems" in schema or "maxItems" in schema or isinstance(schema.get("items"), dict))
+            and pc.any(is_arr).as_py()):
+        return
+    items = _ItemFrame(con, frame, path, val, schema.get("items") or {})
+    if "minItems" in schema or "maxItems" in schema:
+        counts = np.bincount(items.parents.to_numpy(), minlength=len(k))
+        length = pc.if_else(is_arr, pa.array(counts), None)
+        for key, compare, word in (("minItems", pc.less, "at least"), ("maxItems", pc.greater, "at most")):
+            if key in schema:
+                found.add(frame, compare(length, schema[key]), path, key, t, f"{word} {schema[key]} items")
+    if isinstance(schema.get("items"), dict) and items.n:
+        _walk(con, items, schema["items"], (), found)
 
 
-def _enum_match(options: list, t: str, k: str) -> str:
+def _enum_match(options: list, val: _Val) -> pa.Array:
+    t, k = val.text, val.kind
     strings = [o for o in options if isinstance(o, str)]
-    numbers = [o for o in options if isinstance(o, (int, float)) and not isinstance(o, bool)]
-    booleans = [o for o in options if isinstance(o, bool)]
-    other = [o for o in options if isinstance(o, (dict, list))]
-    terms = []
+    numbers = [float(o) for o in options if isinstance(o, (int, float)) and not isinstance(o, bool)]
+    booleans = [str(o).lower() for o in options if isinstance(o, bool)]
+    others = [json.dumps(o, separators=(",", ":")) for o in options if isinstance(o, (dict, list))]
+    match = pa.array([False] * len(k))
     if strings:
-        terms.append(f"({k} = 'VARCHAR' AND {t} IN ({', '.join(literal(s) for s in strings)}))")
+        match = pc.or_(match, pc.and_(pc.equal(k, "VARCHAR"), pc.is_in(t, pa.array(strings, pa.string()))))
     if numbers:
-        terms.append(f"({k} IN {NUMERIC_KINDS} AND TRY_CAST({t} AS DOUBLE) IN ({', '.join(_number(n) for n in numbers)}))")
+        is_num, number = _numbers(val)
+        match = pc.or_(match, pc.and_(is_num, pc.is_in(number, pa.array(numbers, pa.float64()))))
     if booleans:
-        terms.append(f"({k} = 'BOOLEAN' AND {t} IN ({', '.join(literal(str(b).lower()) for b in booleans)}))")
-    for o in other:
-        terms.append(f"({k} IN ('OBJECT', 'ARRAY') AND json({t}) = json({literal(json.dumps(o))}))")
-    return " OR ".join(terms) or "false"
+        match = pc.or_(match, pc.and_(pc.equal(k, "BOOLEAN"), pc.is_in(t, pa.array(booleans))))
+    if others:  # arrays and objects compared as minified JSON text
+        match = pc.or_(match, pc.is_in(pc.replace_substring_regex(t, r"\s+", ""), pa.array(others)))
+    return pc.fill_null(match, False)
 
 
-def _numeric(schema: dict, val: _Val, where: str, out: _Checks) -> None:
-    number = f"TRY_CAST({val.text} AS DOUBLE)"
-    is_num = f"{val.kind} IN {NUMERIC_KINDS}"
+def _numeric(frame, schema: dict, val: _Val, path, found: _Found) -> None:
     bounds = []
-    for key, op, word in (("minimum", "<", ">="), ("maximum", ">", "<=")):
+    for key, compare, word in (("minimum", pc.less, ">="), ("maximum", pc.greater, "<=")):
         if key in schema:
-            exclusive = schema.get("exclusiveM" + key[1:]) is True  # draft-04
-            bounds.append((key, op + ("=" if exclusive else ""), (word[0] if exclusive else word), schema[key]))
-    for key, op, word in (("exclusiveMinimum", "<=", ">"), ("exclusiveMaximum", ">=", "<")):
+            if schema.get("exclusiveM" + key[1:]) is True:  # draft-04 form
+                compare, word = (pc.less_equal, ">") if key == "minimum" else (pc.greater_equal, "<")
+            bounds.append((key, compare, word, schema[key]))
+    for key, compare, word in (("exclusiveMinimum", pc.less_equal, ">"), ("exclusiveMaximum", pc.greater_equal, "<")):
         if key in schema and not isinstance(schema[key], bool):
-            bounds.append((key, op, word, schema[key]))
-    for key, op, word, limit in bounds:
-        out.add(f"{is_num} AND {number} {op} {_number(limit)}", where, key, val.text, f"{word} {limit}")
+            bounds.append((key, compare, word, schema[key]))
+    if not bounds:
+        return
+    is_num, number = _numbers(val)
+    for key, compare, word, limit in bounds:
+        found.add(frame, pc.and_(is_num, compare(number, float(limit))), path, key, val.text, f"{word} {limit}")
 
 
-def _string(schema: dict, val: _Val, where: str, out: _Checks) -> None:
-    is_str = f"{val.kind} = 'VARCHAR'"
+def _string(frame, schema: dict, val: _Val, path, found: _Found) -> None:
+    keys = [k for k in ("minLength", "maxLength", "pattern", "format") if k in schema]
+    if not keys:
+        return
     t = val.text
+    is_str = pc.fill_null(pc.equal(val.kind, "VARCHAR"), False)
     if "minLength" in schema:
-        out.add(f"{is_str} AND length({t}) < {int(schema['minLength'])}", where, "minLength", t,
-                f"at least {schema['minLength']} characters")
+        found.add(frame, pc.and_(is_str, pc.less(pc.utf8_length(t), schema["minLength"])), path,
+                  "minLength", t, f"at least {schema['minLength']} characters")
     if "maxLength" in schema:
-        out.add(f"{is_str} AND length({t}) > {int(schema['maxLength'])}", where, "maxLength", t,
-                f"at most {schema['maxLength']} characters")
+        found.add(frame, pc.and_(is_str, pc.greater(pc.utf8_length(t), schema["maxLength"])), path,
+                  "maxLength", t, f"at most {schema['maxLength']} characters")
     if "pattern" in schema:
-        out.add(f"{is_str} AND NOT regexp_matches({t}, {literal(schema['pattern'])})", where,
-                "pattern", t, schema["pattern"])
+        found.add(frame, pc.and_(is_str, pc.invert(pc.match_substring_regex(t, schema["pattern"]))), path,
+                  "pattern", t, schema["pattern"])
     fmt = schema.get("format")
     if fmt in FORMATS:
-        bad = f"NOT regexp_matches({t}, {literal(FORMATS[fmt])})"
-        if fmt in FORMAT_CASTS:
-            bad += f" OR TRY_CAST({t} AS {FORMAT_CASTS[fmt]}) IS NULL"
-        out.add(f"{is_str} AND ({bad})", where, "format", t, fmt)
+        ok = pc.match_substring_regex(t, FORMATS[fmt])
+        if fmt in ("date-time", "date"):
+            ok = pc.and_(ok, _real_dates(t))
+        found.add(frame, pc.and_(is_str, pc.invert(ok)), path, "format", t, fmt)
 
 
-def compile_rules(schema: dict, slice_: TableSlice, root: str) -> tuple[str, _SliceSource]:
-    """One SQL expression (a list of violation structs per row) for a schema over a slice."""
-    src = _SliceSource(slice_, root)
-    out = _Checks()
-    _walk(src, schema, (), out)
-    return out.sql(0), src
+def _real_dates(text: pa.Array) -> pa.Array:
+    """Whether the leading yyyy-mm-dd[Thh:mm:ss] names a real date and time (false otherwise)."""
+    parts = pc.extract_regex(text, r"^(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})(?:[Tt](?P<H>\d{2}):(?P<M>\d{2}):(?P<S>\d{2}))?")
+    ok = pc.is_valid(parts)
+
+    def number(name: str) -> np.ndarray:
+        field_ = pc.if_else(ok, pc.struct_field(parts, name), "0")
+        return pl.from_arrow(field_).cast(pl.Int64, strict=False).fill_null(0).to_numpy()
+
+    y, m, d = number("y"), number("m"), number("d")
+    leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
+    days = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[np.clip(m, 1, 12) - 1] + (leap & (m == 2))
+    valid = (m >= 1) & (m <= 12) & (d >= 1) & (d <= days)
+    valid &= (number("H") <= 23) & (number("M") <= 59) & (number("S") <= 60)
+    return pc.and_(pc.fill_null(ok, False), pa.array(valid))
 
 
 # --- validating and blocking ----------------------------------------------------------------
 
 
 def validate(con: duckdb.DuckDBPyConnection, plan: TrackingPlan, batch: NormalizedBatch) -> pa.Table:
-    """Every violation of the batch's rows (VIOLATION_SCHEMA), one query per planned table."""
+    """Every violation of the batch's rows (VIOLATION_SCHEMA): per table, a handful of Arrow
+    kernels per rule, and one DuckDB query per array whose items have rules."""
     parts = []
     for s in batch.slices:
         if s.call == "track":
-            found = _validate_events(con, plan, s)
+            events = _combine(s.values["event_text"].text)
+            names = [n for n in pc.unique(events).to_pylist() if n is not None]
+            planned = [n for n in names if n in plan.events]
+            found = _Found()
+            for name in planned:
+                rows = None if len(names) == 1 else pc.indices_nonzero(pc.equal(events, name)).cast(pa.int64())
+                _walk(con, _SliceFrame(s, "properties", rows), plan.events[name].schema, (), found)
+            if len(planned) < len(names):
+                known = pc.fill_null(pc.is_in(events, pa.array(planned, pa.string())), False)
+                unplanned = pc.indices_nonzero(pc.invert(known)).cast(pa.int64())
+                n = len(unplanned)
+                found.parts.append(pa.table({
+                    "row": unplanned, "property_path": pa.array(["/event"] * n, pa.string()),
+                    "rule": pa.array(["unplanned_event"] * n, pa.string()),
+                    "offending_value": events.take(unplanned),
+                    "expected": pa.array(["an event of the tracking plan"] * n, pa.string())}))
+            actions = {name: plan.events[name].on_violation for name in planned}
+            parts += _located(s, found, events, actions, plan.unplanned_events, "track")
         elif s.call in plan.calls:
-            found = _validate_call(con, plan.calls[s.call], s)
-        else:
-            continue
-        if found.num_rows:
-            parts.append(found)
-    if not parts:
-        return VIOLATION_SCHEMA.empty_table()
-    return pa.concat_tables(parts)
+            rules = plan.calls[s.call]
+            found = _Found()
+            _walk(con, _SliceFrame(s, "traits", None), rules.schema, (), found)
+            parts += _located(s, found, None, {}, rules.on_violation, s.call)
+    return pa.concat_tables(parts) if parts else VIOLATION_SCHEMA.empty_table()
 
 
-def _validate_events(con, plan: TrackingPlan, s: TableSlice) -> pa.Table:
-    names = s.values["event_text"].text
-    present = [n for n in pc.unique(names).to_pylist() if n is not None]
-    branches, actions, arrays = [], [], {}
-    for name in present:
-        rules = plan.events.get(name)
-        if rules is None:
-            continue
-        expr, src = compile_rules(rules.schema, s, "properties")
-        for col, arr in src.arrays.items():
-            arrays.setdefault(col, arr)
-        branches.append(f"WHEN {literal(name)} THEN {expr}")
-        actions.append(f"WHEN {literal(name)} THEN {literal(rules.on_violation)}")
-    unplanned = ("[{'path': '/event', 'rule': 'unplanned_event', 'value': event, "
-                 "'expected': 'an event of the tracking plan'}]")
-    if branches and len(branches) == len(present):
-        unplanned = NO_VIOLATIONS
-    checks = f"CASE event {' '.join(branches)} ELSE {unplanned} END" if branches else unplanned
-    action = (f"CASE event {' '.join(actions)} ELSE {literal(plan.unplanned_events)} END"
-              if actions else literal(plan.unplanned_events))
-    return _run(con, s, {"event": names, **arrays}, checks, action, "track")
-
-
-def _validate_call(con, rules: Rules, s: TableSlice) -> pa.Table:
-    expr, src = compile_rules(rules.schema, s, "traits")
-    if expr == NO_VIOLATIONS:
-        return VIOLATION_SCHEMA.empty_table()
-    return _run(con, s, {"event": pa.nulls(s.num_rows, pa.string()), **src.arrays}, expr,
-                literal(rules.on_violation), s.call)
-
-
-def _run(con, s: TableSlice, columns: dict, checks: str, action: str, call: str) -> pa.Table:
-    rows = pa.table({"line": s.line, "message_id": s.message_id, **columns})
-    con.register("plan_rows", rows)
-    try:
-        result = con.sql(
-            "SELECT line, message_id, event, action, v.path AS property_path, v.rule, "
-            "v.value AS offending_value, v.expected FROM ("
-            f"SELECT line, message_id, event, {action} AS action, unnest({checks}) AS v FROM plan_rows)"
-        ).to_arrow_table()
-    finally:
-        con.unregister("plan_rows")
-    result = result.read_all() if hasattr(result, "read_all") else result
-    n = result.num_rows
-    return pa.table({
-        "line": result["line"].cast(pa.int64()),
-        "message_id": result["message_id"].cast(pa.string()),
+def _located(s: TableSlice, found: _Found, events, actions: dict[str, str], default: str, call: str) -> list[pa.Table]:
+    """Violations of one slice with their line, message id, event and action."""
+    if not found.parts:
+        return []
+    table = pa.concat_tables(found.parts)
+    rows = _combine(table["row"])
+    n = table.num_rows
+    if events is None:
+        event, action = pa.nulls(n, pa.string()), pa.array([default] * n, pa.string())
+    else:
+        event = events.take(rows)
+        names = list(actions)
+        position = pc.index_in(event, pa.array(names, pa.string()))
+        action = pc.fill_null(pa.array([actions[x] for x in names], pa.string()).take(position), default) \
+            if names else pa.array([default] * n, pa.string())
+    return [pa.table({
+        "line": _combine(s.line).take(rows).cast(pa.int64()),
+        "message_id": _combine(s.message_id).take(rows).cast(pa.string()),
         "call": pa.array([call] * n, pa.string()),
         "table_name": pa.array([s.table] * n, pa.string()),
-        "event": result["event"].cast(pa.string()),
-        "property_path": result["property_path"],
-        "rule": result["rule"],
-        "offending_value": result["offending_value"],
-        "expected": result["expected"],
-        "action": result["action"].cast(pa.string()),
-    }, schema=VIOLATION_SCHEMA)
+        "event": event.cast(pa.string()),
+        "property_path": table["property_path"],
+        "rule": table["rule"],
+        "offending_value": table["offending_value"],
+        "expected": table["expected"],
+        "action": action,
+    }, schema=VIOLATION_SCHEMA)]
+
+
+def check(con: duckdb.DuckDBPyConnection, plan: TrackingPlan | None, batch: NormalizedBatch,
+          lines: pa.Table) -> NormalizedBatch:
+    """`check_batch` when there is a plan; the batch as it is otherwise."""
+    return batch if plan is None else check_batch(con, plan, batch, lines)
 
 
 def check_batch(con: duckdb.DuckDBPyConnection, plan: TrackingPlan, batch: NormalizedBatch,

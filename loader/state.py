@@ -108,6 +108,39 @@ def record_names(con: duckdb.DuckDBPyConnection, mappings: list, load_id: int) -
     con.unregister("new_names")
 
 
+def rejected_files(con: duckdb.DuckDBPyConnection, reasons: tuple[str, ...]) -> list[tuple[int, str]]:
+    """Replay: (file id, path) of every file with rejects for one of `reasons`, in load order."""
+    return con.execute(
+        "SELECT file_id, any_value(path) FROM _loader.rejects WHERE list_contains(?, reason) "
+        "GROUP BY file_id ORDER BY file_id", [list(reasons)]).fetchall()
+
+
+def rejected_lines(con: duckdb.DuckDBPyConnection, file_id: int,
+                   reasons: tuple[str, ...]) -> tuple[list[tuple[int, str]], int]:
+    """Replay: a file's rejected lines as (line, text), and how many are not UTF-8 (those stay)."""
+    lines, kept = [], 0
+    for line, raw in con.execute(
+        "SELECT line, raw FROM _loader.rejects WHERE file_id = ? AND list_contains(?, reason) ORDER BY line",
+        [file_id, list(reasons)],
+    ).fetchall():
+        try:
+            lines.append((line, bytes(raw).decode("utf-8")))
+        except UnicodeDecodeError:
+            kept += 1
+    return lines, kept
+
+
+def record_replay(con: duckdb.DuckDBPyConnection, file_id: int, loaded: int, duplicates: int,
+                  discards: int, rejects_change: int) -> None:
+    """Replay: move a file's replayed lines from rejects to rows or duplicates in its manifest
+    row, so lines = rows_loaded + duplicates + rejects still holds."""
+    con.execute(
+        "UPDATE _loader.files SET rows_loaded = rows_loaded + ?, duplicates = duplicates + ?, "
+        "discards = discards + ?, rejects = rejects + ? WHERE file_id = ?",
+        [loaded, duplicates, discards, rejects_change, file_id],
+    )
+
+
 def status(con: duckdb.DuckDBPyConnection, schema: str, *, last: int = 5) -> dict:
     """What `loader status` shows: runs, manifest totals, rejects, schema changes, tables."""
 
@@ -147,8 +180,24 @@ def status(con: duckdb.DuckDBPyConnection, schema: str, *, last: int = 5) -> dic
             "WHERE load_id = ? ORDER BY table_name, column_name NULLS FIRST",
             [last_load],
         ),
+        "violations": _violations(con, rows),
         "tables": _table_sizes(con, schema),
     }
+
+
+def _violations(con: duckdb.DuckDBPyConnection, rows) -> list[dict]:
+    """Tracking plan violations by event, property and rule (a database from before tracking
+    plans has no such table)."""
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = '_loader' "
+                       "AND table_name = 'violations'").fetchall()[0][0]:
+        return []
+    return rows(
+        "SELECT left(coalesce(event, table_name), 40) AS event, property_path, rule, "
+        "count(*) FILTER (WHERE action = 'allow') AS loaded, "
+        "count(*) FILTER (WHERE action = 'block') AS blocked, "
+        "left(min(offending_value), 40) AS example, left(min(expected), 60) AS expected "
+        "FROM _loader.violations GROUP BY ALL ORDER BY loaded + blocked DESC, 1, 2, 3 LIMIT 20"
+    )
 
 
 def _table_sizes(con: duckdb.DuckDBPyConnection, schema: str) -> list[dict]:

@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS _loader.schema_changes (
     old_type VARCHAR, new_type VARCHAR, changed_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS _loader.name_map (
     kind VARCHAR, table_name VARCHAR, original VARCHAR, name VARCHAR, load_id BIGINT);
+CREATE TABLE IF NOT EXISTS _loader.violations (
+    load_id BIGINT, file_id BIGINT, line BIGINT, message_id VARCHAR, table_name VARCHAR,
+    event VARCHAR, property_path VARCHAR, rule VARCHAR, offending_value VARCHAR,
+    expected VARCHAR, action VARCHAR, recorded_at TIMESTAMPTZ);
 """
 
 
@@ -131,6 +135,7 @@ class BatchCounts:
     loaded: int
     duplicates: int
     discards: int
+    violations: int = 0
 
 
 @dataclass
@@ -180,7 +185,50 @@ def write_batch(
     )
     con.unregister("fresh_messages")
     write_rejections(con, batch.rejections, load_id=load_id, file_id=file_id, path=path)
-    return BatchCounts(len(fresh), batch.valid - len(fresh), discarded)
+    violations = write_violations(con, batch, fresh_lines, load_id=load_id, file_id=file_id)
+    return BatchCounts(len(fresh), batch.valid - len(fresh), discarded, violations)
+
+
+def violation_count(batch: NormalizedBatch) -> int:
+    violations = getattr(batch, "violations", None)  # set when a tracking plan checked it
+    return 0 if violations is None else violations.num_rows
+
+
+def write_violations(con: duckdb.DuckDBPyConnection, batch: NormalizedBatch, fresh_lines: pa.Array,
+                     *, load_id: int, file_id: int) -> int:
+    """Tracking plan violations of the rows loaded now and of the events blocked (a message
+    loaded before is a duplicate: its violations were recorded with it)."""
+    violations = getattr(batch, "violations", None)
+    if violations is None or not violations.num_rows:
+        return 0
+    keep = pc.or_(pc.equal(violations["action"], "block"), pc.is_in(violations["line"], fresh_lines))
+    violations = violations.filter(keep)
+    if violations.num_rows:
+        con.register("batch_violations", violations)
+        con.execute(
+            f"INSERT INTO _loader.violations SELECT {int(load_id)}, {int(file_id)}, line, message_id, "
+            "table_name, event, property_path, rule, offending_value, expected, action, now() "
+            "FROM batch_violations"
+        )
+        con.unregister("batch_violations")
+    return violations.num_rows
+
+
+def forget_rejects(con: duckdb.DuckDBPyConnection, file_id: int, lines: list[int], reasons: tuple[str, ...],
+                   *, load_id: int) -> None:
+    """Replay: drop a file's replayed rejects (and the violations that blocked them) recorded
+    by earlier loads; the replay records again whatever it rejects."""
+    con.register("replayed_lines", pa.table({"line": pa.array(lines, pa.int64())}))
+    reason_list = ", ".join(literal(r) for r in reasons)
+    con.execute(
+        f"DELETE FROM _loader.rejects WHERE file_id = {int(file_id)} AND load_id <> {int(load_id)} "
+        f"AND reason IN ({reason_list}) AND line IN (SELECT line FROM replayed_lines)"
+    )
+    con.execute(
+        f"DELETE FROM _loader.violations WHERE file_id = {int(file_id)} AND load_id <> {int(load_id)} "
+        "AND action = 'block' AND line IN (SELECT line FROM replayed_lines)"
+    )
+    con.unregister("replayed_lines")
 
 
 def flush(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *, load_id: int) -> None:

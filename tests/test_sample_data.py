@@ -5,10 +5,11 @@ import shutil
 from conftest import SAMPLE, cli, query, run_load, table_snapshot
 
 BAD_FILE = "src_web/1714953600000/1714982400000.21dc9a9a.gz"
+ARCHIVE = SAMPLE / "segment-logs"  # sample_data/ also holds the example tracking plan and PII config
 
 
 def test_sample_archive_loads_with_every_line_accounted_for(db):
-    result = run_load([SAMPLE], db)
+    result = run_load([ARCHIVE], db)
     s = result.summary()
     assert s["files_loaded"] == 16 and s["files_failed"] == 0
     assert (s["lines"], s["rows_loaded"], s["duplicates"], s["rejects"]) == (242, 234, 2, 6)
@@ -21,7 +22,7 @@ def test_sample_archive_loads_with_every_line_accounted_for(db):
 
 
 def test_sample_archive_tables_names_and_types(db):
-    run_load([SAMPLE], db)
+    run_load([ARCHIVE], db)
     tables = {r[0] for r in query(db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'segment'")}
     assert {"tracks", "identifies", "users", "pages", "screens", "groups", "accounts", "aliases",
             "order_completed", "order_refunded", "order_cancelled", "product_viewed", "product_added",
@@ -42,7 +43,7 @@ def test_sample_archive_tables_names_and_types(db):
 
 
 def test_sample_users_hold_latest_non_null_traits(db):
-    run_load([SAMPLE], db)
+    run_load([ARCHIVE], db)
     alice = query(db, "SELECT email, plan, first_name, favorite_color, context_traits_phone FROM segment.users WHERE id = 'usr_alice'")
     assert alice == [("alice@example.com", "pro", "Alice", "blue", "+1-555-0100")]
     assert query(db, "SELECT count(*) FROM segment.users")[0][0] == 9
@@ -50,8 +51,8 @@ def test_sample_users_hold_latest_non_null_traits(db):
 
 
 def test_sample_rerun_is_a_no_op_and_split_invariant(tmp_path, db):
-    run_load([SAMPLE], db)
-    proc = cli("load", str(SAMPLE), "--db", str(db))
+    run_load([ARCHIVE], db)
+    proc = cli("load", str(ARCHIVE), "--db", str(db))
     assert proc.returncode == 0 and "nothing to load: all 16 file(s)" in proc.stdout
     by_day = tmp_path / "by_day.duckdb"
     for day in ["1714953600000", "1715040000000", "1715126400000"]:
@@ -59,6 +60,6 @@ def test_sample_rerun_is_a_no_op_and_split_invariant(tmp_path, db):
     # per-day loads visit files in another order than one load of everything (sources first),
     # but the archive's duplicates are exact copies, so the tables are the same
     assert table_snapshot(by_day) == table_snapshot(db)
-    copy = tmp_path / "copy"
-    shutil.copytree(SAMPLE, copy)
+    copy = tmp_path / "copy" / "segment-logs"
+    shutil.copytree(ARCHIVE, copy)
     assert run_load([copy], db).summary()["files_skipped"] == 16  # same content elsewhere: skipped

@@ -1,0 +1,107 @@
+"""Replay: load rejected lines again, after the tracking plan (or the PII config) was fixed.
+
+The rejects of one file go through the same stages as a load (PII scrub, normalise, tracking
+plan, dedup, write) under a new load id, so downstream models see them as new rows. In the
+same transaction the replayed rejects leave `_loader.rejects` (lines rejected again are
+recorded again, with their new reason), their old blocked violations leave
+`_loader.violations`, and the file's manifest row moves them from `rejects` to `rows_loaded`
+or `duplicates`: per file, lines = rows + duplicates + rejects still holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+from loader import __version__, state, writer
+from loader.config import LoadConfig
+from loader.faults import crash_point
+from loader.normalize import compute_connection, normalize
+from loader.pii import scrub
+from loader.pipeline import FileResult, LoadResult
+from loader.protocols import REJECT_REASON, check
+from loader.read import source_id_from_path
+from loader.schema import apply_to, plan_changes, state_table_changes
+
+DEFAULT_REASONS = (REJECT_REASON,)
+
+
+def replay(config: LoadConfig, reasons: tuple[str, ...] = DEFAULT_REASONS) -> LoadResult:
+    """Re-load the rejects with one of `reasons`; one transaction per original file."""
+    started = time.monotonic()
+    plan, policy = config.compiled_plan, config.pii_policy  # read them before writing anything
+    result = LoadResult(None, config.db_path)
+    con = writer.connect(config.db_path, memory_limit_mb=config.memory_limit_mb * 2 // 3)
+    compute = compute_connection(config.memory_limit_mb // 3)
+    try:
+        writer.ensure_metadata(con, config.schema)
+        result.load_id = load_id = state.start_load(
+            con, __version__, {"replay": list(reasons), "tracking_plan": config.tracking_plan,
+                               "pii_config": config.pii_config})
+        schema = writer.read_schema(con, config.schema)
+        for file_id, path in state.rejected_files(con, reasons):
+            lines, kept = state.rejected_lines(con, file_id, reasons)
+            fr = FileResult(path, "loaded", lines=len(lines))
+            writer.begin(con)
+            try:
+                pending = writer.Pending()
+                loaded_at = dt.datetime.now(dt.UTC)
+                for chunk in _chunks(lines, config.batch_bytes):
+                    table = pa.table({"line_no": pa.array([n for n, _ in chunk], pa.int64()),
+                                      "raw": pa.array([t for _, t in chunk], pa.string())})
+                    table, prior = scrub(compute, policy, table, [])
+                    batch = normalize(compute, table, source_id=source_id_from_path(Path(path)) or config.source_id,
+                                      prior_rejections=prior, lines_read=len(chunk))
+                    batch = check(compute, plan, batch, table)
+                    changes = []
+                    for slice_ in batch.slices:
+                        mine = plan_changes(schema, slice_)
+                        mine += state_table_changes(schema, mine)
+                        apply_to(schema, mine)
+                        changes += mine
+                    writer.apply_changes(con, config.schema, changes, load_id=load_id, file_id=file_id)
+                    result.schema_changes += [{**c.__dict__, "path": path} for c in changes]
+                    # The old rejects go before write_batch records the lines rejected again.
+                    writer.forget_rejects(con, file_id, [n for n, _ in chunk], reasons, load_id=load_id)
+                    counts = writer.write_batch(con, schema, batch, pending, load_id=load_id, file_id=file_id,
+                                                path=path, loaded_at=loaded_at)
+                    state.record_names(con, batch.name_map, load_id)
+                    fr.rows_loaded += counts.loaded
+                    fr.duplicates += counts.duplicates
+                    fr.discards += counts.discards
+                    fr.violations += counts.violations
+                    fr.rejects += len(batch.rejections)
+                    fr.blocked += sum(r.reason == REJECT_REASON for r in batch.rejections)
+                writer.flush(con, config.schema, pending, load_id=load_id)
+                writer.refresh_state_tables(con, config.schema, schema)
+                state.record_replay(con, file_id, fr.rows_loaded, fr.duplicates, fr.discards, fr.rejects - len(lines))
+                crash_point("before_commit")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            fr.reason = f"{kept} reject(s) kept: not UTF-8" if kept else ""
+            result.files.append(fr)
+        state.finish_load(con, load_id, "succeeded", result.summary())
+        con.execute("CHECKPOINT")
+    finally:
+        compute.close()
+        con.close()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _chunks(lines: list[tuple[int, str]], batch_bytes: int):
+    chunk, size = [], 0
+    for item in lines:
+        chunk.append(item)
+        size += len(item[1])
+        if size >= batch_bytes:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
