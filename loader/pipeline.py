@@ -261,7 +261,7 @@ class _Group:
         self.schema = writer.read_schema(self.con, self.config.schema)
 
 
-GROUP_BYTES = 128 << 20  # typed rows held for one group's inserts: bounds memory
+GROUP_BYTES = 64 << 20  # typed rows held for one group's inserts: bounds memory
 
 
 def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress) -> FileResult:
