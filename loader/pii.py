@@ -132,7 +132,10 @@ def _rewrite(rule: PiiRule) -> tuple[str, str]:
     ptr = literal(pointer(rule.path))
     parents = " AND ".join(f"json_type(raw, {literal(pointer(rule.path[:i]))}) = 'OBJECT'"
                            for i in range(1, len(rule.path)))
-    where = f"is_json AND json_exists(raw, {ptr}) AND {parents or 'true'} AND {_scope(rule)}"
+    # A line that does not spell the key (nor holds an escape that could) is not parsed.
+    mentions = literal('"' + re.escape(json.dumps(rule.path[-1])[1:-1]) + '"|\\\\u')
+    where = (f"is_json AND regexp_matches(raw, {mentions}) AND json_exists(raw, {ptr}) "
+             f"AND {parents or 'true'} AND {_scope(rule)}")
     if rule.action == "drop":
         patch: object = None
         for key in reversed(rule.path):
@@ -146,7 +149,7 @@ def _rewrite(rule: PiiRule) -> tuple[str, str]:
 
 
 def _redact_re(policy: PiiPolicy) -> str:
-    keys = "|".join(re.escape(k) for k in policy.keys)
+    keys = "|".join(re.escape(json.dumps(k)[1:-1]) for k in policy.keys)  # as spelled in JSON text
     # "key": then a string (possibly cut off by the end of the line) or a bare token.
     return r'("(?:' + keys + r')"\s*:\s*)("(?:[^"\\]|\\.)*(?:"|$)|[^,}\]\s]+)'
 
@@ -156,7 +159,7 @@ def scrub_lines(con: duckdb.DuckDBPyConnection, policy: PiiPolicy, lines: pa.Tab
     (and hold no \\u escape that could spell one) are returned untouched, byte for byte."""
     if not policy.rules or not lines.num_rows:
         return lines
-    mentions = r'"(?:' + "|".join(re.escape(k) for k in policy.keys) + r')"|\\u'
+    mentions = r'"(?:' + "|".join(re.escape(json.dumps(k)[1:-1]) for k in policy.keys) + r')"|\\u'
     con.register("pii_lines", lines)
     try:
         con.execute(

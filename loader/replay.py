@@ -104,4 +104,3 @@ def _chunks(lines: list[tuple[int, str]], batch_bytes: int):
             chunk, size = [], 0
     if chunk:
         yield chunk
-
