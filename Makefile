@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	rm -f $(DEMO_DB) $(DEMO_DB).wal
-	$(PY) -m loader load sample_data/segment-logs --db $(DEMO_DB)
+	$(PY) -m loader load sample_data/segment-logs --db $(DEMO_DB) --tracking-plan sample_data/tracking_plan.json
 	$(PY) -m loader status --db $(DEMO_DB)
 	SEGMENT_DUCKDB_PATH=$(DEMO_DB) $(VENV)/bin/dbt build --project-dir . --profiles-dir . --quiet
 	$(PY) dbt_summary.py $(DEMO_DB)

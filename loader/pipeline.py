@@ -305,7 +305,7 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress)
                     error = payload
                     break
                 batch = payload
-            changes = _plan(group.schema, batch)
+            changes = plan_schema(group.schema, batch)
             writer.apply_changes(con, config.schema, changes, load_id=load_id, file_id=file_id)
             if changes:
                 crash_point("after_schema_change")
@@ -357,7 +357,7 @@ def _reject_ratio_error(f: InputFile, config: LoadConfig, lines: int, first_reje
     )
 
 
-def _plan(schema: Schema, batch: NormalizedBatch):
+def plan_schema(schema: Schema, batch: NormalizedBatch):
     """Schema changes for every slice of a batch, applied to the in-memory schema as planned."""
     changes = []
     for slice_ in batch.slices:
@@ -443,7 +443,7 @@ def _dry_run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> 
                 continue
             fr = FileResult(str(f.path), "planned")
             for batch in _batches(f, config, compute):
-                changes = _plan(schema, batch)
+                changes = plan_schema(schema, batch)
                 result.schema_changes += [asdict(c) | {"path": fr.path} for c in changes]
                 fr.lines += batch.lines_read
                 fr.rejects += len(batch.rejections)

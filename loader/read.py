@@ -9,7 +9,6 @@ rejection that records the fault and the bytes of the unfinished line.
 from __future__ import annotations
 
 import glob
-import os
 import re
 import zlib
 from collections.abc import Iterator
@@ -112,6 +111,7 @@ def _decompressed_chunks(path: Path) -> Iterator[bytes | Exception]:
             return
         inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
         mid_member = False
+        produced = False
         # Small reads: a corrupt stream raises without returning what preceded the fault
         # in the same call, so little input per call keeps almost every good line.
         while chunk := fh.read(INFLATE_CHUNK_BYTES):
@@ -120,6 +120,7 @@ def _decompressed_chunks(path: Path) -> Iterator[bytes | Exception]:
                     mid_member = True
                     out = inflater.decompress(chunk)
                     if out:
+                        produced = True
                         yield out
                     chunk = b""
                     if inflater.eof:  # gzip allows several concatenated members
@@ -130,6 +131,13 @@ def _decompressed_chunks(path: Path) -> Iterator[bytes | Exception]:
                             yield ValueError("corrupt gzip: bytes after the last member")
                             return
             except zlib.error as exc:
+                if not produced and fh.tell() <= INFLATE_CHUNK_BYTES:
+                    # The magic bytes were a coincidence (plain text starting with 0x1f 0x8b):
+                    # nothing decoded, so read the file as it is.
+                    fh.seek(0)
+                    while plain := fh.read(READ_CHUNK_BYTES):
+                        yield plain
+                    return
                 yield ValueError(f"corrupt gzip stream: {exc}")
                 return
         if mid_member:

@@ -21,10 +21,9 @@ from loader.config import LoadConfig
 from loader.faults import crash_point
 from loader.normalize import compute_connection, normalize
 from loader.pii import scrub
-from loader.pipeline import FileResult, LoadResult
+from loader.pipeline import FileResult, LoadResult, plan_schema
 from loader.protocols import REJECT_REASON, check
 from loader.read import source_id_from_path
-from loader.schema import apply_to, plan_changes, state_table_changes
 
 DEFAULT_REASONS = (REJECT_REASON,)
 
@@ -56,12 +55,7 @@ def replay(config: LoadConfig, reasons: tuple[str, ...] = DEFAULT_REASONS) -> Lo
                     batch = normalize(compute, table, source_id=source_id_from_path(Path(path)) or config.source_id,
                                       prior_rejections=prior, lines_read=len(chunk))
                     batch = check(compute, plan, batch, table)
-                    changes = []
-                    for slice_ in batch.slices:
-                        mine = plan_changes(schema, slice_)
-                        mine += state_table_changes(schema, mine)
-                        apply_to(schema, mine)
-                        changes += mine
+                    changes = plan_schema(schema, batch)
                     writer.apply_changes(con, config.schema, changes, load_id=load_id, file_id=file_id)
                     result.schema_changes += [{**c.__dict__, "path": path} for c in changes]
                     # The old rejects go before write_batch records the lines rejected again.

@@ -76,3 +76,13 @@ def test_discover_files_folders_globs_and_layout(tmp_path):
 def test_source_id_only_from_the_segment_logs_layout(tmp_path):
     assert source_id_from_path(tmp_path / "segment-logs/abc/1432684800000/x.gz") == "abc"
     assert source_id_from_path(tmp_path / "logs/abc/1432684800000/x.gz") is None
+
+
+def test_text_that_starts_with_the_gzip_magic_is_read_as_text(tmp_path):
+    """Found by the Hypothesis property test: 0x1f 0x8b then newlines is not a gzip stream."""
+    path = tmp_path / "odd.ndjson"
+    path.write_bytes(b"\x1f\x8b\n\n" + b'{"a": 1}\n')
+    lines, rejections, total = read_all(path)
+    assert total == 3
+    assert [(r.line, r.reason) for r in rejections] == [(1, "invalid_utf8"), (2, "empty_line")]
+    assert lines == [3]
