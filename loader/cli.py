@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p_load.add_argument("--max-event-bytes", type=int, default=32 * 1024, help="reject lines longer than this (default 32768, Segment's limit)")
     p_load.add_argument("--source-id", help="source id for messages with no projectId outside the segment-logs/<source>/ layout")
     p_load.add_argument("--commit-every-rows", type=int, default=100_000, help="commit files in groups of about this many rows (default 100000; 1 = a transaction per file)")
-    p_load.add_argument("--memory-limit-mb", type=int, default=1536, help="DuckDB memory for the load, in MB (default 1536); it spills to disk past it")
+    p_load.add_argument("--memory-limit-mb", type=int, default=1024, help="DuckDB memory for the load, in MB (default 1024: 256 per reader thread, the rest for the warehouse); it spills to disk past it")
     _control_options(p_load)
     p_load.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     p_replay.add_argument("--reason", action="append", metavar="REASON",
                           help=f"replay rejects with this reason (repeatable; default {DEFAULT_REASONS[0]})")
     p_replay.add_argument("--source-id", help="as for load")
-    p_replay.add_argument("--memory-limit-mb", type=int, default=1536)
+    p_replay.add_argument("--memory-limit-mb", type=int, default=1024)
     _control_options(p_replay)
     p_replay.add_argument("--json", action="store_true")
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 DEFAULT_DB = "warehouse.duckdb"
+READER_MEMORY_MB = 256
 
 
 def default_db_path() -> str:
@@ -26,7 +27,7 @@ class LoadConfig:
     batch_bytes: int = 16 << 20  # text per normalised batch: bounds memory
     source_id: str | None = None  # when neither projectId nor the path gives one
     commit_every_rows: int = 100_000  # files are committed in groups of about this many rows
-    memory_limit_mb: int = 1536  # DuckDB's share: 2/3 for the warehouse, 1/3 for shaping batches
+    memory_limit_mb: int = 1024  # DuckDB's share, see warehouse_memory_mb / reader_memory_mb
     progress: Callable[[dict], None] | None = None
     tracking_plan: str | None = None  # a Segment Protocols plan (JSON/YAML) to validate events with
     on_violation: str = "allow"  # allow: load and record the violation; block: reject (replayable)
@@ -65,3 +66,13 @@ class LoadConfig:
         from loader.pii import load_policy
 
         return load_policy(self.pii_config)
+
+    # A reader needs room for one batch (and a 10 MB line): 256 MB of the default; the
+    # warehouse gets the rest, which is also the cache DuckDB fills as the warehouse grows.
+    @property
+    def reader_memory_mb(self) -> int:
+        return min(READER_MEMORY_MB, self.memory_limit_mb // 4)
+
+    @property
+    def warehouse_memory_mb(self) -> int:
+        return self.memory_limit_mb - 2 * self.reader_memory_mb

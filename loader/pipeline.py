@@ -125,7 +125,7 @@ def _batches(file: InputFile, config: LoadConfig, con, hints: dict | None = None
 
 def _produce(files: list[InputFile], config: LoadConfig, out: queue.Queue, stop: threading.Event) -> None:
     """Worker thread: normalised batches of each of its files in order, then ("end", error)."""
-    con = compute_connection(config.memory_limit_mb // (3 * READERS))
+    con = compute_connection(config.reader_memory_mb)
     hints: dict = {}
     try:
         for file in files:
@@ -177,7 +177,7 @@ def _hash_all(files: list[InputFile]) -> dict[Path, tuple[str, int] | OSError]:
 
 
 def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None:
-    con = writer.connect(config.db_path, memory_limit_mb=config.memory_limit_mb * 2 // 3)
+    con = writer.connect(config.db_path, memory_limit_mb=config.warehouse_memory_mb)
     try:
         writer.ensure_metadata(con, config.schema)
         result.load_id = load_id = state.start_load(
@@ -430,7 +430,7 @@ def _dry_run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> 
                 done_before = state.loaded_hashes(con)
         finally:
             con.close()
-    compute = compute_connection(config.memory_limit_mb // 3)
+    compute = compute_connection(config.reader_memory_mb)
     try:
         for f in files:
             try:

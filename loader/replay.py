@@ -33,8 +33,8 @@ def replay(config: LoadConfig, reasons: tuple[str, ...] = DEFAULT_REASONS) -> Lo
     started = time.monotonic()
     plan, policy = config.compiled_plan, config.pii_policy  # read them before writing anything
     result = LoadResult(None, config.db_path)
-    con = writer.connect(config.db_path, memory_limit_mb=config.memory_limit_mb * 2 // 3)
-    compute = compute_connection(config.memory_limit_mb // 3)
+    con = writer.connect(config.db_path, memory_limit_mb=config.warehouse_memory_mb)
+    compute = compute_connection(config.reader_memory_mb)
     try:
         writer.ensure_metadata(con, config.schema)
         result.load_id = load_id = state.start_load(
