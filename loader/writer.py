@@ -110,9 +110,9 @@ def apply_changes(
         con.execute(f"CREATE TABLE {table_ref(schema, table)} ({', '.join(cols)})")
     for ch in changes:
         target = table_ref(schema, ch.table)
-        if ch.table in pending_create:
-            pass
-        elif ch.change == "add_column":
+        if ch.table in pending_create:  # created above with all its columns
+            continue
+        if ch.change == "add_column":
             con.execute(f"ALTER TABLE {target} ADD COLUMN {ident(ch.column)} {ch.new_type}")
         elif ch.change == "widen":
             con.execute(f"ALTER TABLE {target} ALTER COLUMN {ident(ch.column)} TYPE {ch.new_type}")

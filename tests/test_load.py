@@ -4,7 +4,6 @@ import json
 import random
 import shutil
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
