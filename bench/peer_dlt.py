@@ -40,6 +40,7 @@ from common import (
     machine,
     measure,
     median,
+    wait_quiet,
 )
 
 
@@ -116,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rev", help="measure loader/ as of this git revision (a snapshot)")
     ap.add_argument("--workdir", default=str(OUT / "work-peers"))
     ap.add_argument("--output", default=str(OUT / "peers.json"))
+    ap.add_argument("--quiet-wait", type=float, default=30.0,
+                    help="before each run, wait up to this many seconds for an idle machine")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--archive", help=argparse.SUPPRESS)
     ap.add_argument("--db", help=argparse.SUPPRESS)
@@ -147,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(pdir)
             env = os.environ | {"RUNTIME__LOG_LEVEL": "WARNING", "DLT_TELEMETRY": "false",
                                 "RUNTIME__DLTHUB_TELEMETRY": "false"}
+            wait_quiet(a.quiet_wait)
             m = measure([sys.executable, __file__, "--child", "--archive", str(root), "--db",
                          str(db), "--pipelines-dir", str(pdir), "--file-format", fmt], env=env)
             m["result"] = last_json(m["stdout"])
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(m["stderr_tail"], file=sys.stderr)
             fresh_db(db)
         db = fresh_db(work / "loader.duckdb")
+        wait_quiet(a.quiet_wait)
         m = measure([a.loader_python, "-m", "loader", "load", str(root), "--db", str(db),
                      "--json"], cwd=loader_cwd)
         res = last_json(m["stdout"]) or {}
