@@ -46,6 +46,15 @@ class FileResult:
     blocked: int = 0  # events the tracking plan blocked (counted in rejects)
     reason: str = ""
 
+    def add(self, batch: NormalizedBatch, counts) -> None:
+        """Count a written batch (its lines not included: a replay re-reads old lines)."""
+        self.rows_loaded += counts.loaded
+        self.duplicates += counts.duplicates
+        self.discards += counts.discards
+        self.violations += counts.violations
+        self.rejects += len(batch.rejections)
+        self.blocked += sum(r.reason == REJECT_REASON for r in batch.rejections)
+
 
 @dataclass
 class LoadResult:
@@ -315,12 +324,7 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress)
             state.record_names(con, batch.name_map, load_id)
             crash_point("after_insert")
             fr.lines += batch.lines_read
-            fr.rows_loaded += counts.loaded
-            fr.duplicates += counts.duplicates
-            fr.discards += counts.discards
-            fr.violations += counts.violations
-            fr.rejects += len(batch.rejections)
-            fr.blocked += sum(r.reason == REJECT_REASON for r in batch.rejections)
+            fr.add(batch, counts)
             first_rejects += [r for r in batch.rejections if r.reason != REJECT_REASON][: max(0, 3 - len(first_rejects))]
             progress.batch(fr.lines, counts.loaded)
         if streaming and error is None:

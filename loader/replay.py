@@ -63,12 +63,7 @@ def replay(config: LoadConfig, reasons: tuple[str, ...] = DEFAULT_REASONS) -> Lo
                     counts = writer.write_batch(con, schema, batch, pending, load_id=load_id, file_id=file_id,
                                                 path=path, loaded_at=loaded_at)
                     state.record_names(con, batch.name_map, load_id)
-                    fr.rows_loaded += counts.loaded
-                    fr.duplicates += counts.duplicates
-                    fr.discards += counts.discards
-                    fr.violations += counts.violations
-                    fr.rejects += len(batch.rejections)
-                    fr.blocked += sum(r.reason == REJECT_REASON for r in batch.rejections)
+                    fr.add(batch, counts)
                 writer.flush(con, config.schema, pending, load_id=load_id)
                 writer.refresh_state_tables(con, config.schema, schema)
                 state.record_replay(con, file_id, fr.rows_loaded, fr.duplicates, fr.discards, fr.rejects - len(lines))
