@@ -292,10 +292,11 @@ def normalize(
     hints = shape_hints if shape_hints is not None else {}
     roots = [_flatten(con, root, order, hints.setdefault(root, set())) for root in ("context", "payload")]
     slices: list[TableSlice] = []
-    for tbl, (start, length) in _runs(env["tbl"]).items():
+    runs = _runs(env["tbl"])
+    for tbl, (start, length) in runs.items():
         call = env["call"][start].as_py()
         root_name = PAYLOAD_ROOT.get(call, "traits")
-        slices.append(_slice(env, start, length, tbl, call, roots, name_map, root_name))
+        slices.append(_slice(env, runs, tbl, call, roots, name_map, root_name))
     track_slices = [s for s in slices if s.call == "track"]
     if track_slices:
         slices.append(_tracks_slice(track_slices))
@@ -415,39 +416,70 @@ class FlatRoot:
     containers: set[tuple[str, ...]]  # paths that hold objects whose keys became columns
     order: pa.Array  # the envelope's permutation (rows grouped by table)
     _cache: dict = field(default_factory=dict)
+    _segments: dict = field(default_factory=dict)  # (path, table) -> (offset, length)
 
-    def leaf(self, path: tuple[str, ...], tbl: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, dict]:
-        """A leaf's values for the whole batch as (text, kind), and per table its type counts.
-        All leaves of the root are prepared together, in a handful of vectorised calls."""
+    def leaf(self, path: tuple[str, ...], table: str, runs: dict[str, tuple[int, int]]) -> tuple[pa.Array, pa.Array, dict]:
+        """A leaf's values in one table's rows as (text, kind), and their type counts. All
+        leaves of the root are prepared together, in a handful of vectorised calls, over only
+        the rows of the tables where each leaf occurs (most payload leaves belong to one
+        event), not over the whole batch."""
         if not self._cache:
-            self._prepare(tbl)
-        return self._cache[path]
+            self._prepare(runs)
+        text, kind, counts = self._cache[path]
+        offset, length = self._segments[(path, table)]
+        return text.slice(offset, length), kind.slice(offset, length), counts.get(table, {})
 
-    def _prepare(self, tbl: pa.ChunkedArray) -> None:
+    def _prepare(self, runs: dict[str, tuple[int, int]]) -> None:
         paths = sorted(self.extra_position) + sorted(self._struct_paths())
         if not paths:
             return
-        rows = len(self.order)
-        raws = []
-        for path in paths:
+        tables_of: dict[tuple[str, ...], list[str]] = {}
+        for table in sorted(self.tables):
+            for path in self.tables[table]:
+                tables_of.setdefault(path, []).append(table)
+        order = self.order.to_numpy() if isinstance(self.order, pa.Array) else np.asarray(self.order)
+        table_names = sorted(runs)
+        table_code = {t: i for i, t in enumerate(table_names)}
+        raws, seg_leaf, seg_table, seg_len = [], [], [], []
+        extra = _combine(self.extra) if self.extra is not None else None
+        struct = _combine(self.struct) if self.struct is not None else None
+        for i, path in enumerate(paths):
             if path in self.extra_position:
-                raw = pc.list_element(_combine(self.extra), self.extra_position[path])
+                raw = pc.list_element(extra, self.extra_position[path])
             else:
-                raw = self.struct
+                raw = struct
                 for key in path:
-                    raw = _field(raw, key)
-            raws.append(_combine(raw).take(self.order))
+                    raw = raw.field(key)
+            picks, offset = [], 0
+            for table in tables_of.get(path, ()):
+                start, length = runs[table]
+                picks.append(order[start:start + length])
+                self._segments[(path, table)] = (offset, length)
+                offset += length
+                seg_leaf.append(i)
+                seg_table.append(table_code[table])
+                seg_len.append(length)
+            raws.append(raw.take(pa.array(np.concatenate(picks) if picks else np.empty(0, np.int64))))
         text, kind = json_kinds(pa.concat_arrays(raws))
         # An object at a leaf was flattened into its own columns when the path is also a
         # container; otherwise it lies past MAX_DEPTH and is the value itself, as JSON. An
         # empty object is no value at all.
-        container = pa.array(np.repeat([p in self.containers for p in paths], rows))
+        lengths = np.asarray(seg_len, dtype=np.int64)
+        leaf_codes = np.repeat(np.asarray(seg_leaf, dtype=np.int32), lengths)
+        is_container = np.asarray([p in self.containers for p in paths], dtype=bool)
+        container = pa.array(is_container[leaf_codes]) if len(leaf_codes) else pa.array([], pa.bool_())
         drop = pc.fill_null(pc.and_(pc.equal(kind, "OBJECT"), pc.or_(container, pc.equal(text, "{}"))), False)
         if pc.any(drop).as_py():
             text, kind = pc.if_else(drop, None, text), pc.if_else(drop, None, kind)
-        counts = _type_counts(text, kind, tbl, len(paths))
+        counts = _type_counts(text, kind, leaf_codes, np.repeat(np.asarray(seg_table, dtype=np.int32), lengths),
+                              table_names)
+        position = 0
+        per_leaf = np.zeros(len(paths), np.int64)
+        np.add.at(per_leaf, np.asarray(seg_leaf, dtype=np.int64), lengths)
         for i, path in enumerate(paths):
-            self._cache[path] = (text.slice(i * rows, rows), kind.slice(i * rows, rows), counts.get(i, {}))
+            n = int(per_leaf[i])
+            self._cache[path] = (text.slice(position, n), kind.slice(position, n), counts.get(i, {}))
+            position += n
 
     def _struct_paths(self) -> list[tuple[str, ...]]:
         paths = {p for leaves in self.tables.values() for p in leaves}
@@ -589,8 +621,7 @@ _BOOLEAN_STARTS = pa.array(["t", "f"])
 
 def _slice(
     env: pa.Table,
-    start: int,
-    length: int,
+    runs: dict[str, tuple[int, int]],
     tbl: str,
     call: str,
     roots: list[FlatRoot],
@@ -599,6 +630,7 @@ def _slice(
 ) -> TableSlice:
     """One table's rows: standard columns, then flattened fields by column name."""
     values: dict[str, Values] = {}
+    start, length = runs[tbl]
     picked = env.slice(start, length)
     for col in COMMON_COLUMNS + EXTRA_COLUMNS[call]:
         if col == "id":
@@ -620,8 +652,8 @@ def _slice(
             if name is not None:
                 sources.setdefault(name, []).append((flat, path, pointer((label,) + path)))
             else:  # no column can be named after it: its values go to the discards
-                text, kind, _ = flat.leaf(path, env["tbl"])
-                unnamed[pointer((label,) + path)] = Values(text.slice(start, length), kind.slice(start, length))
+                text, kind, _ = flat.leaf(path, tbl, runs)
+                unnamed[pointer((label,) + path)] = Values(text, kind)
     stats: dict[str, ColumnStats] = {}
     for col in sorted(sources):
         # Keys that collide after snake_case share a column; the byte-wise last key wins
@@ -629,11 +661,10 @@ def _slice(
         merged_text = merged_kind = None
         col_stats = ColumnStats(sources=tuple(ptr for _, _, ptr in sources[col]))
         for flat, path, _ in sorted(sources[col], key=lambda s: s[2], reverse=True):
-            text, kind, counts = flat.leaf(path, env["tbl"])
-            text, kind = text.slice(start, length), kind.slice(start, length)
+            text, kind, counts = flat.leaf(path, tbl, runs)
             merged_text = text if merged_text is None else pc.coalesce(merged_text, text)
             merged_kind = kind if merged_kind is None else pc.coalesce(merged_kind, kind)
-            for k, n in counts.get(tbl, {}).items():
+            for k, n in counts.items():
                 col_stats.types[k] = col_stats.types.get(k, 0) + n
         values[col] = Values(merged_text, merged_kind)
         stats[col] = col_stats
@@ -645,16 +676,14 @@ def _combine(array) -> pa.Array:
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
-def _type_counts(text: pa.Array, kind: pa.Array, tbl: pa.ChunkedArray, leaves: int) -> dict[int, dict[str, dict[str, int]]]:
-    """For leaves stacked one after another (each as long as `tbl`): per leaf and table, the
-    JSON types of every value; strings that are all ISO-8601 timestamps count as TIMESTAMP,
-    integers beyond 64 bits as HUGEINT."""
-    rows = len(tbl)
-    tables = pc.unique(tbl).to_pylist()
-    codes = pc.index_in(tbl, pa.array(tables)).to_numpy(zero_copy_only=False)
+def _type_counts(text: pa.Array, kind: pa.Array, leaf_codes: np.ndarray, table_codes: np.ndarray,
+                 tables: list[str]) -> dict[int, dict[str, dict[str, int]]]:
+    """For leaf values stacked one after another (`leaf_codes` and `table_codes` say whose
+    each is): per leaf and table, the JSON types of every value; strings that are all
+    ISO-8601 timestamps count as TIMESTAMP, integers beyond 64 bits as HUGEINT."""
     frame = pl.DataFrame({
-        "leaf": np.repeat(np.arange(leaves, dtype=np.int32), rows),
-        "tbl": np.tile(codes, leaves),
+        "leaf": leaf_codes,
+        "tbl": table_codes,
         "kind": pl.from_arrow(kind),
     })
     flags = []

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -168,9 +169,10 @@ def write_batch(
     fresh = fresh.read_all() if hasattr(fresh, "read_all") else fresh
     con.unregister("batch_messages")
     fresh_lines = fresh["line_no"]
+    is_fresh = _line_mask(batch.messages["line_no"], fresh_lines)
     discarded = 0
     for slice_ in batch.slices:
-        keep = pc.is_in(slice_.line, fresh_lines)
+        keep = is_fresh(slice_.line)
         typed, discards = _type_slice(schema, slice_, keep, load_id=load_id, loaded_at=loaded_at)
         if typed is not None:
             pending.tables.setdefault(slice_.table, []).append(typed)
@@ -188,6 +190,25 @@ def write_batch(
     write_rejections(con, batch.rejections, load_id=load_id, file_id=file_id, path=path)
     violations = write_violations(con, batch, fresh_lines, load_id=load_id, file_id=file_id)
     return BatchCounts(len(fresh), batch.valid - len(fresh), discarded, violations)
+
+
+def _line_mask(lines: pa.ChunkedArray, fresh_lines: pa.ChunkedArray):
+    """A function from a slice's line numbers to "is fresh" flags: one lookup table per
+    batch rather than a hash set per slice (line numbers of a batch are a dense range)."""
+    low = pc.min(lines).as_py() or 0
+    high = pc.max(lines).as_py() or 0
+    flags = np.zeros(high - low + 1, dtype=bool)
+    if len(fresh_lines):
+        flags[fresh_lines.to_numpy() - low] = True
+
+    def keep(slice_lines) -> pa.Array:
+        return pa.array(flags[_combine_chunks(slice_lines).to_numpy(zero_copy_only=False) - low])
+
+    return keep
+
+
+def _combine_chunks(array):
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def violation_count(batch: NormalizedBatch) -> int:
@@ -303,18 +324,19 @@ def _type_slice(
         col_type = columns.get(col)
         if col_type is None:  # only nulls arrived for it so far: no column yet
             continue
+        # Cast every row, then drop the rows seen before: one filter per column, not two.
         text, kind = values.text, values.kind
-        if not everything:
-            text, kind = text.filter(keep), kind.filter(keep)
         if values.typed is not None and col_type == "TIMESTAMPTZ":
-            typed = values.typed if everything else values.typed.filter(keep)
+            typed = values.typed
         else:
             stats = slice_.columns.get(col)
             kinds = {k for k, n in stats.types.items() if n} if stats is not None else None
             typed = cast_values(text, kind, col_type, kinds)
-        arrays[col] = typed
+        arrays[col] = typed if everything else typed.filter(keep)
         if slice_.call != "tracks" and may_discard(col_type, slice_.columns.get(col)):
             lost = pc.and_(pc.is_valid(text), pc.is_null(typed))
+            if not everything and pc.any(lost).as_py():
+                text, kind, lost = text.filter(keep), kind.filter(keep), lost.filter(keep)
             if pc.any(lost).as_py():
                 reason = pc.binary_join_element_wise(
                     "cannot cast ", pc.utf8_lower(kind.filter(lost)), f" value to {col_type}", "")
