@@ -742,4 +742,4 @@ def _tracks_slice(track_slices: list[TableSlice]) -> TableSlice:
 
 
 def _const(n: int, value: str) -> pa.Array:
-    return pa.array([value] * n, pa.string())
+    return pa.repeat(pa.scalar(value, pa.string()), n)

@@ -755,7 +755,9 @@ def _filter_slice(s: TableSlice, keep: pa.Array) -> TableSlice:
     if names and len(line):
         text = pa.concat_arrays([_combine(values[c].text) for c in names])
         kind = pa.concat_arrays([_combine(values[c].kind) for c in names])
-        counts = _type_counts(text, kind, pa.chunked_array([pa.array([s.table] * len(line), pa.string())]), len(names))
+        rows = len(line)
+        counts = _type_counts(text, kind, np.repeat(np.arange(len(names), dtype=np.int32), rows),
+                              np.zeros(rows * len(names), dtype=np.int32), [s.table])
         for i, c in enumerate(names):
             columns[c] = ColumnStats(types=counts.get(i, {}).get(s.table, {}), sources=s.columns[c].sources)
     return TableSlice(s.table, s.call, line, s.message_id.filter(keep), values, columns, unnamed)

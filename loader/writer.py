@@ -176,7 +176,7 @@ def write_batch(
         typed, discards = _type_slice(schema, slice_, keep, load_id=load_id, loaded_at=loaded_at)
         if typed is not None:
             pending.tables.setdefault(slice_.table, []).append(typed)
-            pending.rows += typed.num_rows
+            pending.rows += pc.sum(keep).as_py()
             pending.nbytes += typed.nbytes
         for d in discards:
             discarded += d.num_rows
@@ -274,10 +274,16 @@ def flush(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *,
     pending.rows = pending.nbytes = 0
 
 
+# Rows seen before stay in the typed table, flagged false here: DuckDB drops them while it
+# inserts, which is cheaper than filtering every column in Arrow. No column name has a '#'.
+KEEP_COLUMN = "#keep"
+
+
 def _insert(con: duckdb.DuckDBPyConnection, schema_name: str, table: str, rows: pa.Table) -> None:
     con.register("typed_rows", rows)
-    names = ", ".join(ident(c) for c in rows.column_names)
-    con.execute(f"INSERT INTO {table_ref(schema_name, table)} ({names}) SELECT {names} FROM typed_rows")
+    names = ", ".join(ident(c) for c in rows.column_names if c != KEEP_COLUMN)
+    where = f" WHERE {ident(KEEP_COLUMN)} IS NOT FALSE" if KEEP_COLUMN in rows.column_names else ""
+    con.execute(f"INSERT INTO {table_ref(schema_name, table)} ({names}) SELECT {names} FROM typed_rows{where}")
     con.unregister("typed_rows")
 
 
@@ -310,8 +316,9 @@ def _type_slice(
     load_id: int,
     loaded_at: dt.datetime,
 ) -> tuple[pa.Table | None, list[pa.Table]]:
-    """Cast each column of the batch's new rows of one table to its warehouse type; also
-    return the discarded values (raw text kept) of the columns that could not take them."""
+    """Cast each column of one table's rows to its warehouse type (rows seen before are
+    flagged in KEEP_COLUMN, not removed); also return the discarded values (raw text kept)
+    of the new rows' columns that could not take them."""
     columns = schema[slice_.table]
     line = slice_.line.filter(keep)
     if not len(line):
@@ -324,7 +331,7 @@ def _type_slice(
         col_type = columns.get(col)
         if col_type is None:  # only nulls arrived for it so far: no column yet
             continue
-        # Cast every row, then drop the rows seen before: one filter per column, not two.
+        # Cast every row: the insert drops the rows seen before (KEEP_COLUMN).
         text, kind = values.text, values.kind
         if values.typed is not None and col_type == "TIMESTAMPTZ":
             typed = values.typed
@@ -332,7 +339,7 @@ def _type_slice(
             stats = slice_.columns.get(col)
             kinds = {k for k, n in stats.types.items() if n} if stats is not None else None
             typed = cast_values(text, kind, col_type, kinds)
-        arrays[col] = typed if everything else typed.filter(keep)
+        arrays[col] = typed
         if slice_.call != "tracks" and may_discard(col_type, slice_.columns.get(col)):
             lost = pc.and_(pc.is_valid(text), pc.is_null(typed))
             if not everything and pc.any(lost).as_py():
@@ -347,9 +354,11 @@ def _type_slice(
         if pc.any(lost).as_py():
             discards.append(_discards(slice_.table, ptr, message_id, line, text, lost, None,
                                       "the key has no ASCII letter or digit to name a column"))
-    n = len(line)
-    arrays["uuid_ts"] = pa.array([loaded_at] * n, pa.timestamp("us", tz="UTC"))
-    arrays["load_id"] = pa.array([load_id] * n, pa.int64())
+    n = slice_.num_rows
+    arrays["uuid_ts"] = pa.repeat(pa.scalar(loaded_at, pa.timestamp("us", tz="UTC")), n)
+    arrays["load_id"] = pa.repeat(pa.scalar(load_id, pa.int64()), n)
+    if not everything:
+        arrays[KEEP_COLUMN] = keep
     return pa.table(arrays), discards
 
 
