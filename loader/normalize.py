@@ -486,12 +486,6 @@ class FlatRoot:
         return [p for p in paths if p not in self.extra_position]
 
 
-def _field(array, key: str):
-    if isinstance(array, pa.ChunkedArray):
-        return pa.chunked_array([chunk.field(key) for chunk in array.chunks], type=array.type.field(key).type)
-    return array.field(key)
-
-
 def _flatten(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array,
              known: set[tuple[str, ...]] | None = None) -> FlatRoot:
     """Discover every leaf path under `root`: `json_keys` at a path is NULL when absent, []
