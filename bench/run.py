@@ -356,7 +356,7 @@ class Bench:
                 f"{peers['ratio']:.1f}x ({peers['loader']['events_per_s']:,.0f} vs "
                 f"{peers['dlt']['events_per_s']:,.0f} events/s on {peers['events']:,} events, "
                 f"dlt {peers['dlt'].get('loader_file_format', 'default')}{extra}; code "
-                f"{peers.get('loader_code', '?')})")
+                f"{peers.get('code_snapshot', '?')})")
         else:
             add(f">= {t['dlt_factor']:g}x dlt's events/s (same subset)", None,
                 "no bench/out/peers.json: run `make bench-peers`")
