@@ -6,17 +6,17 @@
 
 __version__ = "0.1.0"
 
-from loader.config import LoadConfig  # noqa: E402
-from loader.errors import DatabaseLockedError, FileFailedError, LoaderError, UsageError  # noqa: E402
-from loader.pipeline import LoadResult, load  # noqa: E402
+from loader.config import LoadConfig
+from loader.errors import DatabaseLockedError, FileFailedError, LoaderError, UsageError
+from loader.pipeline import LoadResult, load
 
 __all__ = [
-    "load",
+    "DatabaseLockedError",
+    "FileFailedError",
     "LoadConfig",
     "LoadResult",
     "LoaderError",
     "UsageError",
-    "DatabaseLockedError",
-    "FileFailedError",
     "__version__",
+    "load",
 ]

@@ -25,7 +25,7 @@ SQL_KEYWORDS = frozenset(
     limit localtime localtimestamp natural not notnull null offset on only or order outer overlaps
     placing primary references returning right select session_user similar some symmetric table
     tablesample then to trailing true union unique update user using variadic verbose when where
-    window with pivot unpivot qualify summarize describe show attach detach pragma""".split()
+    window with pivot unpivot qualify summarize describe show attach detach pragma""".split()  # noqa: SIM905
 )
 
 

@@ -365,19 +365,19 @@ def _envelope(con: duckdb.DuckDBPyConnection, idx: dict[str, int], source_id: st
         "original_timestamp": (value("originalTimestamp"), None),
         "timestamp": (
             f"CASE WHEN {has_timestamp} THEN {value('timestamp')}->>'$' ELSE {computed} END",
-            f"CASE WHEN {has_timestamp} THEN json_type({value('timestamp')}) "
-            f"WHEN {ts['receivedAt']} IS NOT NULL THEN 'VARCHAR' END",
+            (f"CASE WHEN {has_timestamp} THEN json_type({value('timestamp')}) "
+            f"WHEN {ts['receivedAt']} IS NOT NULL THEN 'VARCHAR' END"),
         ),
         "source_id": (
             f"coalesce(CASE WHEN {has_project} THEN {value('projectId')}->>'$' END, {fallback})",
-            f"CASE WHEN {has_project} THEN json_type({value('projectId')}) "
-            f"WHEN {fallback} IS NOT NULL THEN 'VARCHAR' END",
+            (f"CASE WHEN {has_project} THEN json_type({value('projectId')}) "
+            f"WHEN {fallback} IS NOT NULL THEN 'VARCHAR' END"),
         ),
         # Pages and screens: the call's name, else properties.name (as RudderStack does).
         **{
             key: (
-                f"coalesce(CASE WHEN left({value(key)}, 1) NOT IN ('n', '{{', '[') THEN {value(key)} END, "
-                f"CASE WHEN call IN ('page', 'screen') THEN json_extract(e[{idx['properties']}], '/{key}') END)",
+                (f"coalesce(CASE WHEN left({value(key)}, 1) NOT IN ('n', '{{', '[') THEN {value(key)} END, "
+                f"CASE WHEN call IN ('page', 'screen') THEN json_extract(e[{idx['properties']}], '/{key}') END)"),
                 None,
             )
             for key in ("name", "category")

@@ -302,7 +302,7 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress)
 
     group.begin()
     file_id = state.next_file_id(con)
-    loaded_at = dt.datetime.now(dt.timezone.utc)  # uuid_ts: one load time per file
+    loaded_at = dt.datetime.now(dt.UTC)  # uuid_ts: one load time per file
     first_rejects: list = []
     try:
         while batches or streaming:
@@ -406,7 +406,7 @@ def _manifest_row(f: InputFile, digest, fr: FileResult) -> dict:
     }
 
 
-def _record_failure(group: "_Group | None", f: InputFile, digest, fr: FileResult, exc: Exception,
+def _record_failure(group: _Group | None, f: InputFile, digest, fr: FileResult, exc: Exception,
                     batches: list, *, con=None, load_id: int | None = None) -> FileResult:
     """A failed file: nothing of its rows is kept, its manifest row says why."""
     failed = FileResult(str(f.path), "failed", lines=fr.lines or sum(b.lines_read for b in batches),

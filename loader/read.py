@@ -60,7 +60,7 @@ def _format_of(path: Path) -> str | None:
     name = path.name.lower()
     if name.endswith(".parquet"):
         return "parquet"
-    stem = name[:-3] if name.endswith(".gz") else name
+    stem = name.removesuffix(".gz")
     if stem.endswith(NDJSON_SUFFIXES) or name.endswith(".gz"):
         return "ndjson"
     return None

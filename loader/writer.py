@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loader.cast import cast_values
-
 from loader.dedup import SEEN_TABLE, fresh_messages_sql
 from loader.errors import DatabaseLockedError, UsageError
 from loader.normalize import NormalizedBatch, TableSlice

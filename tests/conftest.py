@@ -69,6 +69,7 @@ def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess
         [sys.executable, "-m", "loader", *args],
         capture_output=True,
         text=True,
+        check=False,  # callers assert on the exit code
         timeout=timeout,
         env={**os.environ, **(env or {})},
         cwd=REPO,

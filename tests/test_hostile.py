@@ -4,7 +4,6 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from conftest import event, query, run_load, write_ndjson
 
 

@@ -7,11 +7,10 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import cli, event, query, run_load, table_snapshot, write_ndjson
 
 from loader import LoadConfig, load
 from loader.errors import DatabaseLockedError
-
-from conftest import cli, event, query, run_load, table_snapshot, write_ndjson
 
 
 def archive(tmp_path, name="logs"):

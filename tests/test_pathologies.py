@@ -5,7 +5,6 @@ bytes, file, line, reason).
 """
 
 import pytest
-
 from conftest import PATHOLOGIES, query, run_load
 
 # file -> (rows loaded, duplicates, {line: reason})

@@ -5,10 +5,9 @@ import json
 import tempfile
 from pathlib import Path
 
+from conftest import query, run_load
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import query, run_load
 
 keys = st.text(min_size=0, max_size=12)
 scalars = st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(

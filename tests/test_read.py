@@ -1,10 +1,9 @@
 
 import pytest
+from conftest import PATHOLOGIES, event, write_ndjson
 
 from loader.errors import UsageError
 from loader.read import discover_files, iter_ndjson_batches, source_id_from_path
-
-from conftest import PATHOLOGIES, event, write_ndjson
 
 
 def read_all(path, max_line_bytes=32768, batch_bytes=1 << 20):
@@ -47,7 +46,7 @@ def test_batches_split_on_line_boundaries(tmp_path):
 
 
 def test_crlf_and_missing_final_newline():
-    lines, rejections, total = read_all(PATHOLOGIES / "crlf_no_trailing_newline.ndjson")
+    lines, rejections, _total = read_all(PATHOLOGIES / "crlf_no_trailing_newline.ndjson")
     assert lines == [1, 2, 3] and not rejections
 
 
