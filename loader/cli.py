@@ -94,21 +94,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load(args) -> int:
     progress = _terminal_progress if sys.stderr.isatty() and not args.json else None
-    config = LoadConfig(
-        db_path=args.db,
-        schema=args.schema,
+    config = _config(
+        args,
         force=args.force,
         dry_run=args.dry_run,
         max_reject_ratio=args.max_reject_ratio,
         max_event_bytes=args.max_event_bytes,
-        source_id=args.source_id,
-        memory_limit_mb=args.memory_limit_mb,
         commit_every_rows=args.commit_every_rows,
         progress=progress,
-        tracking_plan=args.tracking_plan,
-        on_violation=args.on_violation,
-        unplanned_events=args.unplanned_events,
-        pii_config=args.pii_config,
     )
     _warn_plan(config)
     result = load(args.paths, config)
@@ -123,13 +116,9 @@ def _load(args) -> int:
     return EXIT_FILES_FAILED if result.failed else EXIT_OK
 
 
-def _warn_plan(config: LoadConfig) -> None:
-    for warning in config.compiled_plan.warnings() if config.compiled_plan else ():
-        print(f"warning: {warning}", file=sys.stderr)
-
-
-def _replay(args) -> int:
-    config = LoadConfig(
+def _config(args, **load_only) -> LoadConfig:
+    """The settings `load` and `replay` share, plus the ones only `load` has."""
+    return LoadConfig(
         db_path=args.db,
         schema=args.schema,
         source_id=args.source_id,
@@ -138,7 +127,17 @@ def _replay(args) -> int:
         on_violation=args.on_violation,
         unplanned_events=args.unplanned_events,
         pii_config=args.pii_config,
+        **load_only,
     )
+
+
+def _warn_plan(config: LoadConfig) -> None:
+    for warning in config.compiled_plan.warnings() if config.compiled_plan else ():
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _replay(args) -> int:
+    config = _config(args)
     _warn_plan(config)
     result = replay(config, tuple(args.reason or DEFAULT_REASONS))
     if args.json:

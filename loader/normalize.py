@@ -437,12 +437,12 @@ class FlatRoot:
         for table in sorted(self.tables):
             for path in self.tables[table]:
                 tables_of.setdefault(path, []).append(table)
-        order = self.order.to_numpy() if isinstance(self.order, pa.Array) else np.asarray(self.order)
+        order = self.order.to_numpy()
         table_names = sorted(runs)
         table_code = {t: i for i, t in enumerate(table_names)}
         raws, seg_leaf, seg_table, seg_len = [], [], [], []
-        extra = _combine(self.extra) if self.extra is not None else None
-        struct = _combine(self.struct) if self.struct is not None else None
+        extra = combine_chunks(self.extra) if self.extra is not None else None
+        struct = combine_chunks(self.struct) if self.struct is not None else None
         for i, path in enumerate(paths):
             if path in self.extra_position:
                 raw = pc.list_element(extra, self.extra_position[path])
@@ -666,7 +666,8 @@ def _slice(
     return TableSlice(tbl, call, picked["line_no"], picked["message_id"], values, stats, unnamed)
 
 
-def _combine(array) -> pa.Array:
+def combine_chunks(array) -> pa.Array:
+    """One contiguous Array (a ChunkedArray's chunks joined; an Array as it is)."""
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
@@ -718,11 +719,11 @@ def _tracks_slice(track_slices: list[TableSlice]) -> TableSlice:
         for s in track_slices:
             v = s.values.get(col)
             n = s.num_rows
-            texts.append(_combine(v.text) if v else pa.nulls(n, pa.string()))
-            kinds.append(_combine(v.kind) if v else pa.nulls(n, pa.string()))
+            texts.append(combine_chunks(v.text) if v else pa.nulls(n, pa.string()))
+            kinds.append(combine_chunks(v.kind) if v else pa.nulls(n, pa.string()))
         typed = None
         if col in TIMESTAMP_COLUMNS:
-            typed = pa.concat_arrays([_combine(s.values[col].typed) for s in track_slices])
+            typed = pa.concat_arrays([combine_chunks(s.values[col].typed) for s in track_slices])
         values[col] = Values(pa.concat_arrays(texts), pa.concat_arrays(kinds), typed)
         merged = ColumnStats(sources=())
         for s in track_slices:
@@ -730,8 +731,8 @@ def _tracks_slice(track_slices: list[TableSlice]) -> TableSlice:
                 merged.types[k] = merged.types.get(k, 0) + n
         if col not in ALL_STANDARD:
             stats[col] = merged
-    line = pa.concat_arrays([_combine(s.line) for s in track_slices])
-    message_id = pa.concat_arrays([_combine(s.message_id) for s in track_slices])
+    line = pa.concat_arrays([combine_chunks(s.line) for s in track_slices])
+    message_id = pa.concat_arrays([combine_chunks(s.message_id) for s in track_slices])
     return TableSlice("tracks", "tracks", line, message_id, values, stats)
 
 

@@ -35,6 +35,7 @@ from loader.normalize import (
     NormalizedBatch,
     TableSlice,
     Values,
+    combine_chunks,
     json_kinds,
     pointer,
 )
@@ -338,7 +339,7 @@ class _SliceFrame:
         self._cache: dict[tuple[str, ...], _Val | None] = {}
 
     def _take(self, array) -> pa.Array:
-        array = _combine(array)
+        array = combine_chunks(array)
         return array if self.rows is None else array.take(self.rows)
 
     def _under(self, path: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -393,14 +394,14 @@ class _ItemFrame:
             con.unregister("plan_arrays")
         result = result.read_all() if hasattr(result, "read_all") else result
         self.n = result.num_rows
-        parent_rows = self.parents = _combine(result["a"])
+        parent_rows = self.parents = combine_chunks(result["a"])
         self.row = parent.row.take(parent_rows)
         prefix = parent.pointers(path, parent_rows)
-        self.prefix = pc.binary_join_element_wise(prefix, pc.cast(_combine(result["i"]), pa.string()), "/")
-        self.values: dict[tuple[str, ...], _Val] = {(): _Val(*json_kinds(_combine(result["item"])))}
+        self.prefix = pc.binary_join_element_wise(prefix, pc.cast(combine_chunks(result["i"]), pa.string()), "/")
+        self.values: dict[tuple[str, ...], _Val] = {(): _Val(*json_kinds(combine_chunks(result["item"])))}
         for j, p in enumerate(self.paths):
-            self.values[p] = _Val(*json_kinds(pc.list_element(_combine(result["vals"]), j)))
-        self.keys = {p: (_combine(result[f"x{i}"]), _combine(result[f"v{i}"])) for i, p in enumerate(self.extra_paths)}
+            self.values[p] = _Val(*json_kinds(pc.list_element(combine_chunks(result["vals"]), j)))
+        self.keys = {p: (combine_chunks(result[f"x{i}"]), combine_chunks(result[f"v{i}"])) for i, p in enumerate(self.extra_paths)}
 
     def get(self, path: tuple[str, ...]) -> _Val | None:
         return self.values.get(path)
@@ -627,7 +628,7 @@ def validate(con: duckdb.DuckDBPyConnection, plan: TrackingPlan, batch: Normaliz
     parts = []
     for s in batch.slices:
         if s.call == "track":
-            events = _combine(s.values["event_text"].text)
+            events = combine_chunks(s.values["event_text"].text)
             names = [n for n in pc.unique(events).to_pylist() if n is not None]
             planned = [n for n in names if n in plan.events]
             found = _Found()
@@ -658,7 +659,7 @@ def _located(s: TableSlice, found: _Found, events, actions: dict[str, str], defa
     if not found.parts:
         return []
     table = pa.concat_tables(found.parts)
-    rows = _combine(table["row"])
+    rows = combine_chunks(table["row"])
     n = table.num_rows
     if events is None:
         event, action = pa.nulls(n, pa.string()), pa.array([default] * n, pa.string())
@@ -669,8 +670,8 @@ def _located(s: TableSlice, found: _Found, events, actions: dict[str, str], defa
         action = pc.fill_null(pa.array([actions[x] for x in names], pa.string()).take(position), default) \
             if names else pa.array([default] * n, pa.string())
     return [pa.table({
-        "line": _combine(s.line).take(rows).cast(pa.int64()),
-        "message_id": _combine(s.message_id).take(rows).cast(pa.string()),
+        "line": combine_chunks(s.line).take(rows).cast(pa.int64()),
+        "message_id": combine_chunks(s.message_id).take(rows).cast(pa.string()),
         "call": pa.array([call] * n, pa.string()),
         "table_name": pa.array([s.table] * n, pa.string()),
         "event": event.cast(pa.string()),
@@ -753,8 +754,8 @@ def _filter_slice(s: TableSlice, keep: pa.Array) -> TableSlice:
     columns: dict[str, ColumnStats] = {}
     names = list(s.columns)
     if names and len(line):
-        text = pa.concat_arrays([_combine(values[c].text) for c in names])
-        kind = pa.concat_arrays([_combine(values[c].kind) for c in names])
+        text = pa.concat_arrays([combine_chunks(values[c].text) for c in names])
+        kind = pa.concat_arrays([combine_chunks(values[c].kind) for c in names])
         rows = len(line)
         counts = _type_counts(text, kind, np.repeat(np.arange(len(names), dtype=np.int32), rows),
                               np.zeros(rows * len(names), dtype=np.int32), [s.table])
@@ -767,10 +768,6 @@ def _filter_values(v: Values, keep: pa.Array) -> Values:
     """Every array a Values carries (text, kind, and any typed form), filtered alike."""
     arrays = {f.name: getattr(v, f.name) for f in fields(v)}
     return replace(v, **{k: a.filter(keep) for k, a in arrays.items() if isinstance(a, (pa.Array, pa.ChunkedArray))})
-
-
-def _combine(array) -> pa.Array:
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def parse_pointer(ptr: str) -> tuple[str, ...]:

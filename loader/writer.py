@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from loader.cast import cast_values
 from loader.dedup import SEEN_TABLE, fresh_messages_sql
 from loader.errors import DatabaseLockedError, UsageError
-from loader.normalize import NormalizedBatch, TableSlice
+from loader.normalize import NormalizedBatch, TableSlice, combine_chunks
 from loader.read import Rejection
 from loader.schema import STATE_TABLES, Schema, SchemaChange, may_discard
 from loader.sql import ident, literal, table_ref
@@ -201,13 +201,9 @@ def _line_mask(lines: pa.ChunkedArray, fresh_lines: pa.ChunkedArray):
         flags[fresh_lines.to_numpy() - low] = True
 
     def keep(slice_lines) -> pa.Array:
-        return pa.array(flags[_combine_chunks(slice_lines).to_numpy(zero_copy_only=False) - low])
+        return pa.array(flags[combine_chunks(slice_lines).to_numpy(zero_copy_only=False) - low])
 
     return keep
-
-
-def _combine_chunks(array):
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def violation_count(batch: NormalizedBatch) -> int:

@@ -90,6 +90,22 @@ def test_changed_file_is_loaded_again_and_dedups(tmp_path, db):
     assert query(db, "SELECT count(*) FROM segment.signed_up")[0][0] == 3
 
 
+def test_rows_seen_before_are_neither_loaded_nor_discarded(tmp_path, db):
+    """A batch that mixes new messages with ones an earlier file loaded: only the new ones
+    become rows, and a bad value in a re-sent copy is not reported as a discard (the copy
+    is a counted duplicate, not a load)."""
+    first = write_ndjson(tmp_path / "1.ndjson", [event(i, properties={"seats": i}) for i in range(1, 4)])
+    resent = [event(2, properties={"seats": "many"}), event(3, properties={"seats": 3})]
+    fresh = [event(4, properties={"seats": 40}), event(5, properties={"seats": "lots"})]
+    second = write_ndjson(tmp_path / "2.ndjson", [resent[0], fresh[0], resent[1], fresh[1]])
+    result = run_load([first, second], db, commit_every_rows=1)
+    assert [(f.rows_loaded, f.duplicates, f.discards) for f in result.files] == [(3, 0, 0), (2, 2, 1)]
+    assert query(db, "SELECT id, seats FROM segment.signed_up ORDER BY id") == [
+        ("m1", 1), ("m2", 2), ("m3", 3), ("m4", 40), ("m5", None)]
+    assert query(db, "SELECT id FROM segment.tracks ORDER BY id") == [("m1",), ("m2",), ("m3",), ("m4",), ("m5",)]
+    assert query(db, "SELECT message_id, line, raw_value FROM _loader.discards") == [("m5", 4, "lots")]
+
+
 def test_split_invariance(tmp_path):
     files = archive(tmp_path)
     all_at_once = tmp_path / "all.duckdb"

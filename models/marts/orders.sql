@@ -70,24 +70,9 @@ amounts as (
     left join cancellations as c on c.order_id = o.order_id
 ),
 
-final as (
+derived as (
     select
-        order_id,
-        person_id,
-        placed_at,
-        currency,
-        subtotal,
-        total,
-        revenue,
-        tax,
-        shipping,
-        discount,
-        coupon,
-        refunded_amount,
-        refund_count,
-        last_refunded_at,
-        is_cancelled,
-        cancelled_at,
+        *,
         case
             when is_cancelled then 'cancelled'
             when refunded_amount > 0 and refunded_amount >= total then 'refunded'
@@ -97,21 +82,11 @@ final as (
         cast(
             case when is_cancelled then 0 else total - refunded_amount end
         as {{ segment_type_money() }}) as net_total,
-        item_count,
-        line_count,
-        items_subtotal,
-        case
+        cast(case
             when not is_cancelled and person_id is not null then row_number() over (
                 partition by person_id, is_cancelled order by placed_at, order_id
             )
-        end as order_sequence_number,
-        completion_count,
-        message_id,
-        user_id,
-        anonymous_id,
-        event_name,
-        checkout_id,
-        source_id
+        end as {{ dbt.type_int() }}) as order_sequence_number
     from amounts
 )
 
@@ -137,7 +112,7 @@ select
     item_count,
     line_count,
     items_subtotal,
-    cast(order_sequence_number as {{ dbt.type_int() }}) as order_sequence_number,
+    order_sequence_number,
     coalesce(order_sequence_number = 1, false) as is_first_order,
     completion_count,
     message_id,
@@ -146,4 +121,4 @@ select
     event_name,
     checkout_id,
     source_id
-from final
+from derived
