@@ -33,10 +33,21 @@ def chain_warehouse(db: Path, links: int) -> list[str]:
     return users
 
 
+def working_tables(db: Path) -> list[str]:
+    """Tables the identity rounds write beside int_identity_person_map."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute("""select table_name from information_schema.tables
+            where table_name like 'int_identity_person_map\\_\\_%' escape '\\'""").fetchall()
+    finally:
+        con.close()
+    return [r[0] for r in rows]
+
+
 def test_a_400_link_alias_chain_is_one_person(tmp_path):
     db = tmp_path / "chain.duckdb"
     users = chain_warehouse(db, 400)
-    run_dbt(SELECT, db, tmp_path)
+    result = run_dbt(SELECT, db, tmp_path)
     con = duckdb.connect(str(db), read_only=True)
     try:
         persons = con.execute("""select distinct person_id
@@ -45,6 +56,9 @@ def test_a_400_link_alias_chain_is_one_person(tmp_path):
         con.close()
     # the earliest-seen user id (identified on 2024-05-01) names the person
     assert persons == [(users[0],)]
+    # rounds are separate tables read by the model, dropped once it is built
+    assert "__cc_labels_" in result.compiled_code("int_identity_person_map")
+    assert working_tables(db) == []
 
 
 def test_iteration_limit_fails_loudly(tmp_path):
@@ -54,3 +68,4 @@ def test_iteration_limit_fails_loudly(tmp_path):
     assert result.returncode != 0
     assert "identity graph did not converge within 2 iterations" in result.output
     assert result.statuses()["model.segment_warehouse.int_identity_person_map"] == "error"
+    assert working_tables(db) == []
