@@ -12,6 +12,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loader.spec import ISO_DATE_OR_TIME_RE
+
 ARROW_TYPES = {
     "VARCHAR": pa.string(),
     "JSON": pa.string(),
@@ -21,9 +23,6 @@ ARROW_TYPES = {
     "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
 }
 INTEGER_RE = r"^\s*-?\d+\s*$"
-ISO_DATE_OR_TIME_RE = (
-    r"^\s*\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)?)?\s*$"
-)
 MAX_EXACT_DOUBLE_INT = 2**53
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 
+from loader.spec import CALL_TABLES, STATE_TABLES, TRACKS_TABLE
+
 MAX_IDENTIFIER_LENGTH = 63  # Postgres' limit: keeps names portable to other warehouses
 
-STANDARD_TABLES = frozenset(
-    {"tracks", "identifies", "users", "pages", "screens", "groups", "accounts", "aliases"}
-)
+STANDARD_TABLES = frozenset({TRACKS_TABLE, *CALL_TABLES.values(), *STATE_TABLES})
 
 # Words that cannot be a bare table name in the SQL dialects users query us from. An event whose
 # slug is one of these gets a `_` prefix, as Segment does on Redshift (`open` -> `_open`).

@@ -16,73 +16,32 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from loader.cast import ISO_DATE_OR_TIME_RE
 from loader.dedup import IN_BATCH_RANK
 from loader.naming import column_name, event_table_name
 from loader.read import Rejection
+from loader.spec import (
+    ALL_STANDARD,
+    CALL_TABLES,
+    CALL_TYPES,
+    COMMON_COLUMNS,
+    ENVELOPE,
+    EXTRA_COLUMNS,
+    ISO_DATE_OR_TIME_RE,
+    ISO_TIMESTAMP_RE,
+    MAX_MESSAGE_ID_LENGTH,
+    PAYLOAD_ROOT,
+    REASON_TEXT,
+    RESERVED_FOR,
+    TIMESTAMP_COLUMNS,
+    TRACKS_TABLE,
+    TRAITS_ROOT,
+    Kind,
+    Reason,
+)
 
 MAX_DEPTH = 8  # objects nested deeper than this are kept whole, as JSON
 MAX_STRUCT_LEAVES = 500  # wider roots are extracted as a list (see _flatten)
 MAX_KNOWN_PATHS = 20_000  # shape hints kept between batches (see _flatten)
-CALL_TABLES = {
-    "identify": "identifies",
-    "page": "pages",
-    "screen": "screens",
-    "group": "groups",
-    "alias": "aliases",
-}
-CALL_TYPES = ("track", *CALL_TABLES)
-PAYLOAD_ROOT = {"track": "properties", "page": "properties", "screen": "properties"}
-COMMON_COLUMNS = (
-    "id",
-    "anonymous_id",
-    "user_id",
-    "received_at",
-    "sent_at",
-    "original_timestamp",
-    "timestamp",
-    "source_id",
-)
-EXTRA_COLUMNS = {
-    "track": ("event", "event_text"),
-    "page": ("name", "category"),
-    "screen": ("name", "category"),
-    "group": ("group_id",),
-    "alias": ("previous_id",),
-    "identify": (),
-}
-LOADER_COLUMNS = ("uuid_ts", "load_id")  # stamped by the writer
-ALL_STANDARD = frozenset(
-    COMMON_COLUMNS + LOADER_COLUMNS + tuple(c for cols in EXTRA_COLUMNS.values() for c in cols)
-)
-# Per call, the column names a user key must not take (it gets a `_` prefix instead).
-RESERVED_FOR = {
-    call: frozenset(COMMON_COLUMNS + LOADER_COLUMNS + extra) for call, extra in EXTRA_COLUMNS.items()
-}
-ENVELOPE = (
-    "messageId",
-    "type",
-    "event",
-    "userId",
-    "anonymousId",
-    "receivedAt",
-    "sentAt",
-    "originalTimestamp",
-    "timestamp",
-    "projectId",
-    "groupId",
-    "previousId",
-    "name",
-    "category",
-    "properties",
-    "traits",
-    "context",
-)
-TIMESTAMP_COLUMNS = ("received_at", "sent_at", "original_timestamp", "timestamp")
-ISO_TIMESTAMP_RE = (
-    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)?"
-)
-MAX_MESSAGE_ID_LENGTH = 100  # Segment's documented limit
 
 
 @dataclass
@@ -199,9 +158,12 @@ def normalize(
     # objects as JSON sub-texts (later passes parse only those, which are smaller).
     idx = {k: i + 1 for i, k in enumerate(ENVELOPE)}
 
-    def text(key: str) -> str:
+    def as_sent(key: str) -> str:
         v = f"e[{idx[key]}]"
-        return f"nullif(trim(CASE WHEN left({v}, 1) IN ('{{', '[') OR {v} = 'null' THEN NULL ELSE {v}->>'$' END), '')"
+        return f"CASE WHEN left({v}, 1) IN ('{{', '[') OR {v} = 'null' THEN NULL ELSE {v}->>'$' END"
+
+    def text(key: str) -> str:  # trimmed, empty as NULL: what validation and routing use
+        return f"nullif(trim({as_sent(key)}), '')"
 
     con.execute(
         f"""
@@ -218,23 +180,23 @@ def normalize(
             SELECT line_no, kind, e,
                    {text('messageId')} AS message_id, left(e[{idx['messageId']}], 1) AS id_start,
                    e[{idx['type']}] AS type_json, {text('type')} AS call,
-                   {text('event')} AS event_name,
+                   {text('event')} AS event_name, {as_sent('event')} AS event_text,
                    {text('userId')} AS user_id, {text('anonymousId')} AS anonymous_id,
                    {text('groupId')} AS group_id
             FROM parsed)
-        SELECT line_no, e, message_id, call, event_name,
+        SELECT line_no, e, message_id, call, event_name, event_text,
                CASE
-                 WHEN kind IS NULL THEN 'malformed_json'
-                 WHEN kind = 'EMPTY' THEN 'empty_line'
-                 WHEN kind <> 'OBJECT' THEN 'not_an_object'
-                 WHEN id_start IN ('{{', '[', 't', 'f') THEN 'invalid_message_id'
-                 WHEN message_id IS NULL THEN 'missing_message_id'
-                 WHEN length(message_id) > {MAX_MESSAGE_ID_LENGTH} THEN 'invalid_message_id'
-                 WHEN type_json IS NULL OR type_json = 'null' THEN 'missing_type'
-                 WHEN coalesce(call NOT IN {tuple(CALL_TYPES)}, true) THEN 'unknown_type'
-                 WHEN call = 'track' AND event_name IS NULL THEN 'missing_event'
-                 WHEN user_id IS NULL AND anonymous_id IS NULL THEN 'missing_identity'
-                 WHEN call = 'group' AND group_id IS NULL THEN 'missing_group_id'
+                 WHEN kind IS NULL THEN '{Reason.MALFORMED_JSON}'
+                 WHEN kind = 'EMPTY' THEN '{Reason.EMPTY_LINE}'
+                 WHEN kind <> 'OBJECT' THEN '{Reason.NOT_AN_OBJECT}'
+                 WHEN id_start IN ('{{', '[', 't', 'f') THEN '{Reason.INVALID_MESSAGE_ID}'
+                 WHEN message_id IS NULL THEN '{Reason.MISSING_MESSAGE_ID}'
+                 WHEN length(message_id) > {MAX_MESSAGE_ID_LENGTH} THEN '{Reason.INVALID_MESSAGE_ID}'
+                 WHEN type_json IS NULL OR type_json = 'null' THEN '{Reason.MISSING_TYPE}'
+                 WHEN coalesce(call NOT IN {tuple(CALL_TYPES)}, true) THEN '{Reason.UNKNOWN_TYPE}'
+                 WHEN call = 'track' AND event_name IS NULL THEN '{Reason.MISSING_EVENT}'
+                 WHEN user_id IS NULL AND anonymous_id IS NULL THEN '{Reason.MISSING_IDENTITY}'
+                 WHEN call = 'group' AND group_id IS NULL THEN '{Reason.MISSING_GROUP_ID}'
                END AS reason
         FROM texts
         """
@@ -245,7 +207,7 @@ def normalize(
         "WHERE c.reason IS NOT NULL ORDER BY c.line_no"
     ).fetchall():
         rejections.append(Rejection(
-            line_no, raw.encode("utf-8").removesuffix(b"\n"), reason, _REASON_TEXT[reason]))
+            line_no, raw.encode("utf-8").removesuffix(b"\n"), reason, REASON_TEXT[reason]))
 
     # Route to tables. Event names are few: name them in Python, join them back.
     events = [r[0] for r in con.execute(
@@ -271,11 +233,11 @@ def normalize(
     valid, duplicates = con.execute(
         "SELECT (SELECT count(*) FROM checked WHERE reason IS NULL), (SELECT count(*) FROM dups)"
     ).fetchall()[0]
-    payload_calls = "('track', 'page', 'screen')"
+    payload_calls = tuple(PAYLOAD_ROOT)
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW msgs AS
-        SELECT c.line_no, c.e, c.message_id, c.call, c.event_name,
+        SELECT c.line_no, c.e, c.message_id, c.call, c.event_name, c.event_text,
                coalesce(t.tbl, CASE c.call {' '.join(f"WHEN '{k}' THEN '{v}'" for k, v in CALL_TABLES.items())} END) AS tbl,
                CASE WHEN c.call IN {payload_calls} THEN e[{idx['properties']}] ELSE e[{idx['traits']}] END AS payload,
                e[{idx['context']}] AS context
@@ -295,7 +257,7 @@ def normalize(
     runs = _runs(env["tbl"])
     for tbl, (start, length) in runs.items():
         call = env["call"][start].as_py()
-        root_name = PAYLOAD_ROOT.get(call, "traits")
+        root_name = PAYLOAD_ROOT.get(call, TRAITS_ROOT)
         slices.append(_slice(env, runs, tbl, call, roots, name_map, root_name))
     track_slices = [s for s in slices if s.call == "track"]
     if track_slices:
@@ -310,20 +272,6 @@ def normalize(
         valid=valid,
         duplicates_in_batch=duplicates,
     )
-
-
-_REASON_TEXT = {
-    "malformed_json": "the line is not valid JSON",
-    "empty_line": "the line is blank",
-    "not_an_object": "the line is JSON but not an object",
-    "invalid_message_id": f"messageId is not a string of at most {MAX_MESSAGE_ID_LENGTH} characters",
-    "missing_message_id": "messageId is missing or empty",
-    "missing_type": "type is missing",
-    "unknown_type": f"type is not one of {', '.join(CALL_TYPES)}",
-    "missing_event": "a track call without an event name",
-    "missing_identity": "neither userId nor anonymousId is set",
-    "missing_group_id": "a group call without groupId",
-}
 
 
 def _as_table(result) -> pa.Table:
@@ -385,7 +333,7 @@ def _envelope(con: duckdb.DuckDBPyConnection, idx: dict[str, int], source_id: st
         "group_id": (value("groupId"), None),
         "previous_id": (value("previousId"), None),
     }
-    select = ["line_no", "message_id", "call", "tbl", "event_name"]
+    select = ["line_no", "message_id", "call", "tbl", "event_text"]
     for col, (expr, kind) in columns.items():
         if kind is None:
             expr, kind = f"{expr}->>'$'", f"json_type({expr})"
@@ -628,11 +576,11 @@ def _slice(
     picked = env.slice(start, length)
     for col in COMMON_COLUMNS + EXTRA_COLUMNS[call]:
         if col == "id":
-            values[col] = Values(picked["message_id"], _const(length, "VARCHAR"))
+            values[col] = Values(picked["message_id"], _const(length, Kind.VARCHAR))
         elif col == "event":
-            values[col] = Values(picked["tbl"], _const(length, "VARCHAR"))
+            values[col] = Values(picked["tbl"], _const(length, Kind.VARCHAR))
         elif col == "event_text":
-            values[col] = Values(picked["event_name"], _const(length, "VARCHAR"))
+            values[col] = Values(picked["event_text"], _const(length, Kind.VARCHAR))
         else:
             typed = picked[f"{col}#ts"] if col in TIMESTAMP_COLUMNS else None
             values[col] = Values(picked[col], picked[f"{col}#kind"], typed)
@@ -733,7 +681,7 @@ def _tracks_slice(track_slices: list[TableSlice]) -> TableSlice:
             stats[col] = merged
     line = pa.concat_arrays([combine_chunks(s.line) for s in track_slices])
     message_id = pa.concat_arrays([combine_chunks(s.message_id) for s in track_slices])
-    return TableSlice("tracks", "tracks", line, message_id, values, stats)
+    return TableSlice(TRACKS_TABLE, TRACKS_TABLE, line, message_id, values, stats)
 
 
 def _const(n: int, value: str) -> pa.Array:

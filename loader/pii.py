@@ -22,9 +22,10 @@ import duckdb
 import pyarrow as pa
 
 from loader.errors import UsageError
-from loader.normalize import CALL_TYPES, pointer
+from loader.normalize import pointer
 from loader.protocols import parse_pointer, read_document
 from loader.read import Rejection
+from loader.spec import CALL_TYPES
 from loader.sql import literal
 
 SALT_ENV = "SEGMENT_LOADER_PII_SALT"

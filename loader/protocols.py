@@ -40,10 +40,11 @@ from loader.normalize import (
     pointer,
 )
 from loader.read import Rejection
+from loader.spec import Reason
 from loader.sql import literal
 
 ACTIONS = ("allow", "block")
-REJECT_REASON = "tracking_plan_violation"
+REJECT_REASON = Reason.TRACKING_PLAN_VIOLATION
 # Calls whose traits a plan can describe (`rules.identify.traits`, `rules.group.traits`).
 TRAIT_CALLS = {"identify": "identifies", "group": "groups"}
 NUMERIC_KINDS = ("BIGINT", "UBIGINT", "HUGEINT", "DOUBLE")

@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from loader.spec import Reason
+
 NDJSON_SUFFIXES = (".json", ".ndjson", ".jsonl")
 GZIP_MAGIC = b"\x1f\x8b"
 READ_CHUNK_BYTES = 4 << 20
@@ -173,7 +175,7 @@ def iter_ndjson_batches(
             # is on record and counted as the file's last line.
             yield RawBatch(
                 lines=_empty_lines(),
-                rejections=[Rejection(line_no + 1, pending, "gzip_fault", str(piece))],
+                rejections=[Rejection(line_no + 1, pending, Reason.GZIP_FAULT, str(piece))],
                 lines_read=1,
             )
             return
@@ -215,11 +217,11 @@ def _text_to_batch(data: bytes, line_no: int, max_line_bytes: int) -> tuple[RawB
     for i in suspicious.tolist():
         raw = data[starts[i]: ends[i] - 1]
         if not raw.strip():
-            rejections.append(Rejection(int(numbers[i]), raw, "empty_line", "the line is blank"))
+            rejections.append(Rejection(int(numbers[i]), raw, Reason.EMPTY_LINE, "the line is blank"))
             bad.add(i)
         elif len(raw) > max_line_bytes:
             rejections.append(Rejection(
-                int(numbers[i]), raw, "oversized",
+                int(numbers[i]), raw, Reason.OVERSIZED,
                 f"{len(raw)} bytes, over the {max_line_bytes}-byte limit per event"))
             bad.add(i)
     try:
@@ -232,7 +234,7 @@ def _text_to_batch(data: bytes, line_no: int, max_line_bytes: int) -> tuple[RawB
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                rejections.append(Rejection(int(numbers[i]), raw, "invalid_utf8", str(exc)))
+                rejections.append(Rejection(int(numbers[i]), raw, Reason.INVALID_UTF8, str(exc)))
                 bad.add(i)
     table = pa.table({"line_no": pa.array(numbers), "raw": text})
     if bad:

@@ -8,43 +8,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loader.normalize import COMMON_COLUMNS, EXTRA_COLUMNS, ColumnStats, TableSlice
+from loader.normalize import ColumnStats, TableSlice
+from loader.spec import (
+    INTEGER_KINDS,
+    NUMBER_KINDS,
+    STANDARD_TYPES,
+    STATE_TABLES,
+    ColumnType,
+    Kind,
+    standard_columns,
+)
 
 Schema = dict[str, dict[str, str]]  # table -> column -> DuckDB type
 
-STANDARD_TYPES = {
-    "id": "VARCHAR",
-    "anonymous_id": "VARCHAR",
-    "user_id": "VARCHAR",
-    "received_at": "TIMESTAMPTZ",
-    "sent_at": "TIMESTAMPTZ",
-    "original_timestamp": "TIMESTAMPTZ",
-    "timestamp": "TIMESTAMPTZ",
-    "source_id": "VARCHAR",
-    "event": "VARCHAR",
-    "event_text": "VARCHAR",
-    "name": "VARCHAR",
-    "category": "VARCHAR",
-    "group_id": "VARCHAR",
-    "previous_id": "VARCHAR",
-    "uuid_ts": "TIMESTAMPTZ",
-    "load_id": "BIGINT",
-}
-# Derived "latest state" tables: key column, source table, source columns they leave out.
-STATE_TABLES = {
-    "users": ("identifies", "user_id", ("id", "user_id", "anonymous_id")),
-    "accounts": ("groups", "group_id", ("id", "group_id", "user_id", "anonymous_id")),
-}
-INTEGER_TYPES = {"BIGINT", "UBIGINT"}
-NUMBER_TYPES = INTEGER_TYPES | {"DOUBLE"}
-# JSON value types each column type takes without any chance of a discard.
+# JSON value kinds each column type takes without any chance of a discard.
 ALWAYS_CASTS = {
-    "VARCHAR": None,  # everything: numbers and booleans as text, arrays as JSON text
-    "JSON": None,
-    "DOUBLE": NUMBER_TYPES,
-    "BIGINT": INTEGER_TYPES,
-    "BOOLEAN": {"BOOLEAN"},
-    "TIMESTAMPTZ": set(),  # even well-formed strings can name impossible dates
+    ColumnType.VARCHAR: None,  # everything: numbers and booleans as text, arrays as JSON text
+    ColumnType.JSON: None,
+    ColumnType.DOUBLE: NUMBER_KINDS,
+    ColumnType.BIGINT: INTEGER_KINDS,
+    ColumnType.BOOLEAN: {Kind.BOOLEAN},
+    ColumnType.TIMESTAMPTZ: set(),  # even well-formed strings can name impossible dates
 }
 
 
@@ -57,28 +41,28 @@ class SchemaChange:
     new_type: str | None
 
 
-def infer_type(stats: ColumnStats) -> str | None:
+def infer_type(stats: ColumnStats) -> ColumnType | None:
     """A new column's type from every non-null value of the batch that creates it."""
     kinds = {k for k, n in stats.types.items() if n}
     if not kinds:
         return None
-    if kinds == {"BOOLEAN"}:
-        return "BOOLEAN"
-    if kinds <= INTEGER_TYPES:
-        return "BIGINT"
-    if kinds <= NUMBER_TYPES:
-        return "DOUBLE"
-    if kinds == {"TIMESTAMP"}:
-        return "TIMESTAMPTZ"
-    if kinds <= {"ARRAY", "OBJECT"}:
-        return "JSON"
-    return "VARCHAR"  # mixed kinds (and integers beyond 64 bits) keep every value as text
+    if kinds == {Kind.BOOLEAN}:
+        return ColumnType.BOOLEAN
+    if kinds <= INTEGER_KINDS:
+        return ColumnType.BIGINT
+    if kinds <= NUMBER_KINDS:
+        return ColumnType.DOUBLE
+    if kinds == {Kind.TIMESTAMP}:
+        return ColumnType.TIMESTAMPTZ
+    if kinds <= {Kind.ARRAY, Kind.OBJECT}:
+        return ColumnType.JSON
+    return ColumnType.VARCHAR  # mixed kinds (and integers beyond 64 bits) keep every value as text
 
 
-def needs_widening(current: str, stats: ColumnStats) -> str | None:
+def needs_widening(current: str, stats: ColumnStats) -> ColumnType | None:
     """BIGINT becomes DOUBLE when fractional numbers arrive; nothing else changes type."""
-    if current == "BIGINT" and stats.types.get("DOUBLE"):
-        return "DOUBLE"
+    if current == ColumnType.BIGINT and stats.types.get(Kind.DOUBLE):
+        return ColumnType.DOUBLE
     return None
 
 
@@ -90,11 +74,6 @@ def may_discard(column_type: str, stats: ColumnStats | None) -> bool:
     if stats is None:
         return True
     return any(n and kind not in safe for kind, n in stats.types.items())
-
-
-def standard_columns(call: str) -> list[str]:
-    extra = EXTRA_COLUMNS["track" if call == "tracks" else call]
-    return [*COMMON_COLUMNS, *extra, "uuid_ts", "load_id"]
 
 
 def plan_changes(schema: Schema, slice_: TableSlice) -> list[SchemaChange]:

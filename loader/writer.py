@@ -20,7 +20,8 @@ from loader.dedup import SEEN_TABLE, fresh_messages_sql
 from loader.errors import DatabaseLockedError, UsageError
 from loader.normalize import NormalizedBatch, TableSlice, combine_chunks
 from loader.read import Rejection
-from loader.schema import STATE_TABLES, Schema, SchemaChange, may_discard
+from loader.schema import Schema, SchemaChange, may_discard
+from loader.spec import STATE_TABLES
 from loader.sql import ident, literal, table_ref
 
 METADATA_DDL = """
@@ -82,8 +83,12 @@ def connect(db_path: str, *, read_only: bool = False, memory_limit_mb: int = 102
 
 
 def ensure_metadata(con: duckdb.DuckDBPyConnection, schema: str) -> None:
+    """Create the warehouse schema and `_loader` tables in one transaction: a run killed
+    half-way through the DDL must not leave `_loader.files` without `seen_messages`."""
+    con.execute("BEGIN TRANSACTION")
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
     con.execute(METADATA_DDL)
+    con.execute("COMMIT")
 
 
 def read_schema(con: duckdb.DuckDBPyConnection, schema: str) -> Schema:

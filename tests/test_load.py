@@ -189,6 +189,14 @@ def test_odd_event_names_get_safe_distinct_tables(tmp_path, db):
     assert query(db, "SELECT event, event_text FROM segment._users") == [("_users", "users")]
 
 
+def test_event_text_keeps_the_name_exactly_as_sent(tmp_path, db):
+    """Routing trims (both land in signed_up); event_text tells the two spellings apart."""
+    run_load([write_ndjson(tmp_path / "1.ndjson", [event(1, event=" Signed Up "), event(2, event="Signed Up")])], db)
+    assert query(db, "SELECT id, event, event_text FROM segment.signed_up ORDER BY id") == [
+        ("m1", "signed_up", " Signed Up "), ("m2", "signed_up", "Signed Up")]
+    assert query(db, "SELECT event_text FROM segment.tracks ORDER BY id") == [(" Signed Up ",), ("Signed Up",)]
+
+
 def test_reject_ratio_fails_the_file_loudly_and_loads_nothing_from_it(tmp_path, db):
     good = write_ndjson(tmp_path / "good.ndjson", [event(1), event(2)])
     bad = write_ndjson(tmp_path / "bad.ndjson", [event(3), "garbage", "more garbage"])
