@@ -27,6 +27,7 @@ class LoadConfig:
     batch_bytes: int = 16 << 20  # text per normalised batch: bounds memory
     source_id: str | None = None  # when neither projectId nor the path gives one
     commit_every_rows: int = 100_000  # files are committed in groups of about this many rows
+    dedup_window_days: float | None = None  # only ids loaded by runs of the last N days count
     memory_limit_mb: int = 1024  # DuckDB's share, see warehouse_memory_mb / reader_memory_mb
     progress: Callable[[dict], None] | None = None
     tracking_plan: str | None = None  # a Segment Protocols plan (JSON/YAML) to validate events with
@@ -41,6 +42,10 @@ class LoadConfig:
             from loader.errors import UsageError
 
             raise UsageError("max_reject_ratio must be between 0 and 1")
+        if self.dedup_window_days is not None and not self.dedup_window_days > 0:
+            from loader.errors import UsageError
+
+            raise UsageError("dedup_window_days must be a positive number of days")
         for name in ("on_violation", "unplanned_events"):
             action = getattr(self, name)
             if action not in ("allow", "block") or (action == "block" and not self.tracking_plan):

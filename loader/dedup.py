@@ -1,11 +1,29 @@
-"""Exactly-once rows: messageId is the key, with no time window.
+"""Exactly-once rows: messageId is the key, with no time window unless the user asks for one.
 
 Within a batch the copy with the earliest receivedAt wins (ties: line order); across batches,
-files and runs the first copy loaded wins, checked by an anti-join against every message id
-ever loaded (`_loader.seen_messages`), inside the same transaction as the insert.
+files and runs the first copy loaded wins. A commit group checks its batches against each
+other as they arrive (a small temp table of the group's ids) and against the history ONCE, at
+its commit, in the same transaction as the insert: the cost of history is paid per group,
+not per batch or file.
+
+History is one 128-bit key per loaded message (`_loader.seen_keys`), compact and cheap to
+scan. The key's 13th hex digit (a UUID's version nibble) says what it is:
+
+- 4: a lower-case version-4 UUID (analytics-python, -java, -kotlin, -go, -ruby): its 128 bits;
+- 5: the same in upper case (analytics-ios / -swift send `UUID().uuidString`): its bits with
+  the nibble set to 5, so the two spellings stay two different ids, as they are as text;
+- 0: any other id (analytics.js sends `ajs-next-<md5 hex>`, analytics-node
+  `node-next-<ms>-<uuid>`): a 124-bit hash of the text. Its text is kept in
+  `_loader.seen_texts` and a key hit counts only when the text is equal too, so two
+  different ids are never duplicates of each other, even when their hashes collide.
+
+`_loader.seen_messages` is a view giving every loaded id back as text, with file and load.
 """
 
 from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
 
 # Over the normaliser's `checked` rows (alias c, envelope list e, receivedAt is e[6]).
 IN_BATCH_RANK = (
@@ -13,12 +31,125 @@ IN_BATCH_RANK = (
     "ORDER BY try_cast(c.e[6]->>'$' AS TIMESTAMPTZ) NULLS LAST, c.line_no)"
 )
 
-SEEN_TABLE = "_loader.seen_messages"
+SEEN_KEYS = "_loader.seen_keys"
+SEEN_TEXTS = "_loader.seen_texts"
+SEEN_VIEW = "_loader.seen_messages"
+GROUP_TABLE = "group_messages"  # temp: the ids the open commit group holds
+
+# The hash of an id that is not a UUID, as SQL over `{}` (a VARCHAR); any 128-bit value
+# will do, since hits are confirmed on the text. Tests swap it to force collisions.
+HASH_SQL = "md5_number({})"
+
+_NIBBLE = "(({k} >> 76) & 15::UHUGEINT)"
+_LOWER_V4 = "'[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}'"
+_UPPER_V4 = "'[0-9A-F]{8}-[0-9A-F]{4}-4[0-9A-F]{3}-[89AB][0-9A-F]{3}-[0-9A-F]{12}'"
+
+KEY_DDL = f"""
+CREATE TABLE IF NOT EXISTS {SEEN_KEYS} (key UHUGEINT, file_id BIGINT, load_id BIGINT);
+CREATE TABLE IF NOT EXISTS {SEEN_TEXTS} (key UHUGEINT, message_id VARCHAR, file_id BIGINT, load_id BIGINT);
+CREATE OR REPLACE VIEW {SEEN_VIEW} AS
+    SELECT CASE {_NIBBLE.format(k="key")} WHEN 4 THEN key::UUID::VARCHAR
+                ELSE upper((key & ~(1::UHUGEINT << 76))::UUID::VARCHAR) END AS message_id,
+           file_id, load_id
+    FROM {SEEN_KEYS} WHERE {_NIBBLE.format(k="key")} <> 0
+    UNION ALL
+    SELECT message_id, file_id, load_id FROM {SEEN_TEXTS};
+"""
 
 
-def fresh_messages_sql(batch_messages: str) -> str:
-    """The batch's messages that no earlier batch, file or run has loaded."""
+def key_sql(column: str) -> str:
+    """The 128-bit key of the message id in `column` (see the module docstring)."""
+    as_bits = f"{column}::UUID::UHUGEINT"
+    hashed = HASH_SQL.format(column)
     return (
-        f"SELECT m.line_no, m.message_id FROM {batch_messages} m "
-        f"ANTI JOIN {SEEN_TABLE} s ON s.message_id = m.message_id"
+        f"CASE WHEN regexp_full_match({column}, {_LOWER_V4}) THEN {as_bits} "
+        f"WHEN regexp_full_match({column}, {_UPPER_V4}) THEN {as_bits} | (1::UHUGEINT << 76) "
+        f"ELSE {hashed}::UHUGEINT & ~(15::UHUGEINT << 76) END"
     )
+
+
+def is_hashed_sql(key: str) -> str:
+    return f"{_NIBBLE.format(k=key)} = 0"
+
+
+def ensure_history(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the key tables, converting a warehouse that still holds the text layout
+    (`seen_messages`, a table of VARCHAR ids). Run it inside the transaction that creates
+    the metadata: a crash leaves either the old layout or the new one, and a second call
+    finds nothing to do."""
+    old = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = '_loader' "
+        "AND table_name = 'seen_messages' AND table_type = 'BASE TABLE'"
+    ).fetchone()[0]
+    if old:
+        con.execute(f"ALTER TABLE {SEEN_VIEW} RENAME TO seen_messages_text")
+    con.execute(KEY_DDL)
+    if old:
+        # In load order, so that a dedup window's `load_id >=` skips whole row groups.
+        _record(con, f"(SELECT {key_sql('message_id')} AS key, message_id, file_id, load_id "
+                     "FROM _loader.seen_messages_text ORDER BY load_id, file_id)")
+        con.execute("DROP TABLE _loader.seen_messages_text")
+
+
+def _record(con: duckdb.DuckDBPyConnection, keyed: str) -> None:
+    """Add to history the rows of `keyed` (key, message_id, file_id, load_id)."""
+    con.execute(f"INSERT INTO {SEEN_KEYS} SELECT key, file_id, load_id FROM {keyed}")
+    con.execute(f"INSERT INTO {SEEN_TEXTS} SELECT key, message_id, file_id, load_id FROM {keyed} "
+                f"WHERE {is_hashed_sql('key')}")
+
+
+def begin_group(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {GROUP_TABLE} (message_id VARCHAR, file_id BIGINT, line BIGINT)")
+
+
+def fresh_in_group(con: duckdb.DuckDBPyConnection, messages: pa.Table, *, file_id: int) -> pa.Table:
+    """The batch's messages (line_no, message_id) that no earlier batch of the open group
+    holds; they join the group. History is checked once, at the group's commit."""
+    con.register("batch_messages", messages)
+    fresh = con.sql(
+        f"SELECT m.line_no, m.message_id FROM batch_messages m "
+        f"ANTI JOIN {GROUP_TABLE} g ON g.message_id = m.message_id"
+    ).to_arrow_table()
+    con.unregister("batch_messages")
+    con.register("fresh_messages", fresh)
+    con.execute(f"INSERT INTO {GROUP_TABLE} SELECT message_id, {int(file_id)}, line_no FROM fresh_messages")
+    con.unregister("fresh_messages")
+    return fresh
+
+
+def window_start(con: duckdb.DuckDBPyConnection, days: float | None) -> int | None:
+    """The first load id inside a dedup window of `days` (None: no window, all history)."""
+    if days is None:
+        return None
+    first = con.execute(
+        "SELECT min(load_id) FROM _loader.loads WHERE started_at >= now() - to_microseconds(?::BIGINT)",
+        [int(days * 86_400_000_000)],
+    ).fetchone()[0]
+    return first if first is not None else 1 << 62
+
+
+def probe_history(con: duckdb.DuckDBPyConnection, *, load_id: int, since_load: int | None = None) -> pa.Table:
+    """One probe of the whole group against history: return (file_id, line) of the group's
+    messages loaded before (by a load >= `since_load` when a window is set), and record the
+    others as loaded by `load_id`. Only the key hits of hashed ids read their texts."""
+    window = "" if since_load is None else f" WHERE load_id >= {int(since_load)}"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE group_keys AS
+        SELECT {key_sql('message_id')} AS key, message_id, file_id, line FROM {GROUP_TABLE}""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE group_hits AS
+        SELECT g.* FROM group_keys g SEMI JOIN (SELECT key FROM {SEEN_KEYS}{window}) s ON s.key = g.key""")
+    if con.execute(f"SELECT count(*) FROM group_hits WHERE {is_hashed_sql('key')}").fetchone()[0]:
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE group_hits AS
+            SELECT * FROM group_hits WHERE NOT {is_hashed_sql('key')}
+            UNION ALL
+            SELECT h.* FROM group_hits h SEMI JOIN (SELECT key, message_id FROM {SEEN_TEXTS}{window}) s
+                ON s.key = h.key AND s.message_id = h.message_id""")
+    _record(con, f"(SELECT g.key, g.message_id, g.file_id, {int(load_id)} AS load_id FROM group_keys g "
+                 "ANTI JOIN group_hits h ON h.file_id = g.file_id AND h.line = g.line)")
+    hits = con.sql("SELECT file_id, line FROM group_hits").to_arrow_table()
+    for table in ("group_keys", "group_hits"):
+        con.execute(f"DROP TABLE {table}")
+    con.execute(f"DELETE FROM {GROUP_TABLE}")
+    return hits

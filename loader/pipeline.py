@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from loader import __version__, state, writer
+from loader import __version__, dedup, state, writer
 from loader.config import LoadConfig
 from loader.errors import FileFailedError, LoaderError
 from loader.faults import crash_point
@@ -54,6 +54,13 @@ class FileResult:
         self.violations += counts.violations
         self.rejects += len(batch.rejections)
         self.blocked += sum(r.reason == REJECT_REASON for r in batch.rejections)
+
+    def seen_before(self, seen: writer.SeenBefore) -> None:
+        """Rows the group's probe found in history: duplicates, not loaded."""
+        self.rows_loaded -= seen.rows
+        self.duplicates += seen.rows
+        self.discards -= seen.discards
+        self.violations -= seen.violations
 
 
 @dataclass
@@ -240,6 +247,8 @@ class _Group:
         self.pending = writer.Pending()
         self.open = False
         self.changes: list[dict] = []
+        self.files: dict[int, FileResult] = {}  # file id -> its counts, for the history probe
+        self.since_load = dedup.window_start(con, config.dedup_window_days)
 
     def begin(self) -> None:
         if not self.open:
@@ -252,7 +261,11 @@ class _Group:
     def commit(self) -> None:
         if not self.open:
             return
-        writer.flush(self.con, self.config.schema, self.pending, load_id=self.load_id)
+        seen = writer.flush(self.con, self.config.schema, self.pending, load_id=self.load_id,
+                            since_load=self.since_load)
+        for file_id, counts in seen.items():
+            self.files[file_id].seen_before(counts)
+            state.record_seen_before(self.con, file_id, counts)
         writer.refresh_state_tables(self.con, self.config.schema, self.schema)
         crash_point("before_commit")
         self.con.execute("COMMIT")
@@ -260,6 +273,7 @@ class _Group:
         self.open = False
         self.result.schema_changes += self.changes
         self.changes = []
+        self.files = {}
 
     def rollback(self) -> None:
         if self.open:
@@ -267,6 +281,7 @@ class _Group:
             self.open = False
         self.pending = writer.Pending()
         self.changes = []
+        self.files = {}
         self.schema = writer.read_schema(self.con, self.config.schema)
 
 
@@ -302,6 +317,7 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress)
 
     group.begin()
     file_id = state.next_file_id(con)
+    group.files[file_id] = fr
     loaded_at = dt.datetime.now(dt.UTC)  # uuid_ts: one load time per file
     first_rejects: list = []
     try:

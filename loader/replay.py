@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from loader import __version__, state, writer
+from loader import __version__, dedup, state, writer
 from loader.config import LoadConfig
 from loader.faults import crash_point
 from loader.normalize import compute_connection, normalize
@@ -64,7 +64,10 @@ def replay(config: LoadConfig, reasons: tuple[str, ...] = DEFAULT_REASONS) -> Lo
                                                 path=path, loaded_at=loaded_at)
                     state.record_names(con, batch.name_map, load_id)
                     fr.add(batch, counts)
-                writer.flush(con, config.schema, pending, load_id=load_id)
+                since_load = dedup.window_start(con, config.dedup_window_days)
+                for counts in writer.flush(con, config.schema, pending, load_id=load_id,
+                                           since_load=since_load).values():
+                    fr.seen_before(counts)  # one file: every history hit is its own
                 writer.refresh_state_tables(con, config.schema, schema)
                 state.record_replay(con, file_id, fr.rows_loaded, fr.duplicates, fr.discards, fr.rejects - len(lines))
                 crash_point("before_commit")

@@ -130,10 +130,16 @@ def rejected_lines(con: duckdb.DuckDBPyConnection, file_id: int,
     return lines, kept
 
 
+def record_seen_before(con: duckdb.DuckDBPyConnection, file_id: int, seen) -> None:
+    """The commit group's probe of history found `seen.rows` of a file's rows loaded before:
+    its manifest row moves them from rows_loaded to duplicates (with their discards)."""
+    record_replay(con, file_id, -seen.rows, seen.rows, -seen.discards, 0)
+
+
 def record_replay(con: duckdb.DuckDBPyConnection, file_id: int, loaded: int, duplicates: int,
                   discards: int, rejects_change: int) -> None:
-    """Replay: move a file's replayed lines from rejects to rows or duplicates in its manifest
-    row, so lines = rows_loaded + duplicates + rejects still holds."""
+    """Add to a file's manifest counts; replay moves its replayed lines from rejects to rows
+    or duplicates, so lines = rows_loaded + duplicates + rejects still holds."""
     con.execute(
         "UPDATE _loader.files SET rows_loaded = rows_loaded + ?, duplicates = duplicates + ?, "
         "discards = discards + ?, rejects = rejects + ? WHERE file_id = ?",

@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loader import dedup
 from loader.cast import cast_values
-from loader.dedup import SEEN_TABLE, fresh_messages_sql
 from loader.errors import DatabaseLockedError, UsageError
 from loader.normalize import NormalizedBatch, TableSlice, combine_chunks
 from loader.read import Rejection
@@ -36,7 +36,6 @@ CREATE TABLE IF NOT EXISTS _loader.files (
     file_id BIGINT, load_id BIGINT, path VARCHAR, size_bytes BIGINT, content_hash VARCHAR,
     source_id VARCHAR, status VARCHAR, lines BIGINT, rows_loaded BIGINT, duplicates BIGINT,
     rejects BIGINT, discards BIGINT, error VARCHAR, loaded_at TIMESTAMPTZ);
-CREATE TABLE IF NOT EXISTS _loader.seen_messages (message_id VARCHAR, file_id BIGINT, load_id BIGINT);
 CREATE TABLE IF NOT EXISTS _loader.rejects (
     load_id BIGINT, file_id BIGINT, path VARCHAR, line BIGINT, reason VARCHAR, detail VARCHAR,
     raw BLOB, rejected_at TIMESTAMPTZ);
@@ -83,12 +82,18 @@ def connect(db_path: str, *, read_only: bool = False, memory_limit_mb: int = 102
 
 
 def ensure_metadata(con: duckdb.DuckDBPyConnection, schema: str) -> None:
-    """Create the warehouse schema and `_loader` tables in one transaction: a run killed
-    half-way through the DDL must not leave `_loader.files` without `seen_messages`."""
+    """Create the warehouse schema and `_loader` tables (converting an older history layout)
+    in one transaction: a run killed half-way must not leave `_loader.files` without the
+    history, nor half a conversion."""
     con.execute("BEGIN TRANSACTION")
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
-    con.execute(METADATA_DDL)
-    con.execute("COMMIT")
+    try:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
+        con.execute(METADATA_DDL)
+        dedup.ensure_history(con)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def read_schema(con: duckdb.DuckDBPyConnection, schema: str) -> Schema:
@@ -150,7 +155,9 @@ class Pending:
     one per file (DuckDB's cost per statement and per table touched dominates small files)."""
 
     tables: dict[str, list[pa.Table]] = field(default_factory=dict)
+    origins: dict[str, list[tuple[int, pa.ChunkedArray]]] = field(default_factory=dict)  # file_id, lines
     discards: list[pa.Table] = field(default_factory=list)
+    violations: list[pa.Table] = field(default_factory=list)
     rows: int = 0
     nbytes: int = 0
 
@@ -166,12 +173,10 @@ def write_batch(
     path: str,
     loaded_at: dt.datetime,
 ) -> BatchCounts:
-    """Record a batch: its new messages' ids and its rejects now (the dedup anti-join of the
-    next batch must see them), its typed rows and discards into `pending`."""
-    con.register("batch_messages", batch.messages)
-    fresh = con.sql(fresh_messages_sql("batch_messages")).to_arrow_table()
-    fresh = fresh.read_all() if hasattr(fresh, "read_all") else fresh
-    con.unregister("batch_messages")
+    """Record a batch: its rejects now, its typed rows, discards and violations into `pending`.
+    The counts treat every message new to the group as loaded: the group's one probe of
+    history, at `flush`, moves those loaded before to the duplicates."""
+    fresh = dedup.fresh_in_group(con, batch.messages, file_id=file_id)
     fresh_lines = fresh["line_no"]
     is_fresh = _line_mask(batch.messages["line_no"], fresh_lines)
     discarded = 0
@@ -180,19 +185,15 @@ def write_batch(
         typed, discards = _type_slice(schema, slice_, keep, load_id=load_id, loaded_at=loaded_at)
         if typed is not None:
             pending.tables.setdefault(slice_.table, []).append(typed)
+            pending.origins.setdefault(slice_.table, []).append((file_id, slice_.line))
             pending.rows += pc.sum(keep).as_py()
             pending.nbytes += typed.nbytes
         for d in discards:
             discarded += d.num_rows
             pending.discards.append(d.append_column("file_id", pa.array([file_id] * d.num_rows, pa.int64())))
         _note_touched_state(con, slice_, keep)
-    con.register("fresh_messages", fresh)
-    con.execute(
-        f"INSERT INTO {SEEN_TABLE} SELECT message_id, {int(file_id)}, {int(load_id)} FROM fresh_messages"
-    )
-    con.unregister("fresh_messages")
     write_rejections(con, batch.rejections, load_id=load_id, file_id=file_id, path=path)
-    violations = write_violations(con, batch, fresh_lines, load_id=load_id, file_id=file_id)
+    violations = _pend_violations(pending, batch, fresh_lines, file_id=file_id)
     return BatchCounts(len(fresh), batch.valid - len(fresh), discarded, violations)
 
 
@@ -216,23 +217,17 @@ def violation_count(batch: NormalizedBatch) -> int:
     return 0 if violations is None else violations.num_rows
 
 
-def write_violations(con: duckdb.DuckDBPyConnection, batch: NormalizedBatch, fresh_lines: pa.Array,
-                     *, load_id: int, file_id: int) -> int:
-    """Tracking plan violations of the rows loaded now and of the events blocked (a message
-    loaded before is a duplicate: its violations were recorded with it)."""
+def _pend_violations(pending: Pending, batch: NormalizedBatch, fresh_lines: pa.Array, *, file_id: int) -> int:
+    """Tracking plan violations of the rows new to the group and of the events blocked (a
+    message loaded before is a duplicate: its violations were recorded with it)."""
     violations = getattr(batch, "violations", None)
     if violations is None or not violations.num_rows:
         return 0
     keep = pc.or_(pc.equal(violations["action"], "block"), pc.is_in(violations["line"], fresh_lines))
     violations = violations.filter(keep)
     if violations.num_rows:
-        con.register("batch_violations", violations)
-        con.execute(
-            f"INSERT INTO _loader.violations SELECT {int(load_id)}, {int(file_id)}, line, message_id, "
-            "table_name, event, property_path, rule, offending_value, expected, action, now() "
-            "FROM batch_violations"
-        )
-        con.unregister("batch_violations")
+        pending.violations.append(violations.append_column(
+            "file_id", pa.repeat(pa.scalar(file_id, pa.int64()), violations.num_rows)))
     return violations.num_rows
 
 
@@ -253,8 +248,21 @@ def forget_rejects(con: duckdb.DuckDBPyConnection, file_id: int, lines: list[int
     con.unregister("replayed_lines")
 
 
-def flush(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *, load_id: int) -> None:
-    """Insert everything pending: one statement per table."""
+@dataclass
+class SeenBefore:
+    """What a file's counts lose when the group's probe finds some of its rows in history."""
+
+    rows: int = 0
+    discards: int = 0
+    violations: int = 0
+
+
+def flush(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *, load_id: int,
+          since_load: int | None = None) -> dict[int, SeenBefore]:
+    """Probe history once for the whole group, then insert everything pending that was not
+    loaded before: one statement per table. Returns, per file id, what was loaded before."""
+    hits = dedup.probe_history(con, load_id=load_id, since_load=since_load)
+    seen = _drop_seen_before(pending, hits) if hits.num_rows else {}
     for table, parts in pending.tables.items():
         try:
             rows = pa.concat_tables(parts, promote_options="permissive")
@@ -269,9 +277,48 @@ def flush(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *,
             "column_name, message_id, line, raw_value, column_type, reason FROM batch_discards"
         )
         con.unregister("batch_discards")
+    if pending.violations:
+        con.register("batch_violations", pa.concat_tables(pending.violations))
+        con.execute(
+            f"INSERT INTO _loader.violations SELECT {int(load_id)}, file_id, line, message_id, "
+            "table_name, event, property_path, rule, offending_value, expected, action, now() "
+            "FROM batch_violations"
+        )
+        con.unregister("batch_violations")
     pending.tables.clear()
+    pending.origins.clear()
     pending.discards.clear()
+    pending.violations.clear()
     pending.rows = pending.nbytes = 0
+    return seen
+
+
+def _drop_seen_before(pending: Pending, hits: pa.Table) -> dict[int, SeenBefore]:
+    """Flag the pending rows that history already holds (KEEP_COLUMN false) and drop their
+    discards and violations; count per file what moved to the duplicates."""
+    lines = {row["file_id"]: pa.array(row["line_list"], pa.int64())
+             for row in hits.group_by("file_id").aggregate([("line", "list")]).to_pylist()}
+    seen = {file_id: SeenBefore(rows=len(file_lines)) for file_id, file_lines in lines.items()}
+    for table, parts in pending.tables.items():
+        for i, (part, (file_id, line)) in enumerate(zip(parts, pending.origins[table], strict=True)):
+            if file_id in lines:
+                keep = pc.invert(pc.is_in(line, lines[file_id]))
+                if KEEP_COLUMN in part.column_names:
+                    keep = pc.and_(keep, part[KEEP_COLUMN])
+                    part = part.drop_columns([KEEP_COLUMN])
+                parts[i] = part.append_column(KEEP_COLUMN, keep)
+    for name, kept in (("discards", pending.discards), ("violations", pending.violations)):
+        for i, part in enumerate(kept):
+            for file_id, file_lines in lines.items():
+                gone = pc.and_(pc.equal(part["file_id"], file_id), pc.is_in(part["line"], file_lines))
+                if name == "violations":  # a blocked event is a reject, not a loaded message
+                    gone = pc.and_(gone, pc.not_equal(part["action"], "block"))
+                n = pc.sum(gone).as_py() or 0
+                if n:
+                    setattr(seen[file_id], name, getattr(seen[file_id], name) + n)
+                    part = part.filter(pc.invert(gone))
+            kept[i] = part
+    return seen
 
 
 # Rows seen before stay in the typed table, flagged false here: DuckDB drops them while it
@@ -389,6 +436,7 @@ def _note_touched_state(con: duckdb.DuckDBPyConnection, slice_: TableSlice, keep
 def begin(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("BEGIN TRANSACTION")
     con.execute("CREATE OR REPLACE TEMP TABLE touched (state VARCHAR, k VARCHAR)")
+    dedup.begin_group(con)
 
 
 def refresh_state_tables(con: duckdb.DuckDBPyConnection, schema_name: str, schema: Schema) -> None:

@@ -1,0 +1,196 @@
+"""Dedup: 128-bit keys, one probe of history per commit group, the text layout's migration,
+and the optional window. Fixture tables: (file, line, id, receivedAt) -> loaded or duplicate."""
+
+import json
+
+import duckdb
+import pytest
+from conftest import cli, event, query, run_load, write_ndjson
+
+from loader import dedup, writer
+
+LOWER = "0f4f3a2c-1b2d-4c3e-8f9a-0123456789ab"
+UPPER = LOWER.upper()
+LOWER_BITS = int(LOWER.replace("-", ""), 16)
+
+
+@pytest.mark.parametrize(("message_id", "key"), [
+    (LOWER, LOWER_BITS),  # analytics-python, -java, -go: lower-case v4, nibble 4
+    (UPPER, LOWER_BITS | 1 << 76),  # analytics-ios / -swift: upper case, nibble 5
+    ("node-next-1668208232027-743be593-7789-4b74-8078-cbcc8894c586", "hashed"),
+    ("ajs-next-b4a4d6ac0c4cf2f1c5a1a5e2a1f0c9d8", "hashed"),
+    ("0f4f3a2c-1b2d-1c3e-8f9a-0123456789ab", "hashed"),  # version 1: not v4
+    ("0f4f3a2c-1b2d-4c3e-cf9a-0123456789ab", "hashed"),  # not the RFC variant
+    ("0F4F3A2C-1b2d-4c3e-8f9a-0123456789ab", "hashed"),  # mixed case
+    ("{" + LOWER + "}", "hashed"),
+    ("0f4f3a2c1b2d4c3e8f9a0123456789ab", "hashed"),  # no hyphens
+    ("m1", "hashed"),
+    ("", "hashed"),
+])
+def test_key_of_each_id_form(message_id, key):
+    con = duckdb.connect()
+    got, md5 = con.execute(f"SELECT {dedup.key_sql('$1')}, md5_number($1)", [message_id]).fetchone()
+    if key == "hashed":
+        assert (got >> 76) & 15 == 0 and got == md5 & ~(15 << 76)
+    else:
+        assert got == key
+
+
+def test_history_view_gives_every_id_back_as_sent(tmp_path, db):
+    ids = [LOWER, UPPER, "node-next-1-" + LOWER, "ajs-next-x", "m1", "ünïcode ✓"]
+    path = write_ndjson(tmp_path / "a.ndjson", [event(i, messageId=i) for i in ids])
+    result = run_load([path], db)
+    assert result.files[0].rows_loaded == len(ids)
+    assert sorted(r[0] for r in query(db, "SELECT message_id FROM _loader.seen_messages")) == sorted(ids)
+    assert query(db, "SELECT count(*) FROM _loader.seen_keys") == [(6,)]
+    assert query(db, "SELECT count(*) FROM _loader.seen_texts") == [(4,)]  # the ids that are not UUIDs
+
+
+# (file, line, messageId, receivedAt) -> kept. One run; the first copy loaded across
+# batches/files wins, within a file the earliest receivedAt (ties: line order).
+FIXTURE = [
+    ("a", 1, "m1", "2024-03-01T10:00:05Z", False),
+    ("a", 2, "m1", "2024-03-01T10:00:01Z", True),  # earliest in its file
+    ("a", 3, "m2", "2024-03-01T10:00:00Z", True),  # tie: first line
+    ("a", 4, "m2", "2024-03-01T10:00:00Z", False),
+    ("a", 5, LOWER, "2024-03-01T10:00:00Z", True),
+    ("a", 6, UPPER, "2024-03-01T10:00:00Z", True),  # another spelling: another id
+    ("b", 1, "m1", "2024-03-01T09:00:00Z", False),  # earlier, but file a was loaded first
+    ("b", 2, LOWER, "2024-03-01T10:00:00Z", False),
+    ("b", 3, "m3", None, False),  # no receivedAt sorts last
+    ("b", 4, "m3", "2024-03-01T10:00:00Z", True),
+    ("c", 1, "m3", "2024-03-01T08:00:00Z", False),
+    ("c", 2, UPPER, "2024-03-01T10:00:00Z", False),
+    ("c", 3, "m4", "2024-03-01T10:00:00Z", True),
+]
+
+
+def _write_fixture(root, rows):
+    paths = {}
+    for name in dict.fromkeys(r[0] for r in rows):
+        lines = [event(mid, messageId=mid, receivedAt=at, properties={"at": f"{name}:{line}"})
+                 for f, line, mid, at, _ in rows if f == name]
+        paths[name] = write_ndjson(root / f"{name}.ndjson", lines)
+    return list(paths.values())
+
+
+@pytest.mark.parametrize("group_rows", [1, 5, 100_000])
+def test_fixture_table_in_one_run(tmp_path, db, group_rows):
+    """A transaction per file, a few files per group or one group: the same rows win."""
+    result = run_load(_write_fixture(tmp_path, FIXTURE), db, commit_every_rows=group_rows)
+    kept = sorted(f"{f}:{line}" for f, line, *_, keep in FIXTURE if keep)
+    assert sorted(r[0] for r in query(db, 'SELECT "at" FROM segment.signed_up')) == kept
+    for f, name in zip(result.files, "abc", strict=True):
+        rows = [r for r in FIXTURE if r[0] == name]
+        assert (f.rows_loaded, f.duplicates) == (sum(r[4] for r in rows), sum(not r[4] for r in rows))
+    assert sorted(query(db, "SELECT path, rows_loaded, duplicates FROM _loader.files")) == sorted(
+        (f.path, f.rows_loaded, f.duplicates) for f in result.files)
+
+
+def test_first_copy_loaded_across_runs_wins(tmp_path, db):
+    first, second = _write_fixture(tmp_path / "1", FIXTURE[:6]), _write_fixture(tmp_path / "2", FIXTURE[6:])
+    run_load(first, db)
+    result = run_load(second, db)
+    assert [(f.rows_loaded, f.duplicates) for f in result.files] == [(1, 3), (1, 2)]
+    kept = sorted(f"{f}:{line}" for f, line, *_, keep in FIXTURE if keep)
+    assert sorted(r[0] for r in query(db, 'SELECT "at" FROM segment.signed_up')) == kept
+    assert query(db, "SELECT count(*), count(DISTINCT message_id) FROM _loader.seen_messages") == [(6, 6)]
+
+
+@pytest.mark.parametrize("group_rows", [1, 100_000])
+def test_forced_hash_collision_loses_no_row(tmp_path, db, monkeypatch, group_rows):
+    """Every id that is not a UUID gets the same key, equal to a UUID's bits: only exact
+    repeats of an id are duplicates, in the group and across runs."""
+    monkeypatch.setattr(dedup, "HASH_SQL", f"'{LOWER}'::UUID::UHUGEINT + 0 * length({{}})")
+    one = write_ndjson(tmp_path / "1.ndjson", [event(i) for i in ("a", "b", "c", "a")] + [event(LOWER, messageId=LOWER)])
+    two = write_ndjson(tmp_path / "2.ndjson", [event(i) for i in ("b", "d", "e")])
+    first = run_load([one, two], db, commit_every_rows=group_rows)
+    assert [(f.rows_loaded, f.duplicates) for f in first.files] == [(4, 1), (2, 1)]
+    three = write_ndjson(tmp_path / "3.ndjson", [event(i) for i in ("e", "f", "a", "g")])
+    again = run_load([three], db)
+    assert (again.files[0].rows_loaded, again.files[0].duplicates) == (2, 2)
+    ids = ["ma", "mb", "mc", "md", "me", "mf", "mg"]
+    assert sorted(r[0] for r in query(db, "SELECT id FROM segment.signed_up")) == sorted([*ids, LOWER])
+    assert query(db, "SELECT count(DISTINCT key) FROM _loader.seen_keys") == [(2,)]  # the collision is real
+
+
+def test_history_duplicates_drop_their_discards_and_violations(tmp_path, db):
+    """Found in history only at the group's commit, a re-sent copy's discards and tracking
+    plan violations go with it, and the manifest counts it as a duplicate."""
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"rules": {"events": [{"name": "Signed Up", "rules": {"properties": {
+        "type": "object", "properties": {"seats": {"type": "integer"}}}}}]}}))
+    run_load([write_ndjson(tmp_path / "1.ndjson", [event(1, properties={"seats": 1})])], db)
+    again = write_ndjson(tmp_path / "2.ndjson", [event(1, properties={"seats": "many"}),
+                                                 event(2, properties={"seats": "lots"})])
+    result = run_load([again], db, tracking_plan=str(plan))
+    f = result.files[0]
+    assert (f.rows_loaded, f.duplicates, f.discards, f.violations) == (1, 1, 1, 1)
+    assert query(db, "SELECT message_id FROM _loader.discards") == [("m2",)]
+    assert query(db, "SELECT message_id FROM _loader.violations") == [("m2",)]
+    assert query(db, "SELECT rows_loaded, duplicates, discards FROM _loader.files WHERE path = ?",
+                 [str(again)]) == [(1, 1, 1)]
+
+
+def _to_text_layout(db):
+    """Rewrite a warehouse's history as the loader wrote it before 128-bit keys."""
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE _loader.old AS SELECT * FROM _loader.seen_messages")
+    con.execute("DROP VIEW _loader.seen_messages")
+    con.execute("DROP TABLE _loader.seen_keys")
+    con.execute("DROP TABLE _loader.seen_texts")
+    con.execute("CREATE TABLE _loader.seen_messages (message_id VARCHAR, file_id BIGINT, load_id BIGINT)")
+    con.execute("INSERT INTO _loader.seen_messages SELECT * FROM _loader.old")
+    con.execute("DROP TABLE _loader.old")
+    con.close()
+
+
+def test_text_layout_is_converted_on_first_connect(tmp_path, db, monkeypatch):
+    ids = [LOWER, UPPER, "node-next-1-" + LOWER, "m1", "m2"]
+    run_load([write_ndjson(tmp_path / "1.ndjson", [event(i, messageId=i) for i in ids])], db)
+    before = sorted(query(db, "SELECT * FROM _loader.seen_messages"))
+    _to_text_layout(db)
+    assert query(db, "SELECT table_type FROM information_schema.tables WHERE table_name = 'seen_messages'") == [
+        ("BASE TABLE",)]
+
+    # A conversion that fails half-way (here: hashing raises) leaves the text layout as it was.
+    monkeypatch.setattr(dedup, "HASH_SQL", "error('hash failed: ' || {})")
+    con = writer.connect(str(db))
+    with pytest.raises(duckdb.Error, match="hash failed"):
+        writer.ensure_metadata(con, "segment")
+    con.close()
+    assert sorted(query(db, "SELECT * FROM _loader.seen_messages")) == before
+    monkeypatch.undo()
+
+    second = write_ndjson(tmp_path / "2.ndjson", [event(i, messageId=i) for i in [*ids[::2], "m3"]])
+    result = run_load([second], db)
+    assert (result.files[0].rows_loaded, result.files[0].duplicates) == (1, 3)
+    after = sorted(query(db, "SELECT * FROM _loader.seen_messages"))
+    assert [r for r in after if r[0] != "m3"] == before and len(after) == len(before) + 1
+    assert query(db, "SELECT count(*) FROM _loader.seen_keys") == [(6,)]
+    con = writer.connect(str(db))  # the second connect finds nothing to convert
+    writer.ensure_metadata(con, "segment")
+    con.close()
+    assert sorted(query(db, "SELECT * FROM _loader.seen_messages")) == after
+
+
+def test_dedup_window_counts_only_recent_runs(tmp_path, db):
+    run_load([write_ndjson(tmp_path / "1.ndjson", [event(1), event(2)])], db)
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE _loader.loads SET started_at = started_at - INTERVAL 10 DAY")
+    con.close()
+    run_load([write_ndjson(tmp_path / "2.ndjson", [event(3)])], db)
+    resent = write_ndjson(tmp_path / "3.ndjson", [event(1), event(3), event(4)])
+
+    windowed = run_load([resent], db, dedup_window_days=7)  # m1 is older than the window
+    assert (windowed.files[0].rows_loaded, windowed.files[0].duplicates) == (2, 1)
+    exact = run_load([resent], db, force=True)  # no window: every id ever loaded counts
+    assert (exact.files[0].rows_loaded, exact.files[0].duplicates) == (0, 3)
+    assert query(db, "SELECT count(*) FROM segment.signed_up WHERE id = 'm1'") == [(2,)]
+
+
+def test_dedup_window_option(tmp_path, db):
+    path = write_ndjson(tmp_path / "a.ndjson", [event(1)])
+    assert cli("load", str(path), "--db", str(db), "--dedup-window", "0").returncode == 2
+    ok = cli("load", str(path), "--db", str(db), "--dedup-window", "30", "--json")
+    assert ok.returncode == 0 and '"rows_loaded": 1' in ok.stdout
