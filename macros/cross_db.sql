@@ -46,6 +46,36 @@
 {%- endmacro %}
 
 {#
+  Sorted array of the (non-null) values of `expression` in a group: DuckDB LIST, Spark ARRAY.
+#}
+{% macro segment_sorted_array_agg(expression) -%}
+  {{ return(adapter.dispatch('segment_sorted_array_agg', 'segment_warehouse')(expression)) }}
+{%- endmacro %}
+{% macro default__segment_sorted_array_agg(expression) -%}
+  array_agg({{ expression }} order by {{ expression }})
+{%- endmacro %}
+{% macro duckdb__segment_sorted_array_agg(expression) -%}
+  list({{ expression }} order by {{ expression }})
+{%- endmacro %}
+{% macro spark__segment_sorted_array_agg(expression) -%}
+  array_sort(collect_list({{ expression }}))
+{%- endmacro %}
+
+{# Number of elements of an array. #}
+{% macro segment_array_size(expression) -%}
+  {{ return(adapter.dispatch('segment_array_size', 'segment_warehouse')(expression)) }}
+{%- endmacro %}
+{% macro default__segment_array_size(expression) -%}
+  cardinality({{ expression }})
+{%- endmacro %}
+{% macro duckdb__segment_array_size(expression) -%}
+  len({{ expression }})
+{%- endmacro %}
+{% macro spark__segment_array_size(expression) -%}
+  size({{ expression }})
+{%- endmacro %}
+
+{#
   One row per element of a JSON array column: every column of `relation` plus
   `line_number` (1-based) and `element_json` (the element as JSON text). Rows whose
   column is NULL, not valid JSON or not an array produce no element rows.

@@ -163,8 +163,9 @@ select count(*) as unconverged_edges
     from_type ('anonymous' | 'user'), from_id, to_id (always a user id),
     link_source ('message': one message carried both ids | 'alias': previous_id -> user_id),
     first_linked_at, last_linked_at, link_count.
-  An alias previous_id is a user id if that value was ever seen as a user id, else an
-  anonymous id if seen as one, else (never seen) a user id.
+  An alias previous_id is a user id if that value was ever seen as a user id (on any
+  message, aliases included), else an anonymous id (seen as one or never seen elsewhere: a
+  previous id is what the device called the person before the alias).
 #}
 {% macro segment_identity_links(events, prefix) -%}
 {{ prefix }}_clean as (
@@ -180,9 +181,6 @@ select count(*) as unconverged_edges
 {{ prefix }}_known_users as (
     select distinct user_id as identifier from {{ prefix }}_clean where user_id is not null
 ),
-{{ prefix }}_known_anonymous as (
-    select distinct anonymous_id as identifier from {{ prefix }}_clean where anonymous_id is not null
-),
 {{ prefix }}_all as (
     select
         'anonymous' as from_type,
@@ -194,18 +192,13 @@ select count(*) as unconverged_edges
     where anonymous_id is not null and user_id is not null
     union all
     select
-        case
-            when ku.identifier is not null then 'user'
-            when ka.identifier is not null then 'anonymous'
-            else 'user'
-        end as from_type,
+        case when ku.identifier is not null then 'user' else 'anonymous' end as from_type,
         c.previous_id as from_id,
         c.user_id as to_id,
         'alias' as link_source,
         c.event_at
     from {{ prefix }}_clean as c
     left join {{ prefix }}_known_users as ku on ku.identifier = c.previous_id
-    left join {{ prefix }}_known_anonymous as ka on ka.identifier = c.previous_id
     where c.message_type = 'alias' and c.previous_id is not null and c.user_id is not null
 ),
 {{ prefix }} as (

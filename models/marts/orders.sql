@@ -1,11 +1,14 @@
 {#-
-  One row per order_id that has an Order Completed message (docs/marts.md, "orders").
+  One row per order_id that has an Order Completed message (README, "Marts").
   Money rules:
   - amounts come from the order's first completion; repeated completions count once;
   - refunded_amount: partial refunds add up (capped at total); any refund without an amount
     is a full refund (= total); amounts sent as strings are parsed in staging;
-  - an Order Cancelled message makes the order cancelled: net_total = 0;
-  - net_total = total - refunded_amount otherwise;
+  - a refund in another currency than the order's is not applied (see orphan_refunds);
+  - an Order Cancelled message makes the order cancelled, and a cancelled order is out of
+    the money: gross_total, refunded_amount and net_total are 0 (refunds received for it
+    still count in refund_count);
+  - gross_total = total otherwise, net_total = gross_total - refunded_amount, always;
   - order_sequence_number counts a person's non-cancelled orders by placed_at (NULL for
     cancelled orders); is_first_order = sequence 1.
   Refunds of orders that are not in the data are in orphan_refunds, not here.
@@ -20,8 +23,8 @@ item_totals as (
     select
         order_id,
         count(*) as line_count,
-        sum(quantity) as item_count,
-        sum(line_total) as items_subtotal
+        cast(sum(quantity) as {{ dbt.type_bigint() }}) as item_count,
+        cast(sum(line_total) as {{ segment_type_money() }}) as items_subtotal
     from {{ ref('order_items') }}
     group by order_id
 ),
@@ -34,7 +37,7 @@ refund_totals as (
         max(case when is_full_refund then 1 else 0 end) as has_full_refund,
         max(refunded_at) as last_refunded_at
     from {{ ref('int_order_refunds') }}
-    where has_order
+    where has_order and not is_currency_mismatch
     group by order_id
 ),
 
@@ -57,7 +60,7 @@ amounts as (
         c.cancelled_at is not null as is_cancelled,
         cast(
             case
-                when r.refund_count is null then 0
+                when r.refund_count is null or c.cancelled_at is not null then 0
                 when r.has_full_refund = 1 then o.total
                 when o.total is null then r.partial_refund_sum
                 when r.partial_refund_sum > o.total then o.total
@@ -79,8 +82,9 @@ derived as (
             when refunded_amount > 0 then 'partially_refunded'
             else 'completed'
         end as status,
+        cast(case when is_cancelled then 0 else total end as {{ segment_type_money() }}) as gross_total,
         cast(
-            case when is_cancelled then 0 else total - refunded_amount end
+            case when is_cancelled then 0 else total end - refunded_amount
         as {{ segment_type_money() }}) as net_total,
         cast(case
             when not is_cancelled and person_id is not null then row_number() over (
@@ -102,6 +106,7 @@ select
     shipping,
     discount,
     coupon,
+    gross_total,
     refunded_amount,
     refund_count,
     last_refunded_at,

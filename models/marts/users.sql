@@ -1,7 +1,9 @@
 {#-
-  One row per person (docs/marts.md, "users"): every identifier, activity span, latest
-  traits, orders and money. Money columns are filled only when all of the person's orders
-  use one currency (lifetime_currency); otherwise see user_order_totals.
+  One row per person (README, "Marts"): every identifier (native lists), activity span,
+  latest traits, orders and money. Orders and money follow the orders mart: first and last
+  order are non-cancelled orders; cancelled orders add nothing to money. Money columns are
+  filled only when all of the person's orders use one currency (lifetime_currency);
+  otherwise see user_order_totals.
 -#}
 {%- set traits = var('segment_user_traits') %}
 
@@ -37,7 +39,7 @@ user_ids as (
     select
         person_id,
         count(*) as user_id_count,
-        {{ dbt.listagg('identifier', "','", 'order by identifier') }} as user_ids
+        {{ segment_sorted_array_agg('identifier') }} as user_ids
     from person_map
     where identifier_type = 'user'
     group by person_id
@@ -57,7 +59,7 @@ anonymous_ids as (
     select
         person_id,
         count(*) as anonymous_id_count,
-        {{ dbt.listagg('anonymous_id', "','", 'order by anonymous_id') }} as anonymous_ids
+        {{ segment_sorted_array_agg('anonymous_id') }} as anonymous_ids
     from person_anonymous_ids
     group by person_id
 ),
@@ -128,7 +130,7 @@ order_summary as (
         sum(order_count) as order_count,
         sum(cancelled_order_count) as cancelled_order_count,
         count(*) as currency_count,
-        {{ dbt.listagg('currency', "','", 'order by currency') }} as order_currencies
+        {{ segment_sorted_array_agg('currency') }} as order_currencies
     from {{ ref('user_order_totals') }}
     group by person_id
 ),
@@ -153,8 +155,8 @@ select
     {%- for trait in traits %},
     t.{{ adapter.quote(trait) }}
     {%- endfor %},
-    coalesce(os.order_count, 0) as order_count,
-    coalesce(os.cancelled_order_count, 0) as cancelled_order_count,
+    cast(coalesce(os.order_count, 0) as {{ dbt.type_bigint() }}) as order_count,
+    cast(coalesce(os.cancelled_order_count, 0) as {{ dbt.type_bigint() }}) as cancelled_order_count,
     os.order_currencies,
     first_order.order_id as first_order_id,
     first_order.placed_at as first_order_at,

@@ -128,6 +128,8 @@ def normalize(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):  # native LIST columns; expected CSVs spell them a,b
+        return ",".join(normalize(v) for v in value)
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)

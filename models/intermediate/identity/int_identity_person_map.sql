@@ -7,9 +7,11 @@
     any length (connected components in materialised rounds, macros/identity.sql; the build
     fails past var identity_max_iterations rounds);
   - an anonymous id joins the person of the user id(s) it was seen with;
-  - shared device guard: an anonymous id seen with user ids of two or more different persons
-    merges nothing. It is flagged is_shared_device and mapped to the person identified on it
-    first; its events are attributed by time in int_identity_event_persons;
+  - shared device guard: an anonymous id seen with user ids of two or more different persons,
+    or with more than var identity_max_user_ids_per_anonymous_id user ids (a broken id that
+    an SDK sent for everyone), merges nothing. It is flagged is_shared_device and mapped to
+    the person identified on it first; its events are attributed by time in
+    int_identity_event_persons;
   - person_id = the earliest-seen user id of the person (ties: smallest id); a person without
     any user id is its anonymous id.
 -#}
@@ -102,7 +104,8 @@ anonymous_links as (
 anonymous_persons as (
     select
         anonymous_id,
-        count(distinct person_id) as person_count
+        count(distinct person_id) as person_count,
+        count(distinct user_id) as user_id_count
     from anonymous_links
     group by anonymous_id
 ),
@@ -133,7 +136,11 @@ mapped as (
         'anonymous' as identifier_type,
         n.identifier,
         coalesce(afp.person_id, n.identifier) as person_id,
-        coalesce(ap.person_count, 0) > 1 as is_shared_device
+        coalesce(
+            ap.person_count > 1
+            or ap.user_id_count > {{ var('identity_max_user_ids_per_anonymous_id') | int }},
+            false
+        ) as is_shared_device
     from nodes as n
     left join anonymous_persons as ap on ap.anonymous_id = n.identifier
     left join anonymous_first_person as afp on afp.anonymous_id = n.identifier

@@ -1,6 +1,8 @@
 -- One row per Order Refunded message. No amount sent = a full refund (is_full_refund).
 -- An amount that was sent but is not a number counts as 0 and is flagged, never as full.
--- has_order tells whether the refunded order is in the data (orphans go to orphan_refunds).
+-- has_order tells whether the refunded order is in the data; is_currency_mismatch flags a
+-- refund sent in another currency than its order's (a refund without currency is in the
+-- order's). Neither is applied to an order: both go to orphan_refunds.
 with
 
 refunds as (
@@ -8,7 +10,7 @@ refunds as (
 ),
 
 orders as (
-    select order_id from {{ ref('int_orders_completed') }}
+    select order_id, currency from {{ ref('int_orders_completed') }}
 )
 
 select
@@ -20,6 +22,8 @@ select
     not r.amount_sent as is_full_refund,
     r.amount_sent and r.refund_amount is null as is_unparsed_amount,
     o.order_id is not null as has_order,
+    o.currency as order_currency,
+    coalesce(r.currency <> o.currency, false) as is_currency_mismatch,
     p.person_id,
     r.user_id,
     r.anonymous_id,
