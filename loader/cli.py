@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p_load.add_argument("--commit-every-rows", type=int, default=100_000, help="commit files in groups of about this many rows (default 100000; 1 = a transaction per file)")
     p_load.add_argument("--dedup-window", type=float, metavar="DAYS", help="count a message as a duplicate only if a run of the last DAYS days loaded its messageId (Segment's windowed semantics; default: no window, every id ever loaded)")
     p_load.add_argument("--memory-limit-mb", type=int, default=1024, help="DuckDB memory for the load, in MB (default 1024: 256 per reader thread, the rest for the warehouse); it spills to disk past it")
+    p_load.add_argument("--since", metavar="WINDOW", help="only day folders of the segment-logs/<source>/<day>/ layout received in this window (2d, 36h) or from this day on (YYYY-MM-DD); s3:// and gs:// list only those days")
     _control_options(p_load)
     p_load.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
@@ -103,6 +104,7 @@ def _load(args) -> int:
         max_event_bytes=args.max_event_bytes,
         commit_every_rows=args.commit_every_rows,
         dedup_window_days=args.dedup_window,
+        since=args.since,
         progress=progress,
     )
     _warn_plan(config)

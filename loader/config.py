@@ -34,6 +34,7 @@ class LoadConfig:
     on_violation: str = "allow"  # allow: load and record the violation; block: reject (replayable)
     unplanned_events: str = "allow"  # track events the plan does not list: allow or block
     pii_config: str | None = None  # paths to drop or hash before anything is written
+    since: str | None = None  # only day folders received in this window (2d, 36h) or from a day on
 
     def __post_init__(self) -> None:
         if not self.db_path:
@@ -46,6 +47,10 @@ class LoadConfig:
             from loader.errors import UsageError
 
             raise UsageError("dedup_window_days must be a positive number of days")
+        if self.since:
+            from loader.objectstore import since_cutoff
+
+            since_cutoff(self.since)  # a malformed window is a usage error before anything runs
         for name in ("on_violation", "unplanned_events"):
             action = getattr(self, name)
             if action not in ("allow", "block") or (action == "block" and not self.tracking_plan):

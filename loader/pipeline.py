@@ -24,6 +24,7 @@ from loader.config import LoadConfig
 from loader.errors import FileFailedError, LoaderError
 from loader.faults import crash_point
 from loader.normalize import NormalizedBatch, compute_connection, normalize, parquet_to_lines
+from loader.objectstore import Spool
 from loader.pii import scrub
 from loader.protocols import REJECT_REASON, check
 from loader.read import InputFile, discover_files, iter_ndjson_batches, iter_parquet_batches
@@ -108,7 +109,7 @@ def load(paths: list[str], config: LoadConfig | None = None) -> LoadResult:
     """Load Segment archives (files, folders, globs) into the warehouse; see LoadConfig."""
     config = config or LoadConfig()
     started = time.monotonic()
-    files = discover_files(paths)
+    files = discover_files(paths, config.since)
     _ = (config.compiled_plan, config.pii_policy)  # read both now: a bad one is a usage error
     result = LoadResult(None, config.db_path)
     if config.dry_run:
@@ -139,14 +140,15 @@ def _batches(file: InputFile, config: LoadConfig, con, hints: dict | None = None
         yield check(con, config.compiled_plan, batch, lines)
 
 
-def _produce(files: list[InputFile], config: LoadConfig, out: queue.Queue, stop: threading.Event) -> None:
+def _produce(files: list[InputFile], config: LoadConfig, out: queue.Queue, stop: threading.Event,
+             spool: Spool) -> None:
     """Worker thread: normalised batches of each of its files in order, then ("end", error)."""
     con = compute_connection(config.reader_memory_mb)
     hints: dict = {}
     try:
         for file in files:
             try:
-                for batch in _batches(file, config, con, hints):
+                for batch in spool.reading(file, _batches(file, config, con, hints)):
                     if not _put(out, ("batch", file, batch), stop):
                         return
                 if not _put(out, ("end", file, None), stop):
@@ -168,13 +170,13 @@ def _put(out: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
-def _read_in_background(files: list[InputFile], config: LoadConfig):
+def _read_in_background(files: list[InputFile], config: LoadConfig, spool: Spool):
     """READERS threads normalise files i, i+READERS, ... each into its own queue; the writer
     takes file i from queue i % READERS, so files are still written in order."""
     stop = threading.Event()
     queues = [queue.Queue(maxsize=QUEUE_DEPTH) for _ in range(READERS)]
     threads = [
-        threading.Thread(target=_produce, args=(files[r::READERS], config, queues[r], stop), daemon=True)
+        threading.Thread(target=_produce, args=(files[r::READERS], config, queues[r], stop, spool), daemon=True)
         for r in range(READERS)
     ]
     for t in threads:
@@ -185,6 +187,9 @@ def _read_in_background(files: list[InputFile], config: LoadConfig):
 def _hash_all(files: list[InputFile]) -> dict[Path, tuple[str, int] | OSError]:
     hashes: dict[Path, tuple[str, int] | OSError] = {}
     for f in files:
+        if f.origin is not None:  # an object is known by its listing: nothing is downloaded
+            hashes[f.path] = ("", f.origin.size)
+            continue
         try:
             hashes[f.path] = state.content_hash(f.path)
         except OSError as exc:
@@ -197,27 +202,32 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
     try:
         writer.ensure_metadata(con, config.schema)
         result.load_id = load_id = state.start_load(
-            con, __version__, {"paths": [str(f.path) for f in files], "force": config.force}
+            con, __version__, {"paths": [f.name for f in files], "force": config.force}
         )
         done_before = state.loaded_hashes(con)
+        done_objects = state.loaded_objects(con)
         hashes = _hash_all(files)
         todo: list[InputFile] = []
         for f in files:
             h = hashes[f.path]
             if isinstance(h, OSError):
-                result.files.append(_record_failure(None, f, ("", 0), FileResult(str(f.path), "failed"), h,
+                result.files.append(_record_failure(None, f, ("", 0), FileResult(f.name, "failed"), h,
                                                     [], con=con, load_id=load_id))
-            elif h[0] in done_before and not config.force:
+            elif f.origin is not None and (f.name, f.origin.version) in done_objects and not config.force:
+                result.files.append(FileResult(f.name, "skipped", reason="already loaded (same ETag or generation)"))
+            elif f.origin is None and h[0] in done_before and not config.force:
                 result.files.append(FileResult(
-                    str(f.path), "skipped", reason=f"already loaded (same content as {done_before[h[0]]})"))
+                    f.name, "skipped", reason=f"already loaded (same content as {done_before[h[0]]})"))
             else:
                 todo.append(f)
         group = _Group(con, config, load_id, result, writer.read_schema(con, config.schema))
-        queues, stop, threads = _read_in_background(todo, config)
+        spool = Spool(todo)  # object files: downloaded a few ahead of the readers
+        queues, stop, threads = _read_in_background(todo, config, spool)
         progress = _Progress(config, len(files), started=time.monotonic())
         try:
             for i, f in enumerate(todo):
-                result.files.append(_write_file(group, f, hashes[f.path], queues[i % READERS], progress))
+                digest = (spool.digest, f.origin.size) if f.origin is not None else hashes[f.path]
+                result.files.append(_write_file(group, f, digest, queues[i % READERS], progress))
                 if group.full():
                     group.commit()
             group.commit()
@@ -228,6 +238,7 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
             stop.set()
             for t in threads:
                 t.join(timeout=5)
+            spool.close()
         status = "failed" if result.failed else "succeeded"
         state.finish_load(con, load_id, status, result.summary())
         con.execute("CHECKPOINT")
@@ -293,7 +304,7 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress)
     reject ratio before anything is written; a longer file gets a transaction of its own, so
     that failing it rolls back only its rows."""
     con, config, load_id = group.con, group.config, group.load_id
-    fr = FileResult(str(f.path), "loaded")
+    fr = FileResult(f.name, "loaded")
     kind, _f, first = out.get()
     batches: list[NormalizedBatch] = []
     error: Exception | None = None
@@ -371,7 +382,7 @@ def _reject_ratio_error(f: InputFile, config: LoadConfig, lines: int, first_reje
         return None
     examples = "; ".join(f"line {r.line}: {r.reason}" for r in first_rejects[:3])
     return FileFailedError(
-        f"{f.path}: {rejects} of {lines} lines rejected ({rejects / lines:.0%}), over the limit "
+        f"{f.name}: {rejects} of {lines} lines rejected ({rejects / lines:.0%}), over the limit "
         f"of {config.max_reject_ratio:.0%} (--max-reject-ratio); first: {examples}. "
         "Nothing from this file was loaded."
     )
@@ -390,13 +401,14 @@ def plan_schema(schema: Schema, batch: NormalizedBatch):
 
 def _describe(f: InputFile, exc: Exception) -> str:
     if isinstance(exc, OSError):
-        return f"cannot read {f.path}: {exc.strerror or exc}"
+        text = str(exc.strerror or exc)
+        return text if f.name in text else f"cannot read {f.name}: {text}"
     if isinstance(exc, (MemoryError, duckdb.OutOfMemoryException)):
-        return f"{f.path}: out of memory while reading it ({exc}); raise --memory-limit-mb"
+        return f"{f.name}: out of memory while reading it ({exc}); raise --memory-limit-mb"
     if not isinstance(exc, (LoaderError, ValueError)):
-        return f"{f.path}: internal error {type(exc).__name__}: {exc!r} (a loader bug: please report it)"
+        return f"{f.name}: internal error {type(exc).__name__}: {exc!r} (a loader bug: please report it)"
     text = str(exc)
-    return text if str(f.path) in text else f"{f.path}: {text}"
+    return text if f.name in text else f"{f.name}: {text}"
 
 
 def _drain_file(out: queue.Queue) -> None:
@@ -407,10 +419,14 @@ def _drain_file(out: queue.Queue) -> None:
 
 
 def _manifest_row(f: InputFile, digest, fr: FileResult) -> dict:
+    """`digest`: (content hash, size); for an object (the spool's hash of f, size), as its
+    bytes are hashed while they download."""
     return {
-        "path": str(f.path),
+        "path": f.name,
         "size_bytes": digest[1],
-        "content_hash": digest[0],
+        "content_hash": digest[0](f) if callable(digest[0]) else digest[0],
+        "etag": f.origin.version if f.origin is not None else None,
+        "last_modified": f.origin.last_modified if f.origin is not None else None,
         "source_id": f.source_id,
         "status": fr.status,
         "lines": fr.lines,
@@ -425,7 +441,7 @@ def _manifest_row(f: InputFile, digest, fr: FileResult) -> dict:
 def _record_failure(group: _Group | None, f: InputFile, digest, fr: FileResult, exc: Exception,
                     batches: list, *, con=None, load_id: int | None = None) -> FileResult:
     """A failed file: nothing of its rows is kept, its manifest row says why."""
-    failed = FileResult(str(f.path), "failed", lines=fr.lines or sum(b.lines_read for b in batches),
+    failed = FileResult(f.name, "failed", lines=fr.lines or sum(b.lines_read for b in batches),
                         reason=_describe(f, exc))
     if group is not None:
         con, load_id = group.con, group.load_id
@@ -442,35 +458,47 @@ def _dry_run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> 
     """Read and normalise everything, plan schema changes, write nothing."""
     schema: Schema = {}
     done_before: dict[str, str] = {}
+    done_objects: set[tuple[str, str]] = set()
     if os.path.exists(config.db_path):
         con = writer.connect(config.db_path, read_only=True)
         try:
             schema = writer.read_schema(con, config.schema)
             if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = '_loader' AND table_name = 'files'").fetchall()[0][0]:
                 done_before = state.loaded_hashes(con)
+                done_objects = state.loaded_objects(con)
         finally:
             con.close()
+    todo: list[InputFile] = []
+    for f in files:
+        if f.origin is not None:
+            done = (f.name, f.origin.version) in done_objects
+        else:
+            try:
+                done = state.content_hash(f.path)[0] in done_before
+            except OSError as exc:
+                result.files.append(FileResult(f.name, "failed", reason=_describe(f, exc)))
+                continue
+        if done and not config.force:
+            result.files.append(FileResult(f.name, "skipped", reason="already loaded"))
+        else:
+            todo.append(f)
     compute = compute_connection(config.reader_memory_mb)
     try:
-        for f in files:
-            try:
-                digest = state.content_hash(f.path)
-            except OSError as exc:
-                result.files.append(FileResult(str(f.path), "failed", reason=_describe(f, exc)))
-                continue
-            if digest[0] in done_before and not config.force:
-                result.files.append(FileResult(str(f.path), "skipped", reason="already loaded"))
-                continue
-            fr = FileResult(str(f.path), "planned")
-            for batch in _batches(f, config, compute):
-                changes = plan_schema(schema, batch)
-                result.schema_changes += [asdict(c) | {"path": fr.path} for c in changes]
-                fr.lines += batch.lines_read
-                fr.rejects += len(batch.rejections)
-                fr.duplicates += batch.duplicates_in_batch
-                fr.violations += writer.violation_count(batch)
-                fr.blocked += sum(r.reason == REJECT_REASON for r in batch.rejections)
-            result.files.append(fr)
+        with Spool(todo) as spool:
+            for f in todo:
+                fr = FileResult(f.name, "planned")
+                try:
+                    for batch in spool.reading(f, _batches(f, config, compute)):
+                        changes = plan_schema(schema, batch)
+                        result.schema_changes += [asdict(c) | {"path": fr.path} for c in changes]
+                        fr.lines += batch.lines_read
+                        fr.rejects += len(batch.rejections)
+                        fr.duplicates += batch.duplicates_in_batch
+                        fr.violations += writer.violation_count(batch)
+                        fr.blocked += sum(r.reason == REJECT_REASON for r in batch.rejections)
+                except OSError as exc:
+                    fr = FileResult(f.name, "failed", reason=_describe(f, exc))
+                result.files.append(fr)
     finally:
         compute.close()
 

@@ -14,12 +14,16 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loader.spec import Reason
+
+if TYPE_CHECKING:
+    from loader.objectstore import ObjectRef
 
 NDJSON_SUFFIXES = (".json", ".ndjson", ".jsonl")
 GZIP_MAGIC = b"\x1f\x8b"
@@ -34,6 +38,12 @@ class InputFile:
     path: Path
     format: str  # "ndjson" or "parquet"
     source_id: str | None  # from the segment-logs layout, when the path follows it
+    origin: ObjectRef | None = None  # s3:// or gs:// object; `path` is then its local spool copy
+
+    @property
+    def name(self) -> str:
+        """What the manifest, results and errors call the file: its path, or its object URI."""
+        return self.origin.uri if self.origin is not None else str(self.path)
 
 
 @dataclass(frozen=True)
@@ -68,15 +78,21 @@ def _format_of(path: Path) -> str | None:
     return None
 
 
-def discover_files(paths: list[str]) -> list[InputFile]:
-    """Expand files, folders (recursively) and globs into input files, sorted by path.
+def discover_files(paths: list[str], since: str | None = None) -> list[InputFile]:
+    """Expand files, folders (recursively) and globs into input files, sorted by path; then
+    s3:// and gs:// URIs (objects, prefixes, globs: see objectstore), sorted by URI.
+    `since` keeps only day folders of Segment's layout received in that window.
 
     Sorted order matters: in Segment's layout it is received-day order, and the first copy of
     a message loaded wins, so the same inputs always give the same tables.
     """
+    from loader import objectstore
+
+    cutoff = objectstore.since_cutoff(since)
+    uris = [p for p in paths if objectstore.is_object_uri(p)]
     found: dict[Path, InputFile] = {}
     missing = []
-    for spec in paths:
+    for spec in (p for p in paths if not objectstore.is_object_uri(p)):
         matches = [Path(p) for p in glob.glob(spec, recursive=True)] if glob.has_magic(spec) else [
             Path(spec)
         ]
@@ -97,7 +113,10 @@ def discover_files(paths: list[str]) -> list[InputFile]:
         from loader.errors import UsageError
 
         raise UsageError(f"no such file, folder or glob match: {', '.join(missing)}")
-    return [found[p] for p in sorted(found)]
+    local = [found[p] for p in sorted(found)]
+    if cutoff is not None:
+        local = [f for f in local if (objectstore.day_of(f.path.as_posix()) or -1) >= cutoff]
+    return local + (objectstore.discover(uris, cutoff) if uris else [])
 
 
 def _decompressed_chunks(path: Path) -> Iterator[bytes | Exception]:

@@ -33,6 +33,13 @@ def loaded_hashes(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     )
 
 
+def loaded_objects(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
+    """(URI, ETag or generation) of every object loaded before: listing alone decides a skip."""
+    return set(con.execute(
+        "SELECT DISTINCT path, etag FROM _loader.files WHERE status = 'loaded' AND etag IS NOT NULL"
+    ).fetchall())
+
+
 def start_load(con: duckdb.DuckDBPyConnection, version: str, arguments: dict) -> int:
     # We hold the only write lock, so a run still marked running was killed.
     con.execute("UPDATE _loader.loads SET status = 'interrupted' WHERE status = 'running'")
@@ -51,7 +58,7 @@ def next_file_id(con: duckdb.DuckDBPyConnection) -> int:
 
 def record_file(con: duckdb.DuckDBPyConnection, file_id: int, load_id: int, info: dict) -> None:
     con.execute(
-        "INSERT INTO _loader.files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+        "INSERT INTO _loader.files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?)",
         [
             file_id,
             load_id,
@@ -66,6 +73,8 @@ def record_file(con: duckdb.DuckDBPyConnection, file_id: int, load_id: int, info
             info["rejects"],
             info["discards"],
             info.get("error"),
+            info.get("etag"),
+            info.get("last_modified"),
         ],
     )
 

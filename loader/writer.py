@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS _loader.files (
     file_id BIGINT, load_id BIGINT, path VARCHAR, size_bytes BIGINT, content_hash VARCHAR,
     source_id VARCHAR, status VARCHAR, lines BIGINT, rows_loaded BIGINT, duplicates BIGINT,
     rejects BIGINT, discards BIGINT, error VARCHAR, loaded_at TIMESTAMPTZ);
+-- s3:// and gs:// objects: ETag or generation and last-modified time (also added to older files)
+ALTER TABLE _loader.files ADD COLUMN IF NOT EXISTS etag VARCHAR;
+ALTER TABLE _loader.files ADD COLUMN IF NOT EXISTS last_modified TIMESTAMPTZ;
 CREATE TABLE IF NOT EXISTS _loader.rejects (
     load_id BIGINT, file_id BIGINT, path VARCHAR, line BIGINT, reason VARCHAR, detail VARCHAR,
     raw BLOB, rejected_at TIMESTAMPTZ);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -100,3 +101,60 @@ def table_snapshot(db: Path, schema: str = "segment") -> dict[str, list[tuple]]:
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "warehouse.duckdb"
+
+
+# Object storage: a real S3 HTTP API (moto's server) on 127.0.0.1, for the whole session.
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing-key-id",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-do-not-leak",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    # never a developer's own profiles or an instance role
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials",
+    "AWS_CONFIG_FILE": "/nonexistent/config",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """The server (see tests/s3server.py); the loader in this process and in `cli()` children
+    reach it through AWS_ENDPOINT_URL."""
+    from s3server import S3Server
+
+    from loader import objectstore
+
+    server = S3Server()
+    saved = {k: os.environ.get(k) for k in [*S3_ENV, "AWS_ENDPOINT_URL"]}
+    os.environ.update(S3_ENV, AWS_ENDPOINT_URL=server.url)
+    objectstore.store_for.cache_clear()  # clients read the environment when made
+    yield server
+    server.stop()
+    objectstore.store_for.cache_clear()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@functools.cache
+def s3_client():
+    import boto3
+
+    return boto3.session.Session().client("s3")
+
+
+def upload_tree(root: Path, bucket: str, prefix: str = "") -> None:
+    """Every file under root as an object `prefix + its path relative to root`."""
+    client = s3_client()
+    client.create_bucket(Bucket=bucket)
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            client.upload_file(str(p), bucket, prefix + p.relative_to(root).as_posix())
+
+
+@pytest.fixture(scope="session")
+def sample_bucket(s3) -> str:
+    """The bundled archive in a bucket, as Segment lays it out: s3://sample/segment-logs/."""
+    upload_tree(SAMPLE, "sample")
+    return "s3://sample/segment-logs/"

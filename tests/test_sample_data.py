@@ -2,14 +2,21 @@
 
 import shutil
 
+import pytest
 from conftest import SAMPLE, cli, query, run_load, table_snapshot
 
 BAD_FILE = "src_web/1714953600000/1714982400000.21dc9a9a.gz"
 ARCHIVE = SAMPLE / "segment-logs"  # sample_data/ also holds the example tracking plan and PII config
 
 
-def test_sample_archive_loads_with_every_line_accounted_for(db):
-    result = run_load([ARCHIVE], db)
+@pytest.fixture(params=["local", "s3"])
+def archive(request):
+    """The archive on local disk, and the same files in a bucket on a local S3 server."""
+    return ARCHIVE if request.param == "local" else request.getfixturevalue("sample_bucket")
+
+
+def test_sample_archive_loads_with_every_line_accounted_for(db, archive):
+    result = run_load([archive], db)
     s = result.summary()
     assert s["files_loaded"] == 16 and s["files_failed"] == 0
     assert (s["lines"], s["rows_loaded"], s["duplicates"], s["rejects"]) == (242, 234, 2, 6)
@@ -21,8 +28,8 @@ def test_sample_archive_loads_with_every_line_accounted_for(db):
         "malformed_json", "not_an_object", "missing_message_id", "unknown_type", "missing_event", "missing_identity"]
 
 
-def test_sample_archive_tables_names_and_types(db):
-    run_load([ARCHIVE], db)
+def test_sample_archive_tables_names_and_types(db, archive):
+    run_load([archive], db)
     tables = {r[0] for r in query(db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'segment'")}
     assert {"tracks", "identifies", "users", "pages", "screens", "groups", "accounts", "aliases",
             "order_completed", "order_refunded", "order_cancelled", "product_viewed", "product_added",
@@ -42,8 +49,8 @@ def test_sample_archive_tables_names_and_types(db):
     assert query(db, "SELECT count(*), count(DISTINCT id) FROM segment.tracks")[0] == (35, 35)
 
 
-def test_sample_users_hold_latest_non_null_traits(db):
-    run_load([ARCHIVE], db)
+def test_sample_users_hold_latest_non_null_traits(db, archive):
+    run_load([archive], db)
     alice = query(db, "SELECT email, plan, first_name, favorite_color, context_traits_phone FROM segment.users WHERE id = 'usr_alice'")
     assert alice == [("alice@example.com", "pro", "Alice", "blue", "+1-555-0100")]
     assert query(db, "SELECT count(*) FROM segment.users")[0][0] == 9
