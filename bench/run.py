@@ -47,6 +47,8 @@ from common import (
     warm_cache,
 )
 from common import measure as measure_now
+from s3 import compare as compare_s3
+from s3 import row as s3_row
 
 LOADER_KEYS = ("files_seen", "files_loaded", "files_skipped", "files_failed", "lines",
                "rows_loaded", "duplicates", "rejects", "discards", "schema_changes", "seconds")
@@ -230,6 +232,7 @@ class Bench:
                 self.load(f"scale_{f:g}", [self.work / f"tree-{k}"], db, expect(range(k)))
                 fresh_db(db)
 
+        self.s3 = compare_s3(self, files, expect(range(len(files))))  # bench/s3.py
         return self.report(base, extra, prefixes, dbt_skip, time.time() - t_start)
 
     # ---- report -----------------------------------------------------------------------
@@ -428,6 +431,7 @@ class Bench:
         print("targets:")
         for t in r["targets"]:
             print(f"  {t['status']:<5} {t['target']:<48} {t['measured']}")
+        print(s3_row(getattr(self, "s3", None)))
         if r["dbt"] != "measured":
             print(f"dbt: {r['dbt']}")
         for note in r["notes"]:
