@@ -46,6 +46,7 @@ DOWNLOAD_ATTEMPTS = 4  # of a whole download, for faults in the body the SDK can
 # Day folders of Segment's layout: <prefix>segment-logs/<source-id>/<received-day-ms>/...
 DAY_RE = re.compile(r"(?:^|/)segment-logs/[^/]+/(\d{10,})/")
 SINCE_RE = re.compile(r"^(\d+)([dh])$")
+SPOOL_PREFIX = "segment-loader-spool-"  # + pid + random: one folder per run in $TMPDIR
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def discover(specs: list[str], cutoff: int | None) -> list:
     object. With a cutoff only day folders from that day on are listed (see `_list_since`)."""
     from loader.read import InputFile, _format_of, source_id_from_path
 
-    spool = Path(tempfile.gettempdir()) / f"segment-loader-spool-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    spool = Path(tempfile.gettempdir()) / f"{SPOOL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     found: dict[str, tuple[ObjectRef, bool]] = {}
     missing = []
     for spec in specs:
@@ -154,7 +155,7 @@ def _list_spec(spec: str, cutoff: int | None) -> Iterator[tuple[ObjectRef, bool]
                 yield ref, False
         return
     folder = key if not key or key.endswith("/") else key + "/"
-    for ref in _list_since(store, bucket, key.rstrip("/") if key.endswith("/") else key, cutoff):
+    for ref in _list_since(store, bucket, key, cutoff):
         if ref.key == key:
             yield ref, True  # the URI names this object
         elif ref.key.startswith(folder):
@@ -398,6 +399,20 @@ def _download_to(store: Store, ref: ObjectRef, path: Path) -> str:
     return digest.hexdigest()
 
 
+def _remove_stale_spools(parent: Path) -> None:
+    """Spool folders of runs that were killed (SIGKILL leaves no chance to clean up)."""
+    for folder in parent.glob(f"{SPOOL_PREFIX}*-*"):
+        pid = folder.name.removeprefix(SPOOL_PREFIX).split("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
 class Spool:
     """Downloads the object files of a run in order, a few ahead of the readers.
 
@@ -416,6 +431,7 @@ class Spool:
         self.root = self.objects[0].path.parent if self.objects else None
         self.pool: ThreadPoolExecutor | None = None
         if self.objects:
+            _remove_stale_spools(self.root.parent)
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.pool = ThreadPoolExecutor(workers, thread_name_prefix="spool")
             self.feeder = threading.Thread(target=self._feed, daemon=True)
@@ -475,6 +491,8 @@ class Spool:
 
     def close(self) -> None:
         self.stopped.set()
+        with self.ready:
+            self.ready.notify_all()  # a reader waiting for a file that will not come
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
         if self.root is not None:

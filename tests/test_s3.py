@@ -181,10 +181,15 @@ def test_globs_prefixes_and_single_objects(s3, bucket):
         discover_files([f"{base}/nothing-here/"])
 
 
-def test_spool_keeps_few_files_and_removes_them(s3, bucket, tmp_path):
+def test_spool_keeps_few_files_and_removes_them(s3, bucket, tmp_path, monkeypatch):
     for i in range(6):
         put(bucket, f"segment-logs/src/{DAY1}/{i}.gz", ndjson_gz([event(i)]))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    stale = tmp_path / f"{objectstore.SPOOL_PREFIX}4194304-0badc0de"  # above Linux's pid_max: no such process
+    stale.mkdir()
+    (stale / "000001-left-by-a-killed-run.gz").write_bytes(b"x")
     files = discover_files([f"s3://{bucket}/segment-logs/"])
+    assert files[0].path.parent.parent == tmp_path
     most = 0
     with objectstore.Spool(files, workers=2, ahead=2) as spool:
         for f in files:
@@ -195,6 +200,7 @@ def test_spool_keeps_few_files_and_removes_them(s3, bucket, tmp_path):
         assert spool.digest(files[0])  # hashed while downloading
     assert 1 <= most <= 2
     assert not spool.root.exists()
+    assert not stale.exists()  # a killed run's spool is removed by the next run
 
 
 def _text_of_every_loader_table(db: Path) -> str:
@@ -233,7 +239,7 @@ def test_listing_errors_are_usage_errors_without_secrets(s3, sample_bucket, monk
 def test_cli_exit_2_and_no_secret_in_output_logs_or_manifest(s3, sample_bucket, tmp_path):
     db = tmp_path / "w.duckdb"
     proc = cli("load", "s3://no-such-bucket/segment-logs/", "--db", str(db), "--json")
-    assert proc.returncode == 2 and "error: s3://no-such-bucket/segment-logs: the bucket does not exist" in proc.stderr
+    assert proc.returncode == 2 and "error: s3://no-such-bucket/segment-logs/: the bucket does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
     proc = cli("load", sample_bucket, "--db", str(db), "--json")
     assert proc.returncode == 0, proc.stderr
