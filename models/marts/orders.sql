@@ -11,6 +11,8 @@
   - gross_total = total otherwise, net_total = gross_total - refunded_amount, always;
   - order_sequence_number counts a person's non-cancelled orders by placed_at (NULL for
     cancelled orders); is_first_order = sequence 1.
+  - reporting_*: the three amounts in var reporting_currency at the seed exchange_rates'
+    rate (NULL when the seed has no rate for the order's currency).
   Refunds of orders that are not in the data are in orphan_refunds, not here.
 -#}
 with
@@ -46,6 +48,12 @@ cancellations as (
     from {{ ref('stg_segment__order_cancelled') }}
     where order_id is not null
     group by order_id
+),
+
+rates as (
+    select currency, rate_to_reporting
+    from {{ ref('exchange_rates') }}
+    where reporting_currency = '{{ var("reporting_currency") }}'
 ),
 
 amounts as (
@@ -95,10 +103,10 @@ derived as (
 )
 
 select
-    order_id,
+    derived.order_id,
     person_id,
     placed_at,
-    currency,
+    derived.currency,
     subtotal,
     total,
     revenue,
@@ -114,6 +122,14 @@ select
     cancelled_at,
     status,
     net_total,
+    '{{ var("reporting_currency") }}' as reporting_currency,
+    cast(gross_total * rates.rate_to_reporting as {{ segment_type_money() }}) as reporting_gross_total,
+    cast(refunded_amount * rates.rate_to_reporting as {{ segment_type_money() }}) as reporting_refunded_amount,
+    -- each amount rounded once, so reporting gross - refunded = net exactly
+    cast(
+        cast(gross_total * rates.rate_to_reporting as {{ segment_type_money() }})
+        - cast(refunded_amount * rates.rate_to_reporting as {{ segment_type_money() }})
+    as {{ segment_type_money() }}) as reporting_net_total,
     item_count,
     line_count,
     items_subtotal,
@@ -127,3 +143,4 @@ select
     checkout_id,
     source_id
 from derived
+left join rates on rates.currency = derived.currency

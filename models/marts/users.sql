@@ -3,7 +3,8 @@
   latest traits, orders and money. Orders and money follow the orders mart: first and last
   order are non-cancelled orders; cancelled orders add nothing to money. Money columns are
   filled only when all of the person's orders use one currency (lifetime_currency);
-  otherwise see user_order_totals.
+  otherwise see user_order_totals. lifetime_reporting_* add every order's reporting_*
+  amounts (one currency: var reporting_currency), NULL if an order's currency has no rate.
 -#}
 {%- set traits = var('segment_user_traits') %}
 
@@ -135,6 +136,21 @@ order_summary as (
     group by person_id
 ),
 
+reporting_totals as (
+    select
+        person_id,
+        max(reporting_currency) as reporting_currency,
+        -- NULL unless every order has a rate: a partial sum would look complete
+        case when count(*) = count(reporting_net_total) then
+            cast(sum(reporting_gross_total) as {{ segment_type_money() }}) end as gross_total,
+        case when count(*) = count(reporting_net_total) then
+            cast(sum(reporting_refunded_amount) as {{ segment_type_money() }}) end as refunded_amount,
+        case when count(*) = count(reporting_net_total) then
+            cast(sum(reporting_net_total) as {{ segment_type_money() }}) end as net_total
+    from orders
+    group by person_id
+),
+
 single_currency as (
     select person_id, currency, gross_total, refunded_amount, net_total
     from {{ ref('user_order_totals') }}
@@ -165,7 +181,11 @@ select
     sc.currency as lifetime_currency,
     sc.gross_total as lifetime_gross_total,
     sc.refunded_amount as lifetime_refunded_amount,
-    sc.net_total as lifetime_net_total
+    sc.net_total as lifetime_net_total,
+    coalesce(rt.reporting_currency, '{{ var("reporting_currency") }}') as reporting_currency,
+    rt.gross_total as lifetime_reporting_gross_total,
+    rt.refunded_amount as lifetime_reporting_refunded_amount,
+    rt.net_total as lifetime_reporting_net_total
 from persons as p
 left join user_ids as u on u.person_id = p.person_id
 left join anonymous_ids as a on a.person_id = p.person_id
@@ -177,3 +197,4 @@ left join order_ranks as first_order
 left join order_ranks as last_order
     on last_order.person_id = p.person_id and last_order.recency_rank = 1
 left join single_currency as sc on sc.person_id = p.person_id
+left join reporting_totals as rt on rt.person_id = p.person_id
