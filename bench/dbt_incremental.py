@@ -1,0 +1,90 @@
+"""dbt after a small load vs a full refresh, and the documented hourly and daily commands.
+
+Issue 14's measure: on the bench archive, the base files (99 %) are loaded and built once;
+then the extra files (the newest 1 %) are loaded, and from copies of that one state:
+
+    dbt_run_after_1pct     ``dbt run``                 (models only, incremental)
+    dbt_run_full_refresh   ``dbt run --full-refresh``  (models only, everything rebuilt)
+    dbt_hourly             HOURLY: models plus the data tests that guard them
+    dbt_daily              DAILY: every model, seed, data test and unit test
+
+each ``--repeat`` times, interleaved. The target is run_after_1pct / run_full_refresh <= 25 %.
+Every command runs on its own copy of the state, so none sees another's work.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from common import fresh_db, link_tree, median
+
+TARGET_SHARE = 0.25
+# The hourly command (README, "Incremental builds"): models and seeds, and the data tests
+# that guard keys, types and money rules; the reconciliations and relationship tests that
+# re-read whole marts, and the unit tests, are left to the daily run.
+HOURLY = ["build", "--exclude-resource-type", "unit_test",
+          "--exclude", "test_name:sums_match_by_group", "test_name:relationships", "test_type:singular"]
+DAILY = ["build"]
+COMMANDS = {
+    "dbt_run_after_1pct": ["run"],
+    "dbt_run_full_refresh": ["run", "--full-refresh"],
+    "dbt_hourly": HOURLY,
+    "dbt_daily": DAILY,
+}
+
+
+def copy_state(src: Path, dst: Path) -> Path:
+    fresh_db(dst)
+    shutil.copyfile(src, dst)
+    if Path(str(src) + ".wal").exists():
+        shutil.copyfile(str(src) + ".wal", str(dst) + ".wal")
+    return dst
+
+
+def compare(bench, files: list[str], extra: dict | None) -> dict | None:
+    """Measure COMMANDS after a 1 % load through `bench.measure`/`bench.record` (recorded with
+    the other steps); return the medians and the incremental share. None without extra files."""
+    if not extra or bench.dbt_available() is not None:
+        return None
+    tree = bench.work / "dbtinc-tree"
+    link_tree(bench.data, files, tree)
+    state = fresh_db(bench.work / "dbtinc-state.duckdb")
+    bench.load("dbtinc_base_load", [tree], state, {"files_loaded": len(files)})
+    dbt = [str(bench.a.dbt)]
+    bench.record("dbtinc_base_build", bench.measure([*dbt, "build", *bench.dbt_dirs()],
+                                                    env=bench.dbt_env(state), timeout=bench.a.timeout))
+    root = Path(extra["root"])
+    for rel in extra["file_list"]:
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, tree / rel)
+    bench.load("dbtinc_1pct_load", [tree], state, {"files_loaded": len(extra["file_list"])})
+    work = bench.work / "dbtinc-work.duckdb"
+    for _ in range(bench.a.repeat):
+        for step, args in COMMANDS.items():
+            copy_state(state, work)
+            m = bench.measure([*dbt, *args, *bench.dbt_dirs()], env=bench.dbt_env(work),
+                              timeout=bench.a.timeout)
+            bench.record(step, m)
+    fresh_db(work)
+    fresh_db(state)
+
+    def wall(step: str) -> float | None:
+        return median([m["wall_s"] for m in bench.runs.get(step, []) if m["rc"] == 0])
+
+    walls = {step: wall(step) for step in COMMANDS}
+    incr, full = walls["dbt_run_after_1pct"], walls["dbt_run_full_refresh"]
+    return {**walls, "share": incr / full if incr and full else None, "target": TARGET_SHARE,
+            "extra_files": len(extra["file_list"]), "extra_lines": extra["lines"]}
+
+
+def row(result: dict | None) -> str:
+    """One line for the targets table."""
+    name = f"dbt run after a 1% load <= {TARGET_SHARE:.0%} of --full-refresh"
+    if not result or result["share"] is None:
+        return f"  {'n/a':<5} {name:<48} not measured"
+    ok = "PASS" if result["share"] <= TARGET_SHARE else "MISS"
+    hourly, daily = result["dbt_hourly"], result["dbt_daily"]
+    return (f"  {ok:<5} {name:<48} {result['share']:.0%} ({result['dbt_run_after_1pct']:.2f} s vs "
+            f"{result['dbt_run_full_refresh']:.2f} s after {result['extra_lines']:,} new events); "
+            f"hourly build {hourly or float('nan'):.2f} s, daily build {daily or float('nan'):.2f} s")
