@@ -1,4 +1,5 @@
-"""Print a short summary of the dbt marts: people, orders, net revenue by currency.
+"""Print a short summary of the dbt marts: people, orders, net revenue by currency, sessions,
+top channels and the e-commerce funnel.
 
     python dbt_summary.py [DB]      # DB defaults to $SEGMENT_DUCKDB_PATH, then warehouse.duckdb
 
@@ -35,6 +36,7 @@ def summary(db: str) -> str:
             "select count(*), string_agg(coalesce(order_id, '?'), ', ' order by order_id)"
             " from analytics.orphan_refunds"
         ).fetchone()
+        analyst = analyst_lines(con)
     finally:
         con.close()
     lines = [
@@ -50,7 +52,36 @@ def summary(db: str) -> str:
         )
     if orphans[0]:
         lines.append(f"refunds for orders not in the data: {orphans[0]} ({orphans[1]})")
-    return "\n".join(lines)
+    return "\n".join(lines + analyst)
+
+
+def analyst_lines(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Sessions, top channels, the funnel and the bots left out (analyst marts)."""
+    sessions, persons, bounces, cross_device = con.execute(
+        "select count(*), count(distinct person_id), count(*) filter (where is_bounce),"
+        " count(*) filter (where is_cross_device) from analytics.sessions"
+    ).fetchone()
+    channels = con.execute(
+        "select channel, count(*) from analytics.sessions group by channel order by 2 desc, 1 limit 5"
+    ).fetchall()
+    viewed, added, checkout, ordered = con.execute(
+        "select count(*) filter (where furthest_step >= 1), count(*) filter (where furthest_step >= 2),"
+        " count(*) filter (where furthest_step >= 3), count(*) filter (where furthest_step >= 4)"
+        " from analytics.funnel_sessions"
+    ).fetchone()
+    bots, bot_events = con.execute(
+        "select count(distinct person_id), count(*)"
+        " from analytics_intermediate.int_analytics_sessionized_events where is_bot_person"
+    ).fetchone()
+    conversion = f"{100 * ordered / sessions:.1f}%" if sessions else "n/a"
+    return [
+        (f"sessions: {sessions} by {persons} people ({bounces} single-event,"
+         f" {cross_device} across devices)"),
+        "top channels (sessions): " + ", ".join(f"{c} {n}" for c, n in channels),
+        (f"funnel (sessions): product viewed {viewed} -> added {added} -> checkout {checkout}"
+         f" -> ordered {ordered} (conversion {conversion})"),
+        f"bots left out of the analyst marts: {bots} ({bot_events} events)",
+    ]
 
 
 def main() -> None:

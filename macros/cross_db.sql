@@ -114,3 +114,40 @@
 {% macro spark__segment_fail_if(condition, message) -%}
   case when {{ condition }} then raise_error('{{ message }}') end
 {%- endmacro %}
+
+{#
+  A number in [0, 1e9+7) derived from a hash of `expression`: summed over a set of rows it is
+  an order-independent checksum of that set (incremental analytics models compare such sums
+  to find persons whose events changed). Summing stays far inside BIGINT.
+#}
+{% macro segment_hash_number(expression) -%}
+  {{ return(adapter.dispatch('segment_hash_number', 'segment_warehouse')(expression)) }}
+{%- endmacro %}
+{% macro default__segment_hash_number(expression) -%}
+  cast(hash({{ expression }}) % 1000000007 as {{ dbt.type_bigint() }})
+{%- endmacro %}
+{% macro spark__segment_hash_number(expression) -%}
+  pmod(xxhash64({{ expression }}), 1000000007)
+{%- endmacro %}
+
+{#
+  The first capture group of regular expression `pattern` in `expression`, NULL when it does
+  not match or captures nothing. DuckDB and Spark both have regexp_extract with this meaning.
+#}
+{% macro segment_regexp_extract(expression, pattern) -%}
+  {{ return(adapter.dispatch('segment_regexp_extract', 'segment_warehouse')(expression, pattern)) }}
+{%- endmacro %}
+{% macro default__segment_regexp_extract(expression, pattern) -%}
+  nullif(regexp_extract({{ expression }}, '{{ pattern }}', 1), '')
+{%- endmacro %}
+
+{# The UTC calendar date of an instant (DuckDB's date_trunc would use the session time zone). #}
+{% macro segment_utc_date(expression) -%}
+  {{ return(adapter.dispatch('segment_utc_date', 'segment_warehouse')(expression)) }}
+{%- endmacro %}
+{% macro default__segment_utc_date(expression) -%}
+  cast(timezone('UTC', {{ expression }}) as date)
+{%- endmacro %}
+{% macro spark__segment_utc_date(expression) -%}
+  to_date(to_utc_timestamp({{ expression }}, current_timezone()))
+{%- endmacro %}

@@ -41,12 +41,16 @@ GUEST = "9e575000-0000-4000-8000-000000000003"  # guest checkout; later turns ou
 GRACE_WEB = "94ace000-0000-4000-8000-000000000007"
 GRACE_IOS = "94ACE105-0000-4000-8000-000000000008"
 LURKER = "10075000-0000-4000-8000-00000000000f"  # browses, never identifies
+HENRY_WEB = "4e027000-0000-4000-8000-000000000009"  # arrives from a Google ad, later signs in
+HENRY_IOS = "4E027105-0000-4000-8000-00000000000A"  # Henry's iPhone, used right after login
+CRAWLER = "b07b07b0-0000-4000-8000-0000000000b0"  # a search engine crawler running analytics.js
 
 WEB_UA = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.4 Safari/605.1.15"
 )
 IOS_UA = "Shop/3.2.1 (com.example.shop; build:321; iOS 17.4.1) Alamofire/5.8.0"
+BOT_UA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 P_TEE = {"product_id": "P-100", "sku": "TEE-BLK-M", "name": "Black T-Shirt", "category": "Apparel"}
 P_MUG = {"product_id": "P-200", "sku": "MUG-01", "name": "Coffee Mug", "category": "Home"}
@@ -125,6 +129,7 @@ class Archive:
         page: dict[str, str] | None = None,
         campaign: dict[str, str] | None = None,
         context_traits: dict[str, Any] | None = None,
+        user_agent: str | None = None,
         latency_ms: int = 180,
         skew_s: int = 0,
         drop_project: bool = False,
@@ -144,7 +149,7 @@ class Archive:
             ctx["library"] = {"name": "analytics-node", "version": "2.1.0"}
         elif source == WEB:
             ctx["library"] = {"name": "analytics.js", "version": "npm:next-1.70.0"}
-            ctx["userAgent"] = WEB_UA
+            ctx["userAgent"] = user_agent or WEB_UA
             ctx["ip"] = "203.0.113." + str(10 + self.count % 80)
             ctx["locale"] = "en-US"
             pg = page or {"path": "/", "title": "Example Shop", "url": "https://shop.example.com/"}
@@ -193,10 +198,14 @@ class Archive:
     def track(self, source: str, t: datetime, event: str, props: dict[str, Any], **kw: Any) -> dict:
         return self.add(source, t, "track", event=event, properties=props, **kw)
 
-    def page(self, t: datetime, path: str, title: str, *, name: str | None = None, **kw: Any) -> dict:
-        url = "https://shop.example.com" + path
+    def page(self, t: datetime, path: str, title: str, *, name: str | None = None,
+             query: str = "", referrer: str = "", **kw: Any) -> dict:
+        url = "https://shop.example.com" + path + query
         pg = {"path": path, "title": title, "url": url}
-        props: dict[str, Any] = {"path": path, "title": title, "url": url, "referrer": "", "search": ""}
+        if referrer:
+            pg["referrer"] = referrer
+        props: dict[str, Any] = {"path": path, "title": title, "url": url, "referrer": referrer,
+                                 "search": query}
         extra: dict[str, Any] = {}
         if name:
             extra["name"] = name
@@ -526,7 +535,41 @@ def main_archive() -> Archive:
     # A trailing-space user id must still be Carol after trimming.
     a.track(WEB, at(DAY3, "15:00:00"), "Newsletter Subscribed", {"list": "weekly"},
             user="usr_carol ", anon="-1")
+    analyst_story(a)
     return a
+
+
+# Sessions, channels and bots (the analyst marts). New lines go to files of their own so the
+# files above keep their bytes.
+HENRY_AD = "?utm_source=google&utm_medium=cpc&utm_campaign=running_shoes&gclid=EAIaIQobChMI"
+HENRY_WEB_FILE = Archive.file_name(WEB, at(DAY3, "03:00:00"))
+HENRY_IOS_FILE = Archive.file_name(IOS, at(DAY3, "08:00:00"))
+
+
+def analyst_story(a: Archive) -> None:
+    # A crawler with a bot user agent: 12 page views in one minute, never identifies.
+    for i in range(12):
+        path, title = [("/", "Example Shop"), ("/c/footwear", "Footwear"), ("/p/p-400", "Running Shoes"),
+                       ("/faq", "FAQ")][i % 4]
+        a.page(at(DAY3, "03:00:00") + timedelta(seconds=5 * i), path, title, anon=CRAWLER,
+               user_agent=BOT_UA, file_hint=HENRY_WEB_FILE)
+    # Henry clicks a Google ad: UTM and gclid only in the landing URL (no context.campaign).
+    hw = {"anon": HENRY_WEB, "file_hint": HENRY_WEB_FILE}
+    ad_page = {"path": "/p/p-400", "title": "Running Shoes",
+               "url": "https://shop.example.com/p/p-400" + HENRY_AD,
+               "referrer": "https://www.google.com/"}
+    a.page(at(DAY3, "08:00:00"), "/p/p-400", "Running Shoes", query=HENRY_AD,
+           referrer="https://www.google.com/", **hw)
+    a.track(WEB, at(DAY3, "08:02:00"), "Product Viewed",
+            {**P_SHOES, "price": 89.9, "currency": "EUR"}, page=ad_page, **hw)
+    # 38 minutes later he comes back by typing the address: a second, direct session...
+    a.page(at(DAY3, "08:40:00"), "/", "Example Shop", **hw)
+    a.identify(WEB, at(DAY3, "08:42:00"), {"email": "henry@example.com"}, user="usr_henry", **hw)
+    # ...and carries on on his iPhone after logging in there: the same session, two devices.
+    hi = {"user": "usr_henry", "anon": HENRY_IOS, "file_hint": HENRY_IOS_FILE}
+    a.screen(at(DAY3, "08:50:00"), "Home", **hi)
+    a.track(IOS, at(DAY3, "08:55:00"), "Product Added",
+            {**P_SHOES, "cart_id": "cart_henry", "price": 89.9, "quantity": 1}, **hi)
 
 
 def late_archive() -> Archive:
@@ -551,6 +594,10 @@ def late_archive() -> Archive:
     a.add(IOS, at(DAY2, "11:15:00"), "track", event="Product Viewed",
           properties={**P_SOCKS, "price": 9.95, "currency": "EUR"}, user="usr_bob", anon=BOB_IOS,
           latency_ms=2 * 86400 * 1000 - 3 * 3600 * 1000)
+    # Henry's browser was offline at 08:20 on 05-08: the page view arrives a day late and
+    # joins his two sessions of that morning (gaps of 18 and 20 minutes) into one.
+    a.page(at(DAY3, "08:20:00"), "/c/footwear", "Footwear", anon=HENRY_WEB,
+           latency_ms=25 * 3600 * 1000)
     # A re-delivery of an already-archived message (ORD-1001's first refund), verbatim.
     main = main_archive()
     refund = next(ln.msg for ln in main.lines if ln.msg and ln.msg.get("event") == "Order Refunded"

@@ -18,8 +18,8 @@ def archive(request):
 def test_sample_archive_loads_with_every_line_accounted_for(db, archive):
     result = run_load([archive], db)
     s = result.summary()
-    assert s["files_loaded"] == 16 and s["files_failed"] == 0
-    assert (s["lines"], s["rows_loaded"], s["duplicates"], s["rejects"]) == (242, 234, 2, 6)
+    assert s["files_loaded"] == 18 and s["files_failed"] == 0
+    assert (s["lines"], s["rows_loaded"], s["duplicates"], s["rejects"]) == (260, 252, 2, 6)
     for f in result.files:
         assert f.lines == f.rows_loaded + f.duplicates + f.rejects
     rejects = query(db, "SELECT path, line, reason FROM _loader.rejects ORDER BY line")
@@ -46,21 +46,21 @@ def test_sample_archive_tables_names_and_types(db, archive):
         ("product_viewed", "rating", "N/A", "BIGINT")]
     # the refund amount sent as a string is cast losslessly into the DOUBLE column
     assert (12.5,) in query(db, "SELECT total FROM segment.order_refunded")
-    assert query(db, "SELECT count(*), count(DISTINCT id) FROM segment.tracks")[0] == (35, 35)
+    assert query(db, "SELECT count(*), count(DISTINCT id) FROM segment.tracks")[0] == (37, 37)
 
 
 def test_sample_users_hold_latest_non_null_traits(db, archive):
     run_load([archive], db)
     alice = query(db, "SELECT email, plan, first_name, favorite_color, context_traits_phone FROM segment.users WHERE id = 'usr_alice'")
     assert alice == [("alice@example.com", "pro", "Alice", "blue", "+1-555-0100")]
-    assert query(db, "SELECT count(*) FROM segment.users")[0][0] == 9
+    assert query(db, "SELECT count(*) FROM segment.users")[0][0] == 10
     assert query(db, "SELECT count(*) FROM segment.accounts")[0][0] == 2
 
 
 def test_sample_rerun_is_a_no_op_and_split_invariant(tmp_path, db):
     run_load([ARCHIVE], db)
     proc = cli("load", str(ARCHIVE), "--db", str(db))
-    assert proc.returncode == 0 and "nothing to load: all 16 file(s)" in proc.stdout
+    assert proc.returncode == 0 and "nothing to load: all 18 file(s)" in proc.stdout
     by_day = tmp_path / "by_day.duckdb"
     for day in ["1714953600000", "1715040000000", "1715126400000"]:
         run_load(sorted(SAMPLE.glob(f"segment-logs/*/{day}/*.gz")), by_day)
@@ -69,4 +69,4 @@ def test_sample_rerun_is_a_no_op_and_split_invariant(tmp_path, db):
     assert table_snapshot(by_day) == table_snapshot(db)
     copy = tmp_path / "copy" / "segment-logs"
     shutil.copytree(ARCHIVE, copy)
-    assert run_load([copy], db).summary()["files_skipped"] == 16  # same content elsewhere: skipped
+    assert run_load([copy], db).summary()["files_skipped"] == 18  # same content elsewhere: skipped

@@ -141,6 +141,13 @@ select
     anonymous_id,
     event_name,
     checkout_id,
-    source_id
+    source_id,
+    touch.session_id,
+    touch.attributed_session_id,
+    touch.attributed_source,
+    touch.attributed_medium,
+    touch.attributed_campaign,
+    touch.attributed_channel
 from derived
 left join rates on rates.currency = derived.currency
+left join {{ ref('int_analytics_order_touches') }} as touch on touch.order_id = derived.order_id

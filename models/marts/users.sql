@@ -185,7 +185,17 @@ select
     coalesce(rt.reporting_currency, '{{ var("reporting_currency") }}') as reporting_currency,
     rt.gross_total as lifetime_reporting_gross_total,
     rt.refunded_amount as lifetime_reporting_refunded_amount,
-    rt.net_total as lifetime_reporting_net_total
+    rt.net_total as lifetime_reporting_net_total,
+    touch.first_touch_at,
+    touch.first_touch_source,
+    touch.first_touch_medium,
+    touch.first_touch_campaign,
+    touch.first_touch_channel,
+    touch.last_touch_at,
+    touch.last_touch_source,
+    touch.last_touch_medium,
+    touch.last_touch_campaign,
+    touch.last_touch_channel
 from persons as p
 left join user_ids as u on u.person_id = p.person_id
 left join anonymous_ids as a on a.person_id = p.person_id
@@ -198,3 +208,4 @@ left join order_ranks as last_order
     on last_order.person_id = p.person_id and last_order.recency_rank = 1
 left join single_currency as sc on sc.person_id = p.person_id
 left join reporting_totals as rt on rt.person_id = p.person_id
+left join {{ ref('int_analytics_person_touches') }} as touch on touch.person_id = p.person_id

@@ -29,6 +29,15 @@ DBT = Path(sys.executable).with_name("dbt")
 
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 MARTS = ["users", "orders", "order_items", "orphan_refunds", "user_order_totals"]
+# Analyst marts (issue 13) and their intermediate models.
+ANALYST_MARTS = ["events", "sessions", "page_views", "funnel_sessions", "funnel_daily",
+                 "active_persons_daily", "identity_graph"]
+ANALYST_INTERMEDIATE = [
+    "int_analytics_event_context",
+    "int_analytics_sessionized_events",
+    "int_analytics_person_touches",
+    "int_analytics_order_touches",
+]
 INTERMEDIATE = [
     "int_events_unioned",
     "int_identity_person_map",

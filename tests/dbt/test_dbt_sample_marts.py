@@ -7,14 +7,18 @@ produced by running the models. After the late archive, an incremental build mus
 
 from __future__ import annotations
 
+import importlib.util
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pytest
 from dbt_helpers import (
+    ANALYST_INTERMEDIATE,
+    ANALYST_MARTS,
     INTERMEDIATE,
     MARTS,
+    REPO,
     SAMPLE_LOGS,
     DbtResult,
     assert_matches_expected,
@@ -77,9 +81,9 @@ def test_first_build_runs_models_data_tests_and_unit_tests(first_build):
     for unique_id, status in result.statuses().items():
         kinds.setdefault(unique_id.split(".")[0], []).append(status)
     assert result.not_passing() == {}
-    assert len(kinds["model"]) == 20
-    assert len(kinds["unit_test"]) >= 17
-    assert len(kinds["test"]) >= 140
+    assert len(kinds["model"]) == 35
+    assert len(kinds["unit_test"]) >= 24
+    assert len(kinds["test"]) >= 260
 
 
 @pytest.mark.parametrize("mart", MARTS)
@@ -114,12 +118,13 @@ def test_late_build_was_incremental_and_read_only_the_new_load(late_build):
     db, result = late_build
     assert result.not_passing() == {}
     assert "load_id > (select coalesce(max(load_id), -1)" in result.compiled_code("int_events_unioned")
-    # the late archive holds 7 lines; one is a re-delivery the loader dedups
+    # the late archive holds 8 lines; one is a re-delivery the loader dedups
     assert query(db, """select load_id, count(*) from analytics_intermediate.int_events_unioned
-                        group by 1 order by 1""") == [(1, 234), (2, 6)]
-    # the offline event arrived two days late with its original event time
+                        group by 1 order by 1""") == [(1, 252), (2, 7)]
+    # the offline events arrived late with their original event times (Bob's from 05-07,
+    # Henry's page view from 05-08)
     assert query(db, """select count(*) from analytics_intermediate.int_events_unioned
-                        where load_id = 2 and event_at < timestamptz '2024-05-08 00:00:00+00'""") == [(1,)]
+                        where load_id = 2 and event_at < timestamptz '2024-05-09 00:00:00+00'""") == [(2,)]
 
 
 def test_net_revenue_by_currency_after_the_late_archive(late_build):
@@ -128,8 +133,93 @@ def test_net_revenue_by_currency_after_the_late_archive(late_build):
     assert rows == [("EUR", Decimal("53.55")), ("GBP", Decimal("84.60")), ("USD", Decimal("303.38"))]
 
 
-@pytest.mark.parametrize("model", MARTS + INTERMEDIATE)
+@pytest.mark.parametrize("model", MARTS + INTERMEDIATE + ANALYST_MARTS + ANALYST_INTERMEDIATE)
 def test_incremental_build_equals_full_refresh(late_build, full_refresh_build, model):
-    schema = "analytics" if model in MARTS else "analytics_intermediate"
+    schema = "analytics" if model in MARTS + ANALYST_MARTS else "analytics_intermediate"
     difference = table_difference(late_build[0], full_refresh_build, f"{schema}.{model}")
     assert difference == (0, 0), f"{model}: rows only incremental / only full refresh = {difference}"
+
+
+# --- analyst marts (issue 13) -----------------------------------------------------------------
+
+ANALYST_EXPECTED = [
+    ("sessions", "sessions"),
+    ("funnel_daily", "funnel_daily"),
+    ("active_persons_daily", "active_persons_daily"),
+    ("identity_graph", "identity_graph"),
+    ("orders", "orders_attribution"),
+    ("users", "users_attribution"),
+]
+
+
+@pytest.mark.parametrize(("mart", "expected"), ANALYST_EXPECTED)
+def test_analyst_marts_match_hand_worked_rows(first_build, mart, expected):
+    assert_matches_expected(first_build[0], mart, expected)
+
+
+@pytest.mark.parametrize(("mart", "expected"), ANALYST_EXPECTED)
+def test_analyst_marts_after_the_late_archive_match_hand_worked_rows(late_build, mart, expected):
+    assert_matches_expected(late_build[0], mart, f"{expected}_after_late")
+
+
+def test_the_crawler_is_flagged_by_its_user_agent_and_left_out_of_the_marts(first_build):
+    db = first_build[0]
+    crawler = "b07b07b0-0000-4000-8000-0000000000b0"
+    assert query(db, f"""select count(*), bool_and(is_bot_person), min(bot_reason), min(device_category)
+                         from analytics_intermediate.int_analytics_sessionized_events
+                         where person_id = '{crawler}'""") == [(12, True, "user_agent", "bot")]
+    for mart in ("events", "sessions", "page_views"):
+        assert query(db, f"select count(*) from analytics.{mart} where person_id = '{crawler}'") == [(0,)]
+    # no one else is a bot: every other attributed event is in the events mart
+    assert query(db, """select count(*) from analytics_intermediate.int_analytics_sessionized_events
+                        where not is_bot_person""") == query(db, "select count(*) from analytics.events")
+
+
+def test_henry_s_ad_click_is_read_from_the_landing_url(first_build):
+    rows = query(first_build[0], """select utm_source, utm_medium, utm_campaign, gclid, referrer_host, channel
+                                    from analytics.sessions where person_id = 'usr_henry' order by started_at""")
+    assert rows == [("google", "cpc", "running_shoes", "EAIaIQobChMI", "www.google.com", "paid_search"),
+                    (None, None, None, None, None, "direct")]
+
+
+def test_every_order_is_placed_in_a_session(first_build):
+    assert query(first_build[0], "select count(*), count(session_id) from analytics.orders") == [(11, 11)]
+
+
+def test_late_build_rebuilt_only_the_persons_whose_events_changed(late_build):
+    _, result = late_build
+    for model in ("int_analytics_sessionized_events", "sessions"):
+        assert "changed_persons" in result.compiled_code(model)
+
+
+def test_demo_summary_shows_sessions_channels_and_the_funnel(first_build):
+    spec = importlib.util.spec_from_file_location("dbt_summary", REPO / "dbt_summary.py")
+    dbt_summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dbt_summary)
+    text = dbt_summary.summary(str(first_build[0]))
+    # 32 sessions of 11 people (sessions.csv): 8 single-event ones, Henry's web+iPhone session
+    assert "sessions: 32 by 11 people (8 single-event, 1 across devices)" in text
+    assert "top channels (sessions): direct 29, paid_search 2, email 1" in text
+    # funnel_daily.csv summed over the three days
+    assert "product viewed 6 -> added 1 -> checkout 1 -> ordered 1 (conversion 3.1%)" in text
+    assert "bots left out of the analyst marts: 1 (12 events)" in text
+
+
+def test_incremental_sessions_rebuild_only_persons_whose_events_changed(first_build, tmp_path):
+    """Mark every session row, load the late archive, build: only changed persons lose the mark."""
+    db = copy_db(first_build[0], tmp_path / "marked.duckdb")
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("update analytics.sessions set device_category = 'marked'")
+    finally:
+        con.close()
+    load_archive(write_late_archive(tmp_path / "late_archive"), db)
+    run_dbt(["run", "--select", "+sessions"], db, tmp_path)
+    rows = dict(query(db, """select person_id, bool_and(coalesce(device_category, '') = 'marked')
+                             from analytics.sessions group by 1"""))
+    # untouched by the late archive: the lurker, Carol, Dave, Frank
+    assert {p for p, marked in rows.items() if marked} == {
+        "10075000-0000-4000-8000-00000000000f", "usr_carol", "usr_dave", "usr_frank"}
+    # rebuilt: new or late events (Alice, Bob, Henry), merged persons (Erin, Grace)
+    assert {p for p, marked in rows.items() if not marked} == {
+        "usr_alice", "usr_bob_legacy", "usr_henry", "usr_erin", "usr_grace"}

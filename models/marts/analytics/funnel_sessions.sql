@@ -1,0 +1,70 @@
+{#-
+  One row per session (README "funnel_sessions"): when the session first reached each step
+  of Segment's e-commerce funnel, Product Viewed -> Product Added -> Checkout Started ->
+  Order Completed. A step counts only at or after the previous step was reached; event
+  names are compared case-insensitively with `_` as a space (order_completed counts).
+-#}
+{%- set steps = ['product viewed', 'product added', 'checkout started', 'order completed'] %}
+
+with
+
+sessions as (
+    select session_id, person_id, started_at, session_date, channel from {{ ref('sessions') }}
+),
+
+funnel_events as (
+    select session_id, event_at, lower(replace(event_name, '_', ' ')) as step_name
+    from {{ ref('int_analytics_sessionized_events') }}
+    where message_type = 'track'
+        and session_id is not null
+        and lower(replace(event_name, '_', ' ')) in ('{{ steps | join("', '") }}')
+),
+
+{%- for step in steps %}
+{%- set column = step | replace(' ', '_') ~ '_at' %}
+step_{{ loop.index }} as (
+    select s.session_id, min(e.event_at) as {{ column }}
+    from sessions as s
+    {% if not loop.first -%}
+    inner join step_{{ loop.index - 1 }} as previous on previous.session_id = s.session_id
+    {% endif -%}
+    inner join funnel_events as e
+        on e.session_id = s.session_id
+        and e.step_name = '{{ step }}'
+        {% if not loop.first -%}
+        and e.event_at >= previous.{{ steps[loop.index0 - 1] | replace(' ', '_') ~ '_at' }}
+        {%- endif %}
+    group by s.session_id
+),
+{%- endfor %}
+
+joined as (
+    select
+        s.*
+        {%- for step in steps %},
+        step_{{ loop.index }}.{{ step | replace(' ', '_') ~ '_at' }}
+        {%- endfor %}
+    from sessions as s
+    {%- for step in steps %}
+    left join step_{{ loop.index }} on step_{{ loop.index }}.session_id = s.session_id
+    {%- endfor %}
+)
+
+select
+    session_id,
+    person_id,
+    started_at,
+    session_date,
+    channel,
+    product_viewed_at,
+    product_added_at,
+    checkout_started_at,
+    order_completed_at,
+    case
+        when order_completed_at is not null then 4
+        when checkout_started_at is not null then 3
+        when product_added_at is not null then 2
+        when product_viewed_at is not null then 1
+        else 0
+    end as furthest_step
+from joined

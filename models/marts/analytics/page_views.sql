@@ -1,0 +1,34 @@
+{{ config(materialized='view') }}
+-- One row per page view and screen view (README "page_views"), with its session, position in
+-- the session and the time to the person's next view in that session. A view over the
+-- incremental int_analytics_sessionized_events; bots left out unless var analytics_include_bots.
+select
+    message_id as view_id,
+    message_type as view_type,
+    event_name as view_name,
+    person_id,
+    session_id,
+    view_number_in_session,
+    event_at as viewed_at,
+    next_view_at,
+    seconds_to_next_view,
+    page_url,
+    page_host,
+    page_path,
+    page_title,
+    referrer,
+    referrer_host,
+    utm_source,
+    utm_medium,
+    utm_campaign,
+    utm_term,
+    utm_content,
+    channel,
+    device_category,
+    source_id
+from {{ ref('int_analytics_sessionized_events') }}
+where message_type in ('page', 'screen')
+    and person_id is not null
+    {%- if not var('analytics_include_bots') %}
+    and not is_bot_person
+    {%- endif %}
