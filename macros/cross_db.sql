@@ -4,6 +4,11 @@
   the planned Spark port and are not tested yet). Add an <adapter>__ version to port.
 -#}
 
+{# Compile-time error for a helper that has no SQL for the current adapter yet. #}
+{% macro segment_not_ported(name) -%}
+  {{ exceptions.raise_compiler_error(name ~ ' has no implementation for adapter ' ~ adapter.type() ~ ': add ' ~ adapter.type() ~ '__' ~ name ~ ' to macros/cross_db.sql') }}
+{%- endmacro %}
+
 {# A cast that yields NULL instead of failing. #}
 {% macro segment_try_cast(expression, type) -%}
   {{ return(adapter.dispatch('segment_try_cast', 'segment_warehouse')(expression, type)) }}
@@ -39,6 +44,9 @@
   {{ return(adapter.dispatch('segment_json_text', 'segment_warehouse')(json_expression, key)) }}
 {%- endmacro %}
 {% macro default__segment_json_text(json_expression, key) -%}
+  {{ segment_not_ported('segment_json_text') }}
+{%- endmacro %}
+{% macro duckdb__segment_json_text(json_expression, key) -%}
   json_extract_string({{ json_expression }}, '$.{{ key }}')
 {%- endmacro %}
 {% macro spark__segment_json_text(json_expression, key) -%}
@@ -84,6 +92,9 @@
   {{ return(adapter.dispatch('segment_json_array_rows', 'segment_warehouse')(relation, json_column)) }}
 {%- endmacro %}
 {% macro default__segment_json_array_rows(relation, json_column) -%}
+  {{ segment_not_ported('segment_json_array_rows') }}
+{%- endmacro %}
+{% macro duckdb__segment_json_array_rows(relation, json_column) -%}
   select exploded.* exclude (json_elements),
          cast(json_elements[line_number] as varchar) as element_json
   from (
@@ -109,6 +120,9 @@
   {{ return(adapter.dispatch('segment_fail_if', 'segment_warehouse')(condition, message)) }}
 {%- endmacro %}
 {% macro default__segment_fail_if(condition, message) -%}
+  {{ segment_not_ported('segment_fail_if') }}
+{%- endmacro %}
+{% macro duckdb__segment_fail_if(condition, message) -%}
   case when {{ condition }} then error('{{ message }}') end
 {%- endmacro %}
 {% macro spark__segment_fail_if(condition, message) -%}

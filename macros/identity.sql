@@ -158,8 +158,8 @@ select count(*) as unconverged_edges
 {%- endmacro %}
 
 {#
-  CTEs `<prefix>_clean` (messages with cleaned ids) and `<prefix>` (one row per distinct
-  typed link and origin) from a relation shaped like int_events_unioned:
+  CTEs `<prefix>_clean` (the messages' ids, as staging cleaned them) and `<prefix>` (one
+  row per distinct typed link and origin) from a relation shaped like int_events_unioned:
     from_type ('anonymous' | 'user'), from_id, to_id (always a user id),
     link_source ('message': one message carried both ids | 'alias': previous_id -> user_id),
     first_linked_at, last_linked_at, link_count.
@@ -169,13 +169,7 @@ select count(*) as unconverged_edges
 #}
 {% macro segment_identity_links(events, prefix) -%}
 {{ prefix }}_clean as (
-    select
-        message_id,
-        message_type,
-        {{ segment_clean_id('anonymous_id') }} as anonymous_id,
-        {{ segment_clean_id('user_id') }} as user_id,
-        {{ segment_clean_id('previous_id') }} as previous_id,
-        event_at
+    select message_id, message_type, anonymous_id, user_id, previous_id, event_at
     from {{ events }}
 ),
 {{ prefix }}_known_users as (

@@ -24,13 +24,9 @@
 
 {#
   {column: data_type} of raw table `table_name` (lower-cased names), or none when the table
-  does not exist. Unit tests pass var segment_test_columns = {table: {column: type}}.
+  does not exist. Unit tests override this macro's answer (overrides: macros:).
 #}
 {% macro segment_table_columns(table_name, relation) -%}
-  {%- set override = var('segment_test_columns', {}) -%}
-  {%- if override and table_name in override -%}
-    {{ return(override[table_name]) }}
-  {%- endif -%}
   {%- if not execute -%}
     {{ return(none) }}
   {%- endif -%}
@@ -137,7 +133,7 @@ where dedup_rank = 1
 
 {#
   An identifier, trimmed; NULL when empty or a junk value (var segment_junk_ids, compared
-  case-insensitively). Applied in staging and again where ids enter the identity graph.
+  case-insensitively). Applied once, in staging: later models read ids as staged.
 #}
 {% macro segment_clean_id(expression) -%}
   case

@@ -14,9 +14,9 @@ events as (
     select
         message_id,
         message_type,
-        {{ segment_clean_id('anonymous_id') }} as anonymous_id,
-        {{ segment_clean_id('user_id') }} as user_id,
-        {{ segment_clean_id('previous_id') }} as previous_id,
+        anonymous_id,
+        user_id,
+        previous_id,
         event_at,
         received_at,
         load_id,
