@@ -2,7 +2,7 @@
   One row per identifier (user id or anonymous id) with the person it belongs to.
 
   Rules (README, "Identity: who is a person"):
-  - identifiers are trimmed; junk values are not identifiers (segment_clean_id);
+  - identifiers arrive cleaned by staging (trimmed; junk values NULL: segment_clean_id);
   - user ids linked by alias calls (previous_id -> user_id) are one person, over chains of
     any length (connected components in materialised rounds, macros/identity.sql; the build
     fails past var identity_max_iterations rounds);

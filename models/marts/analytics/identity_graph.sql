@@ -15,11 +15,10 @@ person_map as (
     select * from {{ ref('int_identity_person_map') }}
 ),
 
--- ids named by alias calls (the small aliases table, not the whole link graph)
+-- ids named by alias calls (the small aliases table, not the whole link graph; staging
+-- cleaned the ids)
 aliases as (
-    select
-        {{ segment_clean_id('previous_id') }} as previous_id,
-        {{ segment_clean_id('user_id') }} as user_id
+    select previous_id, user_id
     from {{ ref('stg_segment__aliases') }}
 ),
 
