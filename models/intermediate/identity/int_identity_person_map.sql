@@ -21,21 +21,25 @@
 
 {#- the strong links (alias calls between user ids) as one statement, for the rounds' tables -#}
 {%- set user_edges_sql -%}
-with
-{{ segment_identity_links(ref('int_events_unioned'), 'links') }}
-select from_id as node_a, to_id as node_b from links where from_type = 'user'
+select from_id as node_a, to_id as node_b from {{ ref('int_identity_links') }} where from_type = 'user'
 {%- endset %}
 
 with
 
-{{ segment_identity_links(ref('int_events_unioned'), 'links') }},
+links as (
+    select * from {{ ref('int_identity_links') }}
+),
+
+events as (
+    select anonymous_id, user_id, event_at from {{ ref('int_events_unioned') }}
+),
 
 sightings as (
     select 'user' as identifier_type, user_id as identifier, event_at
-    from links_clean where user_id is not null
+    from events where user_id is not null
     union all
     select 'anonymous' as identifier_type, anonymous_id as identifier, event_at
-    from links_clean where anonymous_id is not null
+    from events where anonymous_id is not null
     union all
     select from_type as identifier_type, from_id as identifier, first_linked_at as event_at
     from links where link_source = 'alias'
@@ -53,9 +57,7 @@ nodes as (
 
 -- strong links: alias calls between user ids
 user_edges as (
-    select from_id as node_a, to_id as node_b
-    from links
-    where from_type = 'user'
+    {{ user_edges_sql }}
 ),
 
 {{ segment_connected_components('user_edges', user_edges_sql, 'cc', max_iterations) }},
