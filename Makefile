@@ -27,6 +27,7 @@ demo: install
 	$(PY) -m loader status --db $(DEMO_DB)
 	SEGMENT_DUCKDB_PATH=$(DEMO_DB) $(VENV)/bin/dbt build --project-dir . --profiles-dir . --quiet
 	$(PY) dbt_summary.py $(DEMO_DB)
+	$(PY) -m loader publish --db $(DEMO_DB) --to demo_marts.duckdb
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider

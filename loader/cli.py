@@ -1,43 +1,58 @@
-"""Command line: `python -m loader load PATH... --db FILE`, `python -m loader status` and
-`python -m loader replay` (load rejected lines again, e.g. after fixing the tracking plan).
+"""Command line: `python -m loader load PATH... --db FILE`, `status`, `replay` (load rejected
+lines again, e.g. after fixing the tracking plan) and `publish` (a read-only copy of the marts).
 
 Exit codes: 0 success (also: nothing new to load); 1 one or more files failed (the others
 were loaded); 2 usage error; 3 the database is held by another process (retry later);
-4 unexpected internal error.
+4 out of memory, a write error (disk full) or an internal error; 130 interrupted. Every
+failure is one `error:` line on stderr (and a JSON object on stdout with --json).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
+from collections import Counter
 
 import duckdb
 
 from loader import __version__, state, writer
 from loader.config import LoadConfig, default_db_path
-from loader.errors import LoaderError
-from loader.pipeline import LoadResult, load
+from loader.errors import LoaderError, UsageError
+from loader.pipeline import SKIPPED_FAILED, LoadResult, load
+from loader.publish import DEFAULT_SCHEMAS, publish
 from loader.replay import DEFAULT_REASONS, replay
 
 EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_INTERNAL = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C (128 + SIGINT)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors raised (so --json can report them) instead of exiting."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m loader",
         description="Load Segment archives (NDJSON, gzipped or not, and Parquet) into DuckDB.",
         epilog="exit codes: 0 ok, 1 some files failed, 2 usage error, "
-        "3 database in use by another process, 4 internal error",
+        "3 database in use by another process, 4 internal error (or out of memory, disk full), "
+        "130 interrupted",
     )
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_load = sub.add_parser("load", help="load files, folders or globs")
     p_load.add_argument("paths", nargs="+", metavar="PATH")
-    p_load.add_argument("--db", default=default_db_path(), help="DuckDB file (default: $SEGMENT_DUCKDB_PATH or warehouse.duckdb)")
-    p_load.add_argument("--schema", default="segment", help="target schema (default: segment)")
+    _db_options(p_load)
     p_load.add_argument("--force", action="store_true", help="reload files the manifest has already loaded (rows still dedup by messageId)")
+    p_load.add_argument("--retry-failed", action="store_true", help="read again files that failed before and have not changed (by default they are skipped until their content or the settings that judged them change)")
+    p_load.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="leave out files whose path or name matches GLOB (repeatable), e.g. a file you know is not an archive")
     p_load.add_argument("--dry-run", action="store_true", help="show the tables and schema changes a load would make; write nothing")
     p_load.add_argument("--max-reject-ratio", type=float, default=0.25, help="fail a file when more than this share of its lines is rejected (default 0.25)")
     p_load.add_argument("--max-event-bytes", type=int, default=32 * 1024, help="reject lines longer than this (default 32768, Segment's limit)")
@@ -47,23 +62,41 @@ def _parser() -> argparse.ArgumentParser:
     p_load.add_argument("--memory-limit-mb", type=int, default=1024, help="DuckDB memory for the load, in MB (default 1024: 256 per reader thread, the rest for the warehouse); it spills to disk past it")
     p_load.add_argument("--since", metavar="WINDOW", help="only day folders of the segment-logs/<source>/<day>/ layout received in this window (2d, 36h) or from this day on (YYYY-MM-DD); s3:// and gs:// list only those days")
     _control_options(p_load)
-    p_load.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    _output_options(p_load, verbose="with --json, list every skipped file (by default they are counted)")
 
     p_replay = sub.add_parser("replay", help="load rejected lines again (after fixing the tracking plan)")
-    p_replay.add_argument("--db", default=default_db_path())
-    p_replay.add_argument("--schema", default="segment")
+    _db_options(p_replay)
     p_replay.add_argument("--reason", action="append", metavar="REASON",
                           help=f"replay rejects with this reason (repeatable; default {DEFAULT_REASONS[0]})")
     p_replay.add_argument("--source-id", help="as for load")
-    p_replay.add_argument("--memory-limit-mb", type=int, default=1024)
+    p_replay.add_argument("--memory-limit-mb", type=int, default=1024, help="as for load")
     _control_options(p_replay)
-    p_replay.add_argument("--json", action="store_true")
+    _output_options(p_replay)
 
-    p_status = sub.add_parser("status", help="manifest, last runs, rejects and schema changes")
-    p_status.add_argument("--db", default=default_db_path())
-    p_status.add_argument("--schema", default="segment")
-    p_status.add_argument("--json", action="store_true")
+    p_publish = sub.add_parser("publish", help="copy the marts into a read-only file analysts can open during loads and builds")
+    p_publish.add_argument("--db", default=default_db_path(), help="the warehouse (default: $SEGMENT_DUCKDB_PATH or warehouse.duckdb)")
+    p_publish.add_argument("--to", required=True, metavar="FILE", help="the DuckDB file readers open (replaced atomically)")
+    p_publish.add_argument("--schema", action="append", metavar="NAME", help=f"schema to copy (repeatable; default {DEFAULT_SCHEMAS[0]}, where dbt builds the marts)")
+    _output_options(p_publish)
+
+    p_status = sub.add_parser("status", help="manifest, last runs, open problems and schema changes")
+    _db_options(p_status)
+    p_status.add_argument("--table", metavar="NAME", help="list the last load's schema changes of this table, column by column")
+    p_status.add_argument("--verbose", action="store_true", help="list every schema change of the last load (by default they are summarised)")
+    p_status.add_argument("--json", action="store_true", help="print everything as one JSON object")
     return parser
+
+
+def _db_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=default_db_path(), help="DuckDB file (default: $SEGMENT_DUCKDB_PATH or warehouse.duckdb)")
+    p.add_argument("--schema", default="segment", help="schema of the event tables (default: segment)")
+
+
+def _output_options(p: argparse.ArgumentParser, verbose: str | None = None) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    p.add_argument("--quiet", "-q", action="store_true", help="print nothing when all went well (errors still go to stderr): for cron")
+    if verbose:
+        p.add_argument("--verbose", action="store_true", help=verbose)
 
 
 def _control_options(p: argparse.ArgumentParser) -> None:
@@ -74,31 +107,70 @@ def _control_options(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run one command; every outcome ends in one `error:` line (no traceback) and its code."""
+    argv = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in argv
     try:
+        args = _parser().parse_args(argv)
         if args.command == "load":
             return _load(args)
         if args.command == "replay":
             return _replay(args)
+        if args.command == "publish":
+            return _publish(args)
         return _status(args)
     except LoaderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(exc.exit_code, str(exc), as_json)
     except (MemoryError, duckdb.OutOfMemoryException) as exc:
-        print(f"error: out of memory ({exc}). Files committed before this one are complete; "
-              "nothing of the file being loaded was kept. Raise --memory-limit-mb or give the "
-              "process more memory, then run again.", file=sys.stderr)
-        return EXIT_INTERNAL
+        return _fail(EXIT_INTERNAL, f"out of memory ({exc}). Files committed before this one are "
+                     "complete; nothing of the file being loaded was kept. Raise --memory-limit-mb or "
+                     "give the process more memory, then run again.", as_json)
     except KeyboardInterrupt:
-        print("interrupted: files committed so far are complete; run again to finish", file=sys.stderr)
-        return 130
+        return _fail(EXIT_INTERRUPTED, "interrupted: files committed so far are complete (the run is "
+                     "recorded as interrupted); run again to finish", as_json)
+    except Exception as exc:  # noqa: BLE001 - whatever it is: one line and exit 4, never a traceback
+        if _is_write_failure(exc):
+            return _fail(EXIT_INTERNAL, f"cannot write the database ({exc}). Is the disk full? Files "
+                         "committed before the error are complete, the rest was rolled back and the run "
+                         "is recorded as failed: free space, then run again.", as_json)
+        return _fail(EXIT_INTERNAL, f"internal error {type(exc).__name__}: {exc} (a loader bug: please "
+                     "report it with the command; set SEGMENT_LOADER_DEBUG=1 for the traceback)", as_json)
+
+
+def _is_write_failure(exc: Exception) -> bool:
+    """Disk full, file size limit, I/O error: DuckDB reports them as IO or commit errors."""
+    text = str(exc)
+    return isinstance(exc, (OSError, duckdb.IOException)) or any(
+        k in text for k in ("Could not write", "No space left", "File too large", "Input/output error"))
+
+
+def _fail(code: int, message: str, as_json: bool) -> int:
+    if os.environ.get("SEGMENT_LOADER_DEBUG"):
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)
+    if as_json:
+        _out(json.dumps({"error": {"exit_code": code, "message": message}}))
+    return code
+
+
+def _out(text: str = "") -> None:
+    """Print to stdout; a reader that went away (`status | head`) is not an error: the rest of
+    the output is dropped and the command's own exit code stands."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _load(args) -> int:
-    progress = _terminal_progress if sys.stderr.isatty() and not args.json else None
+    progress = _terminal_progress if sys.stderr.isatty() and not args.json and not args.quiet else None
     config = _config(
         args,
         force=args.force,
+        retry_failed=args.retry_failed,
+        exclude=tuple(args.exclude),
         dry_run=args.dry_run,
         max_reject_ratio=args.max_reject_ratio,
         max_event_bytes=args.max_event_bytes,
@@ -112,12 +184,22 @@ def _load(args) -> int:
     if progress:
         print(file=sys.stderr)
     if args.json:
-        print(json.dumps(result.to_dict(), default=str))
-    else:
+        _out(json.dumps(_load_json(result, verbose=args.verbose), default=str))
+    elif not args.quiet:
         _print_result(result, dry_run=args.dry_run)
     for f in result.failed:
         print(f"error: {f.reason}", file=sys.stderr)
     return EXIT_FILES_FAILED if result.failed else EXIT_OK
+
+
+def _load_json(result: LoadResult, *, verbose: bool) -> dict:
+    """Skipped files are counted by why (thousands of them every hour say nothing new)."""
+    out = result.to_dict()
+    if not verbose:
+        skipped = [f for f in out["files"] if f["status"] == "skipped"]
+        out["files"] = [f for f in out["files"] if f["status"] != "skipped"]
+        out["skipped_by_reason"] = dict(Counter(f["reason"].split(" (")[0].split(":")[0] for f in skipped))
+    return out
 
 
 def _config(args, **load_only) -> LoadConfig:
@@ -145,12 +227,24 @@ def _replay(args) -> int:
     _warn_plan(config)
     result = replay(config, tuple(args.reason or DEFAULT_REASONS))
     if args.json:
-        print(json.dumps(result.to_dict(), default=str))
+        _out(json.dumps(result.to_dict(), default=str))
+        return EXIT_OK
+    if args.quiet:
         return EXIT_OK
     s = result.summary()
-    print(f"replay {s['load_id']}: {s['lines']:,} rejected line(s) of {s['files_seen']} file(s) replayed in {s['seconds']:.2f}s")
-    print(f"  rows {s['rows_loaded']:,} + duplicates {s['duplicates']:,} + rejected again {s['rejects']:,} "
-          f"({s['blocked']:,} blocked by the tracking plan); {s['violations']:,} violation(s) recorded")
+    _out(f"replay {s['load_id']}: {s['lines']:,} rejected line(s) of {s['files_seen']} file(s) replayed in {s['seconds']:.2f}s")
+    _out(f"  rows {s['rows_loaded']:,} + duplicates {s['duplicates']:,} + rejected again {s['rejects']:,} "
+         f"({s['blocked']:,} blocked by the tracking plan); {s['violations']:,} violation(s) recorded")
+    return EXIT_OK
+
+
+def _publish(args) -> int:
+    published = publish(args.db, args.to, tuple(args.schema or DEFAULT_SCHEMAS))
+    if args.json:
+        _out(json.dumps({"target": published.target, "tables": published.tables}))
+    elif not args.quiet:
+        _out(f"published {len(published.tables)} table(s), {sum(published.tables.values()):,} rows, "
+             f"to {published.target}")
     return EXIT_OK
 
 
@@ -165,66 +259,93 @@ def _terminal_progress(p: dict) -> None:
 def _print_result(result: LoadResult, *, dry_run: bool) -> None:
     s = result.summary()
     if dry_run:
-        print(f"dry run: {s['files_planned']} file(s) would be loaded, {s['files_skipped']} already loaded; nothing written")
+        _out(f"dry run: {s['files_planned']} file(s) would be loaded, {s['files_skipped']} already loaded; nothing written")
         for ch in result.schema_changes:
             what = ch["change"].replace("_", " ")
             col = f".{ch['column']}" if ch["column"] else ""
             types = f" {ch['old_type'] or ''}{' -> ' if ch['old_type'] else ''}{ch['new_type'] or ''}".rstrip()
-            print(f"  {what:12} {ch['table']}{col}{types}")
+            _out(f"  {what:12} {ch['table']}{col}{types}")
         return
+    failed_before = sum(f.status == "skipped" and f.reason.startswith(SKIPPED_FAILED) for f in result.files)
+    skipped = f"{s['files_skipped']} skipped"
+    if failed_before:
+        skipped += f" ({failed_before} failed before and unchanged: see status; --retry-failed reads them again)"
     if s["files_loaded"] == 0 and s["files_failed"] == 0:
-        print(f"nothing to load: all {s['files_skipped']} file(s) were loaded before (use --force to reload)")
+        _out(f"nothing to load: all {s['files_skipped']} file(s) were loaded before (use --force to reload)"
+             if not failed_before else f"nothing to load: {skipped}")
         return
-    print(
-        f"load {s['load_id']}: {s['files_loaded']} file(s) loaded, {s['files_skipped']} skipped, "
-        f"{s['files_failed']} failed in {s['seconds']:.2f}s"
-    )
-    print(
-        f"  lines {s['lines']:,} = rows {s['rows_loaded']:,} + duplicates {s['duplicates']:,} "
-        f"+ rejects {s['rejects']:,}; {s['discards']:,} value(s) discarded; "
-        f"{s['schema_changes']} schema change(s)"
-    )
+    _out(f"load {s['load_id']}: {s['files_loaded']} file(s) loaded, {skipped}, "
+         f"{s['files_failed']} failed in {s['seconds']:.2f}s")
+    _out(f"  lines {s['lines']:,} = rows {s['rows_loaded']:,} + duplicates {s['duplicates']:,} "
+         f"+ rejects {s['rejects']:,}; {s['discards']:,} value(s) discarded; "
+         f"{s['schema_changes']} schema change(s)")
     if s["violations"] or s["blocked"]:
-        print(f"  tracking plan: {s['violations']:,} violation(s) recorded, {s['blocked']:,} event(s) "
-              "blocked (in rejects; `python -m loader replay` loads them once the plan is fixed)")
+        _out(f"  tracking plan: {s['violations']:,} violation(s) recorded, {s['blocked']:,} event(s) "
+             "blocked (in rejects; `python -m loader replay` loads them once the plan is fixed)")
 
 
 def _status(args) -> int:
     con = writer.connect(args.db, read_only=True)
     try:
-        info = state.status(con, args.schema)
+        info = state.status(con, args.schema, table=args.table, verbose=args.verbose)
     finally:
         con.close()
     if args.json:
-        print(json.dumps(info, default=str))
+        _out(json.dumps(info, default=str))
         return EXIT_OK
-    for title, key in [
-        ("Last loads", "loads"),
-        ("Files by status", "files"),
-        ("Failed files", "failed_files"),
-        ("Rejects by reason", "rejects_by_reason"),
-        ("Discarded values", "discards_by_column"),
-        ("Schema changes in the last load", "schema_changes_last_load"),
-        ("Tracking plan violations", "violations"),
-        ("Tables", "tables"),
-    ]:
-        rows = info[key]
-        if key == "violations" and not rows:
-            continue  # no tracking plan in use
-        print(f"{title}:")
-        if not rows:
-            print("  (none)")
-            continue
-        cols = list(rows[0])
-        widths = [max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in cols]
-        print("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-        for r in rows:
-            print("  " + "  ".join(_fmt(r[c]).ljust(w) for c, w in zip(cols, widths)))
+    _table("Last loads", info["loads"])
+    with_rows = info["last_load_with_rows"]
+    if with_rows and with_rows["load_id"] not in {r["load_id"] for r in info["loads"]}:
+        _out(f"  last load that loaded rows: {with_rows['load_id']} ({with_rows['status']}, "
+             f"{with_rows['started_at']}): {with_rows['files_loaded']} file(s), {with_rows['rows_loaded']:,} rows")
+    _table("Files by status", info["files"])
+    _table("Failed files (unchanged ones are not read again unless --retry-failed)",
+           info["failed_files"], clip={"error": 160})
+    _table("Rejects by reason", info["rejects_by_reason"])
+    if info["superseded_rejects"]:
+        _out(f"  (+ {info['superseded_rejects']:,} reject(s) of file versions loaded again since: "
+             "kept in _loader.rejects for audit)")
+    _table("Discarded values", info["discards_by_column"])
+    _schema_changes(info, args)
+    if info["violations"]:  # only with a tracking plan in use
+        _table("Tracking plan violations", info["violations"])
+    _table("Tables", info["tables"])
     return EXIT_OK
 
 
-def _fmt(value) -> str:
-    return "" if value is None else str(value)
+def _schema_changes(info: dict, args) -> None:
+    s = info["schema_change_summary"]
+    if args.verbose or args.table:
+        _table(f"Schema changes in the last load ({s['load_id']})", info["schema_changes_last_load"])
+        return
+    _out(f"Schema changes in the last load ({s['load_id']}):")
+    if not (s["tables_created"] or s["columns_added"] or s["widened"]):
+        _out("  (none)")
+        return
+    _out(f"  {s['tables_created']} table(s) created ({s['columns_of_new_tables']} columns), "
+         f"{s['columns_added']} column(s) added to {s['tables_with_columns_added']} table(s), "
+         f"{len(s['widened'])} widened")
+    for w in s["widened"][:10]:
+        _out(f"  widened {w}")
+    _out("  (status --verbose, or --table NAME, lists them column by column)")
+
+
+def _table(title: str, rows: list[dict], clip: dict[str, int] | None = None) -> None:
+    _out(f"{title}:")
+    if not rows:
+        _out("  (none)")
+        return
+    cells = [{c: _fmt(r[c], (clip or {}).get(c)) for c in r} for r in rows]
+    cols = list(rows[0])
+    widths = [max(len(c), *(len(r[c]) for r in cells)) for c in cols]
+    _out("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip())
+    for r in cells:
+        _out("  " + "  ".join(r[c].ljust(w) for c, w in zip(cols, widths)).rstrip())
+
+
+def _fmt(value, clip: int | None = None) -> str:
+    text = "" if value is None else str(value)
+    return text if clip is None or len(text) <= clip else text[: clip - 3] + "..."
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from functools import cached_property
 
 DEFAULT_DB = "warehouse.duckdb"
 READER_MEMORY_MB = 256
+# The loader's own records, and DuckDB's built-in schemas: events must never be written there.
+RESERVED_SCHEMAS = frozenset({"_loader", "main", "information_schema", "pg_catalog", "temp", "system"})
 
 
 def default_db_path() -> str:
@@ -35,27 +37,31 @@ class LoadConfig:
     unplanned_events: str = "allow"  # track events the plan does not list: allow or block
     pii_config: str | None = None  # paths to drop or hash before anything is written
     since: str | None = None  # only day folders received in this window (2d, 36h) or from a day on
+    retry_failed: bool = False  # read again files that failed before and have not changed
+    exclude: tuple[str, ...] = ()  # globs of paths (or file names) to leave out
 
     def __post_init__(self) -> None:
+        from loader.errors import UsageError
+
         if not self.db_path:
             self.db_path = default_db_path()
         if not 0 <= self.max_reject_ratio <= 1:
-            from loader.errors import UsageError
-
             raise UsageError("max_reject_ratio must be between 0 and 1")
         if self.dedup_window_days is not None and not self.dedup_window_days > 0:
-            from loader.errors import UsageError
-
             raise UsageError("dedup_window_days must be a positive number of days")
         if self.since:
             from loader.objectstore import since_cutoff
 
             since_cutoff(self.since)  # a malformed window is a usage error before anything runs
+        for name in ("max_event_bytes", "commit_every_rows", "memory_limit_mb"):
+            if getattr(self, name) < 1:  # 0 or less would fail every file, not the command
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if self.schema.lower() in RESERVED_SCHEMAS:
+            raise UsageError(f"schema {self.schema!r} is reserved (by DuckDB or the loader's own "
+                             f"records): choose another, e.g. the default 'segment'")
         for name in ("on_violation", "unplanned_events"):
             action = getattr(self, name)
             if action not in ("allow", "block") or (action == "block" and not self.tracking_plan):
-                from loader.errors import UsageError
-
                 raise UsageError(f"{name} must be allow or block, and block needs a tracking plan")
 
     @cached_property

@@ -1,6 +1,7 @@
 """Named crash points for the reliability tests: SEGMENT_LOADER_CRASH_AT=<point>[:<n>] kills
-the process with SIGKILL the n-th time (default 1st) the load reaches <point>. Unset, it
-costs one dictionary lookup per call."""
+the process with SIGKILL the n-th time (default 1st) the load reaches <point>
+(SEGMENT_LOADER_CRASH_SIGNAL=INT sends Ctrl-C's SIGINT instead). Unset, it costs one
+dictionary lookup per call."""
 
 from __future__ import annotations
 
@@ -26,4 +27,4 @@ def crash_point(name: str) -> None:
         return
     _seen[name] = _seen.get(name, 0) + 1
     if _seen[name] == int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get("SEGMENT_LOADER_CRASH_SIGNAL", "KILL")))

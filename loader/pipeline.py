@@ -23,12 +23,20 @@ from loader import __version__, dedup, state, writer
 from loader.config import LoadConfig
 from loader.errors import FileFailedError, LoaderError
 from loader.faults import crash_point
+from loader.http_batch import expand_batches, line_label
 from loader.normalize import NormalizedBatch, compute_connection, normalize, parquet_to_lines
 from loader.objectstore import Spool
 from loader.pii import scrub
 from loader.protocols import REJECT_REASON, check
-from loader.read import InputFile, discover_files, iter_ndjson_batches, iter_parquet_batches
+from loader.read import (
+    InputFile,
+    Rejection,
+    discover_files,
+    iter_ndjson_batches,
+    iter_parquet_batches,
+)
 from loader.schema import Schema, apply_to, plan_changes, state_table_changes
+from loader.spec import Reason
 
 QUEUE_DEPTH = 1  # batches waiting between each reader thread and the writer: bounds memory
 READERS = 2  # files normalised in parallel (DuckDB, zlib and Arrow release the GIL)
@@ -109,7 +117,7 @@ def load(paths: list[str], config: LoadConfig | None = None) -> LoadResult:
     """Load Segment archives (files, folders, globs) into the warehouse; see LoadConfig."""
     config = config or LoadConfig()
     started = time.monotonic()
-    files = discover_files(paths, config.since)
+    files = discover_files(paths, config.since, config.exclude)
     _ = (config.compiled_plan, config.pii_policy)  # read both now: a bad one is a usage error
     result = LoadResult(None, config.db_path)
     if config.dry_run:
@@ -120,24 +128,28 @@ def load(paths: list[str], config: LoadConfig | None = None) -> LoadResult:
     return result
 
 
-def _batches(file: InputFile, config: LoadConfig, con, hints: dict | None = None) -> Iterator[NormalizedBatch]:
+def _scrubbed_lines(file: InputFile, config: LoadConfig, con) -> Iterator[tuple]:
+    """(lines, rejections, lines read) of each stretch of a file, PII already removed: PII
+    leaves the lines before any stage sees them (and before any reject is kept)."""
     if file.format == "parquet":
         first = 1
         for record_batch in iter_parquet_batches(file.path, batch_rows=100_000):
             lines = parquet_to_lines(con, record_batch, first)
             first += record_batch.num_rows
-            lines, _ = scrub(con, config.pii_policy, lines, [])
-            batch = normalize(con, lines, source_id=file.source_id or config.source_id,
-                              prior_rejections=[], lines_read=record_batch.num_rows, shape_hints=hints)
-            yield check(con, config.compiled_plan, batch, lines)
+            yield (*scrub(con, config.pii_policy, lines, []), record_batch.num_rows)
         return
     for raw in iter_ndjson_batches(file.path, batch_bytes=config.batch_bytes,
                                    max_line_bytes=config.max_event_bytes):
-        # PII leaves the lines before any stage sees them; the plan runs on the shaped batch.
-        lines, prior = scrub(con, config.pii_policy, raw.lines, raw.rejections)
+        lines, rejections, added = expand_batches(raw.lines, max_event_bytes=config.max_event_bytes)
+        rejections = sorted(raw.rejections + rejections, key=lambda r: r.line)
+        yield (*scrub(con, config.pii_policy, lines, rejections), raw.lines_read + added)
+
+
+def _batches(file: InputFile, config: LoadConfig, con, hints: dict | None = None) -> Iterator[NormalizedBatch]:
+    for lines, prior, lines_read in _scrubbed_lines(file, config, con):
         batch = normalize(con, lines, source_id=file.source_id or config.source_id,
-                          prior_rejections=prior, lines_read=raw.lines_read, shape_hints=hints)
-        yield check(con, config.compiled_plan, batch, lines)
+                          prior_rejections=prior, lines_read=lines_read, shape_hints=hints)
+        yield check(con, config.compiled_plan, batch, lines)  # the plan runs on the shaped batch
 
 
 def _produce(files: list[InputFile], config: LoadConfig, out: queue.Queue, stop: threading.Event,
@@ -202,10 +214,12 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
     try:
         writer.ensure_metadata(con, config.schema)
         result.load_id = load_id = state.start_load(
-            con, __version__, {"paths": [f.name for f in files], "force": config.force}
-        )
+            con, __version__, {"paths": [f.name for f in files], "force": config.force,
+                               "judging": _judging(config)})
         done_before = state.loaded_hashes(con)
         done_objects = state.loaded_objects(con)
+        failed_hashes, failed_objects = ({}, {}) if config.retry_failed or config.force else \
+            state.failed_before(con, _judging(config))
         hashes = _hash_all(files)
         todo: list[InputFile] = []
         for f in files:
@@ -218,12 +232,16 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
             elif f.origin is None and h[0] in done_before and not config.force:
                 result.files.append(FileResult(
                     f.name, "skipped", reason=f"already loaded (same content as {done_before[h[0]]})"))
+            elif (error := failed_objects.get((f.name, f.origin.version)) if f.origin is not None
+                  else failed_hashes.get(h[0])) is not None:
+                result.files.append(FileResult(f.name, "skipped", reason=(
+                    f"{SKIPPED_FAILED}: {error} (--retry-failed reads it again)")))
             else:
                 todo.append(f)
         group = _Group(con, config, load_id, result, writer.read_schema(con, config.schema))
         spool = Spool(todo)  # object files: downloaded a few ahead of the readers
         queues, stop, threads = _read_in_background(todo, config, spool)
-        progress = _Progress(config, len(files), started=time.monotonic())
+        progress = _Progress(config, len(todo), started=time.monotonic())
         try:
             for i, f in enumerate(todo):
                 digest = (spool.digest, f.origin.size) if f.origin is not None else hashes[f.path]
@@ -231,8 +249,9 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
                 if group.full():
                     group.commit()
             group.commit()
-        except BaseException:
+        except BaseException as exc:
             group.rollback()
+            _close_early(con, load_id, len(files), result, exc)
             raise
         finally:
             stop.set()
@@ -288,8 +307,11 @@ class _Group:
 
     def rollback(self) -> None:
         if self.open:
-            self.con.execute("ROLLBACK")
             self.open = False
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.TransactionException:
+                pass  # a failed COMMIT (disk full) already ended it: keep the real error
         self.pending = writer.Pending()
         self.changes = []
         self.files = {}
@@ -373,6 +395,28 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress)
         return _record_failure(group, f, digest, fr, exc, [])
 
 
+SKIPPED_FAILED = "failed before, unchanged"
+
+
+def _judging(config: LoadConfig) -> dict:
+    """The settings that decide whether a file fails: a file that failed under the same ones
+    and has not changed would fail again."""
+    return {"max_reject_ratio": config.max_reject_ratio, "max_event_bytes": config.max_event_bytes,
+            "tracking_plan": config.tracking_plan, "on_violation": config.on_violation,
+            "unplanned_events": config.unplanned_events, "pii_config": config.pii_config}
+
+
+def _close_early(con, load_id: int, files_seen: int, result: LoadResult, exc: BaseException) -> None:
+    """Record a run stopped by Ctrl-C or an error that is not a file's, with the counters of
+    the files it committed. If the database cannot take even that (disk full), the next run
+    marks it interrupted."""
+    try:
+        state.close_run(con, load_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                        files_seen=files_seen, files_skipped=result.summary()["files_skipped"])
+    except duckdb.Error:
+        pass
+
+
 def _reject_ratio_error(f: InputFile, config: LoadConfig, lines: int, first_rejects: list,
                         rejects: int | None = None) -> Exception | None:
     """Events the tracking plan blocked are a policy, not a broken file: they do not count."""
@@ -380,7 +424,7 @@ def _reject_ratio_error(f: InputFile, config: LoadConfig, lines: int, first_reje
     rejects = len(first_rejects) if rejects is None else rejects
     if not lines or rejects / lines <= config.max_reject_ratio:
         return None
-    examples = "; ".join(f"line {r.line}: {r.reason}" for r in first_rejects[:3])
+    examples = "; ".join(f"{line_label(r.line)}: {r.reason}" for r in first_rejects[:3])
     return FileFailedError(
         f"{f.name}: {rejects} of {lines} lines rejected ({rejects / lines:.0%}), over the limit "
         f"of {config.max_reject_ratio:.0%} (--max-reject-ratio); first: {examples}. "
@@ -402,6 +446,8 @@ def plan_schema(schema: Schema, batch: NormalizedBatch):
 def _describe(f: InputFile, exc: Exception) -> str:
     if isinstance(exc, OSError):
         text = str(exc.strerror or exc)
+        if f.origin is None and f.path.is_symlink() and not f.path.exists():
+            text += f" (a symlink to {os.readlink(f.path)}, which does not exist)"
         return text if f.name in text else f"cannot read {f.name}: {text}"
     if isinstance(exc, (MemoryError, duckdb.OutOfMemoryException)):
         return f"{f.name}: out of memory while reading it ({exc}); raise --memory-limit-mb"
@@ -440,18 +486,40 @@ def _manifest_row(f: InputFile, digest, fr: FileResult) -> dict:
 
 def _record_failure(group: _Group | None, f: InputFile, digest, fr: FileResult, exc: Exception,
                     batches: list, *, con=None, load_id: int | None = None) -> FileResult:
-    """A failed file: nothing of its rows is kept, its manifest row says why."""
-    failed = FileResult(f.name, "failed", lines=fr.lines or sum(b.lines_read for b in batches),
-                        reason=_describe(f, exc))
-    if group is not None:
-        con, load_id = group.con, group.load_id
-        group.begin()
-        state.record_file(con, state.next_file_id(con), load_id, _manifest_row(f, digest, failed))
-    else:
+    """A failed file: none of its rows is kept, every line it has is a reject (its own reason,
+    else `file_failed`), so lines = rows + duplicates + rejects holds, and its manifest row
+    says why."""
+    failed = FileResult(f.name, "failed", reason=_describe(f, exc))
+    if group is None:  # it could not even be read for its hash: no lines to keep
         con.execute("BEGIN TRANSACTION")
         state.record_file(con, state.next_file_id(con), load_id, _manifest_row(f, digest, failed))
         con.execute("COMMIT")
+        return failed
+    group.begin()
+    file_id = state.next_file_id(group.con)
+    failed.lines = failed.rejects = _keep_failed_lines(group, f, file_id, failed.reason, batches)
+    state.record_file(group.con, file_id, group.load_id, _manifest_row(f, digest, failed))
     return failed
+
+
+def _keep_failed_lines(group: _Group, f: InputFile, file_id: int, error: str, batches: list) -> int:
+    """Read the failed file again and keep each line as a reject; lines whose own problem is
+    known keep that reason. Returns how many lines were kept (those that could be read)."""
+    known = {r.line: r for b in batches for r in b.rejections if r.reason != REJECT_REASON}
+    kept = 0
+    compute = compute_connection(group.config.reader_memory_mb)
+    try:
+        for lines, prior, _ in _scrubbed_lines(f, group.config, compute):
+            rejects = [known.get(n) or Rejection(n, text.encode("utf-8").removesuffix(b"\n"), Reason.FILE_FAILED, error)
+                       for n, text in zip(lines.column("line_no").to_pylist(), lines.column("raw").to_pylist())]
+            rejects = sorted(rejects + prior, key=lambda r: r.line)
+            writer.write_rejections(group.con, rejects, load_id=group.load_id, file_id=file_id, path=f.name)
+            kept += len(rejects)
+    except (OSError, ValueError, duckdb.Error):
+        pass  # what could be read is kept; the manifest counts exactly those lines
+    finally:
+        compute.close()
+    return kept
 
 
 def _dry_run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None:

@@ -155,6 +155,11 @@ ISO_DATE_OR_TIME_RE = (
 )
 
 
+# Fields of a batch envelope (the body of Segment's HTTP /v1/batch) that apply to each of its
+# messages that has none of its own (loader/http_batch.py).
+BATCH_SHARED_FIELDS = ("context", "integrations", "sentAt", "receivedAt", "writeKey")
+
+
 class Reason(StrEnum):
     """Why a line was rejected (`_loader.rejects.reason`)."""
 
@@ -172,6 +177,8 @@ class Reason(StrEnum):
     MISSING_IDENTITY = "missing_identity"
     MISSING_GROUP_ID = "missing_group_id"
     TRACKING_PLAN_VIOLATION = "tracking_plan_violation"
+    EMPTY_BATCH = "empty_batch"  # a batch envelope with no messages (loader/http_batch.py)
+    FILE_FAILED = "file_failed"  # a line of a file that failed as a whole; detail: the file's error
 
 
 # The text stored as `detail` for reasons whose detail does not depend on the line.
@@ -186,4 +193,5 @@ REASON_TEXT = {
     Reason.MISSING_EVENT: "a track call without an event name",
     Reason.MISSING_IDENTITY: "neither userId nor anonymousId is set",
     Reason.MISSING_GROUP_ID: "a group call without groupId",
+    Reason.EMPTY_BATCH: "a batch envelope with no messages",
 }

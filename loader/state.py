@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -40,8 +41,32 @@ def loaded_objects(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
     ).fetchall())
 
 
+def failed_before(con: duckdb.DuckDBPyConnection, judging: dict) -> tuple[dict, dict]:
+    """Files that failed under the same settings that judge a file (reject ratio, event size,
+    plan, PII config) and never loaded since: re-reading them would only fail again, so a run
+    skips them unless told to retry. Returns {content hash: latest error} for local files and
+    {(URI, ETag or generation): latest error} for objects (known by their listing)."""
+    failed = (
+        "FROM _loader.files f JOIN _loader.loads l USING (load_id) WHERE f.status = 'failed' "
+        "AND json_extract(l.arguments, '$.judging') = json(?) "
+        "AND NOT EXISTS (SELECT 1 FROM _loader.files g WHERE g.status = 'loaded' AND g.file_id > f.file_id "
+    )
+    judged = [json.dumps(judging, sort_keys=True)]
+    by_hash = con.execute(
+        "SELECT f.content_hash, arg_max(f.error, f.file_id) " + failed
+        + "AND g.content_hash = f.content_hash) AND f.etag IS NULL AND f.content_hash <> '' "
+        "GROUP BY f.content_hash", judged).fetchall()
+    by_object = con.execute(
+        "SELECT f.path, f.etag, arg_max(f.error, f.file_id) " + failed
+        + "AND g.path = f.path AND g.etag = f.etag) AND f.etag IS NOT NULL GROUP BY f.path, f.etag",
+        judged).fetchall()
+    return dict(by_hash), {(path, etag): error for path, etag, error in by_object}
+
+
 def start_load(con: duckdb.DuckDBPyConnection, version: str, arguments: dict) -> int:
-    # We hold the only write lock, so a run still marked running was killed.
+    # We hold the only write lock, so a run still marked running was killed: it keeps the
+    # counters of the files it committed.
+    _count_from_manifest(con, "l.status = 'running'")
     con.execute("UPDATE _loader.loads SET status = 'interrupted' WHERE status = 'running'")
     load_id = con.execute("SELECT coalesce(max(load_id), 0) + 1 FROM _loader.loads").fetchall()[0][0]
     con.execute(
@@ -50,6 +75,32 @@ def start_load(con: duckdb.DuckDBPyConnection, version: str, arguments: dict) ->
         [load_id, version, json.dumps(arguments, sort_keys=True)],
     )
     return load_id
+
+
+def close_run(con: duckdb.DuckDBPyConnection, load_id: int, status: str, *, files_seen: int,
+              files_skipped: int) -> None:
+    """End a run that stopped early (interrupted, or an error that is not a file's): its
+    counters are those of the files it committed, read back from the manifest."""
+    con.execute("UPDATE _loader.loads SET finished_at = now(), status = ?, files_seen = ?, "
+                "files_skipped = ? WHERE load_id = ?", [status, files_seen, files_skipped, load_id])
+    _count_from_manifest(con, f"l.load_id = {int(load_id)}")
+
+
+def _count_from_manifest(con: duckdb.DuckDBPyConnection, which: str) -> None:
+    con.execute(
+        "UPDATE _loader.loads l SET files_loaded = m.loaded, files_failed = m.failed, lines = m.lines, "
+        "rows_loaded = m.rows_loaded, duplicates = m.duplicates, rejects = m.rejects, discards = m.discards "
+        "FROM (SELECT load_id, count(*) FILTER (WHERE status = 'loaded') AS loaded, "
+        "count(*) FILTER (WHERE status = 'failed') AS failed, sum(lines) AS lines, "
+        "sum(rows_loaded) AS rows_loaded, sum(duplicates) AS duplicates, sum(rejects) AS rejects, "
+        "sum(discards) AS discards FROM _loader.files GROUP BY load_id) m "
+        f"WHERE m.load_id = l.load_id AND {which}"
+    )
+    con.execute(  # a run that committed no file at all
+        "UPDATE _loader.loads l SET files_loaded = 0, files_failed = 0, lines = 0, rows_loaded = 0, "
+        "duplicates = 0, rejects = 0, discards = 0 "
+        f"WHERE files_loaded IS NULL AND {which}"
+    )
 
 
 def next_file_id(con: duckdb.DuckDBPyConnection) -> int:
@@ -121,7 +172,7 @@ def rejected_files(con: duckdb.DuckDBPyConnection, reasons: tuple[str, ...]) -> 
     """Replay: (file id, path) of every file with rejects for one of `reasons`, in load order."""
     return con.execute(
         "SELECT file_id, any_value(path) FROM _loader.rejects WHERE list_contains(?, reason) "
-        "GROUP BY file_id ORDER BY file_id", [list(reasons)]).fetchall()
+        f"AND file_id NOT IN ({SUPERSEDED}) GROUP BY file_id ORDER BY file_id", [list(reasons)]).fetchall()
 
 
 def rejected_lines(con: duckdb.DuckDBPyConnection, file_id: int,
@@ -156,47 +207,90 @@ def record_replay(con: duckdb.DuckDBPyConnection, file_id: int, loaded: int, dup
     )
 
 
-def status(con: duckdb.DuckDBPyConnection, schema: str, *, last: int = 5) -> dict:
-    """What `loader status` shows: runs, manifest totals, rejects, schema changes, tables."""
+# A file version is superseded once a later version of it loaded: the same path again (the
+# complete file after a truncated one, a fixed file after a failed one) or the same bytes
+# (a retry, --force). Its rows stay; its rejects and failure are kept for audit, not open.
+# (Two equi-joins rather than one OR: each stays a hash join on a large manifest.)
+SUPERSEDED = " UNION ".join(
+    f"SELECT f.file_id FROM _loader.files f JOIN _loader.files g ON g.{key} = f.{key} "
+    "AND g.file_id > f.file_id AND g.status = 'loaded'" for key in ("path", "content_hash"))
+
+
+def status(con: duckdb.DuckDBPyConnection, schema: str, *, last: int = 5, table: str | None = None,
+           verbose: bool = False) -> dict:
+    """What `loader status` shows: runs, manifest totals, open problems, schema changes, tables.
+    Schema changes of the last load are summarised; `verbose` or `table` lists them."""
+    from loader.errors import UsageError
+
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = '_loader' "
+                       "AND table_name = 'files'").fetchall()[0][0]:
+        raise UsageError("this database has no loader records (_loader.files): nothing was loaded "
+                         "into it yet; check --db, or run `python -m loader load` first")
 
     def rows(sql: str, params: list | None = None) -> list[dict]:
         cur = con.execute(sql, params or [])
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur.fetchall()]
 
-    files = rows(
-        "SELECT status, count(*) AS files, sum(lines) AS lines, sum(rows_loaded) AS rows_loaded, "
-        "sum(duplicates) AS duplicates, sum(rejects) AS rejects, sum(discards) AS discards "
-        "FROM _loader.files GROUP BY status ORDER BY status"
-    )
+    runs = ("SELECT load_id, status, strftime(started_at, '%Y-%m-%d %H:%M:%S') AS started_at, "
+            "strftime(finished_at, '%Y-%m-%d %H:%M:%S') AS finished_at, files_loaded, files_skipped, files_failed, "
+            "lines, rows_loaded, duplicates, rejects, discards FROM _loader.loads ")
     last_load = con.execute("SELECT max(load_id) FROM _loader.loads").fetchall()[0][0]
+    changes = rows(
+        "SELECT table_name, column_name, change, old_type, new_type FROM _loader.schema_changes "
+        "WHERE load_id = ? AND (? IS NULL OR table_name = ?)", [last_load, table, table])
+    changes.sort(key=lambda c: (natural_key(c["table_name"]), c["column_name"] is not None,
+                                natural_key(c["column_name"] or "")))
     return {
-        "loads": rows(
-            "SELECT load_id, status, started_at::VARCHAR AS started_at, "
-            "finished_at::VARCHAR AS finished_at, files_loaded, files_skipped, files_failed, "
-            "lines, rows_loaded, duplicates, rejects, discards "
-            f"FROM _loader.loads ORDER BY load_id DESC LIMIT {int(last)}"
+        "loads": rows(runs + f"ORDER BY load_id DESC LIMIT {int(last)}"),
+        "last_load_with_rows": (rows(runs + "WHERE rows_loaded > 0 ORDER BY load_id DESC LIMIT 1") or [None])[0],
+        "files": rows(
+            f"SELECT status || CASE WHEN file_id IN ({SUPERSEDED}) THEN ' (superseded)' ELSE '' END "
+            "AS status, count(*) AS files, sum(lines) AS lines, sum(rows_loaded) AS rows_loaded, "
+            "sum(duplicates) AS duplicates, sum(rejects) AS rejects, sum(discards) AS discards "
+            "FROM _loader.files GROUP BY ALL ORDER BY 1"
         ),
-        "files": files,
+        # Each failing path once, with its latest error (the path itself is the first column).
         "failed_files": rows(
-            "SELECT path, error, loaded_at::VARCHAR AS at FROM _loader.files f WHERE status = 'failed' "
-            "AND NOT EXISTS (SELECT 1 FROM _loader.files g WHERE g.status = 'loaded' "
-            "AND g.content_hash = f.content_hash) ORDER BY loaded_at DESC LIMIT 20"
+            "SELECT path, count(*) AS attempts, strftime(max(loaded_at), '%Y-%m-%d %H:%M:%S') AS last_at, "
+            "regexp_replace(replace(arg_max(error, file_id), path, 'the file'), '^the file: ', '') AS error "
+            f"FROM _loader.files WHERE status = 'failed' AND file_id NOT IN ({SUPERSEDED}) "
+            "GROUP BY path ORDER BY last_at DESC, path LIMIT 20"
         ),
         "rejects_by_reason": rows(
-            "SELECT reason, count(*) AS rejects FROM _loader.rejects GROUP BY reason ORDER BY 2 DESC, 1"
+            f"SELECT reason, count(*) AS rejects FROM _loader.rejects WHERE file_id NOT IN ({SUPERSEDED}) "
+            "GROUP BY reason ORDER BY 2 DESC, 1"
         ),
+        "superseded_rejects": con.execute(
+            f"SELECT count(*) FROM _loader.rejects WHERE file_id IN ({SUPERSEDED})").fetchall()[0][0],
         "discards_by_column": rows(
             "SELECT table_name, column_name, column_type, count(*) AS discards FROM _loader.discards "
             "GROUP BY ALL ORDER BY discards DESC, table_name, column_name LIMIT 20"
         ),
-        "schema_changes_last_load": rows(
-            "SELECT table_name, column_name, change, old_type, new_type FROM _loader.schema_changes "
-            "WHERE load_id = ? ORDER BY table_name, column_name NULLS FIRST",
-            [last_load],
-        ),
+        "schema_change_summary": summarise_changes(changes) | {"load_id": last_load},
+        "schema_changes_last_load": changes if verbose or table else [],
         "violations": _violations(con, rows),
         "tables": _table_sizes(con, schema),
+    }
+
+
+def natural_key(name: str) -> list:
+    """new_event_2 before new_event_10: digit runs compare as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
+
+
+def summarise_changes(changes: list[dict]) -> dict:
+    """Counts for a load's schema changes; widenings are listed (they change a column's type)."""
+    created = [c for c in changes if c["change"] == "create_table"]
+    new_tables = {c["table_name"] for c in created}
+    added = [c for c in changes if c["change"] == "add_column"]
+    return {
+        "tables_created": len(created),
+        "columns_of_new_tables": sum(c["table_name"] in new_tables for c in added),
+        "columns_added": sum(c["table_name"] not in new_tables for c in added),
+        "tables_with_columns_added": len({c["table_name"] for c in added} - new_tables),
+        "widened": [f"{c['table_name']}.{c['column_name']} {c['old_type']} -> {c['new_type']}"
+                    for c in changes if c["change"] == "widen"],
     }
 
 
@@ -219,9 +313,9 @@ def _table_sizes(con: duckdb.DuckDBPyConnection, schema: str) -> list[dict]:
     """Exact row counts (DuckDB's estimated_size also counts rows deleted by users/accounts)."""
     from loader.sql import table_ref
 
-    tables = con.execute(
-        "SELECT table_name, column_count FROM duckdb_tables() WHERE schema_name = ? ORDER BY 1", [schema]
-    ).fetchall()
+    tables = sorted(con.execute(
+        "SELECT table_name, column_count FROM duckdb_tables() WHERE schema_name = ?", [schema]
+    ).fetchall(), key=lambda t: natural_key(t[0]))
     return [
         {"table_name": t, "rows": con.execute(f"SELECT count(*) FROM {table_ref(schema, t)}").fetchall()[0][0],
          "columns": n}

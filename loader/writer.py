@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -74,7 +75,7 @@ def connect(db_path: str, *, read_only: bool = False, memory_limit_mb: int = 102
             ) from exc
         if read_only and "does not exist" in text.lower():
             raise UsageError(f"database {db_path} does not exist") from exc
-        raise
+        raise UsageError(f"cannot open database {db_path}: {_open_problem(db_path, text)}; check --db") from exc
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")  # our own progress goes to stderr
     if not read_only:
@@ -82,6 +83,18 @@ def connect(db_path: str, *, read_only: bool = False, memory_limit_mb: int = 102
         # touches), but bounded: data not yet checkpointed is also held in memory.
         con.execute("SET checkpoint_threshold = '256MB'")
     return con
+
+
+def _open_problem(db_path: str, duckdb_text: str) -> str:
+    """Why a database file cannot be opened, in words (not a DuckDB file, a folder, ...)."""
+    path = Path(db_path)
+    if path.is_dir():
+        return "it is a folder, not a DuckDB file"
+    if not path.parent.is_dir():
+        return f"its folder {path.parent} does not exist"
+    if "not a valid DuckDB database" in duckdb_text:
+        return "the file exists but is not a DuckDB database"
+    return duckdb_text.removeprefix("IO Error: ")
 
 
 def ensure_metadata(con: duckdb.DuckDBPyConnection, schema: str) -> None:
@@ -205,6 +218,9 @@ def _line_mask(lines: pa.ChunkedArray, fresh_lines: pa.ChunkedArray):
     batch rather than a hash set per slice (line numbers of a batch are a dense range)."""
     low = pc.min(lines).as_py() or 0
     high = pc.max(lines).as_py() or 0
+    if high - low > 4 * len(lines) + 1024:  # sparse: messages of batch envelopes (loader/http_batch.py)
+        fresh = combine_chunks(fresh_lines) if len(fresh_lines) else pa.array([], pa.int64())
+        return lambda slice_lines: pc.is_in(combine_chunks(slice_lines), value_set=fresh)
     flags = np.zeros(high - low + 1, dtype=bool)
     if len(fresh_lines):
         flags[fresh_lines.to_numpy() - low] = True

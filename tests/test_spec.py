@@ -70,6 +70,6 @@ def test_reserved_tables_are_the_standard_and_state_tables():
 
 def test_every_reason_the_normaliser_states_has_a_text():
     reasons = set(spec.Reason) - {spec.Reason.TRACKING_PLAN_VIOLATION, spec.Reason.OVERSIZED,
-                                  spec.Reason.INVALID_UTF8, spec.Reason.GZIP_FAULT}
+                                  spec.Reason.INVALID_UTF8, spec.Reason.GZIP_FAULT, spec.Reason.FILE_FAILED}
     assert reasons == set(spec.REASON_TEXT)
     assert all(spec.REASON_TEXT.values())
