@@ -93,7 +93,8 @@ def _count_from_manifest(con: duckdb.DuckDBPyConnection, which: str) -> None:
         "FROM (SELECT load_id, count(*) FILTER (WHERE status = 'loaded') AS loaded, "
         "count(*) FILTER (WHERE status = 'failed') AS failed, sum(lines) AS lines, "
         "sum(rows_loaded) AS rows_loaded, sum(duplicates) AS duplicates, sum(rejects) AS rejects, "
-        "sum(discards) AS discards FROM _loader.files GROUP BY load_id) m "
+        "sum(discards) AS discards FROM _loader.files "
+        f"WHERE load_id IN (SELECT load_id FROM _loader.loads l WHERE {which}) GROUP BY load_id) m "
         f"WHERE m.load_id = l.load_id AND {which}"
     )
     con.execute(  # a run that committed no file at all
