@@ -148,7 +148,6 @@ select
     v.message_type,
     v.event_name,
     v.person_id,
-    v.attribution_rule,
     v.user_id,
     v.anonymous_id,
     v.event_at,
