@@ -28,6 +28,7 @@ from loader.errors import UsageError
 from loader.read import discover_files
 
 DAY1, DAY2, DAY3 = 1714953600000, 1715040000000, 1715126400000  # the sample archive's days
+SAMPLE_FILES = 18  # files in the sample archive (sample_data/README.md)
 SECRET = S3_ENV["AWS_SECRET_ACCESS_KEY"]
 
 
@@ -66,7 +67,7 @@ def test_bucket_load_equals_local_load_table_by_table(s3, sample_bucket, tmp_pat
                                      "duplicates, rejects FROM _loader.files ORDER BY path")
     disk_rows = query(from_disk, "SELECT path, etag, content_hash, size_bytes, lines, rows_loaded, "
                                  "duplicates, rejects FROM _loader.files ORDER BY path")
-    assert len(bucket_rows) == len(disk_rows) == 16
+    assert len(bucket_rows) == len(disk_rows) == SAMPLE_FILES
     for b, d in zip(bucket_rows, disk_rows):
         assert b[0] == "s3://sample/segment-logs/" + d[0].split("segment-logs/")[1]
         assert b[1].startswith('"') and d[1] is None  # an ETag for objects only
@@ -243,7 +244,7 @@ def test_cli_exit_2_and_no_secret_in_output_logs_or_manifest(s3, sample_bucket, 
     assert "Traceback" not in proc.stderr
     proc = cli("load", sample_bucket, "--db", str(db), "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["files_loaded"] == 16
+    assert json.loads(proc.stdout)["files_loaded"] == SAMPLE_FILES
     status = cli("status", "--db", str(db), "--json")
     assert SECRET not in proc.stdout + proc.stderr + status.stdout
     assert SECRET not in _text_of_every_loader_table(db)
@@ -254,8 +255,8 @@ def test_dry_run_reads_objects_and_writes_nothing(s3, sample_bucket, tmp_path):
     db = tmp_path / "w.duckdb"
     s3.reset()
     proc = cli("load", sample_bucket, "--db", str(db), "--dry-run")
-    assert proc.returncode == 0 and "16 file(s) would be loaded" in proc.stdout
-    assert len(s3.object_gets()) == 16 and not db.exists()
+    assert proc.returncode == 0 and f"{SAMPLE_FILES} file(s) would be loaded" in proc.stdout
+    assert len(s3.object_gets()) == SAMPLE_FILES and not db.exists()
 
 
 # gs:// against gcp-storage-emulator (PyPI), an in-process GCS JSON API on 127.0.0.1. It ignores
@@ -293,13 +294,13 @@ def gcs(tmp_path_factory):
 def test_gcs_load_equals_local_and_rerun_skips_by_generation(gcs, tmp_path):
     from_gcs, from_disk = tmp_path / "gcs.duckdb", tmp_path / "disk.duckdb"
     first = run_load(["gs://gsample/segment-logs/"], from_gcs)
-    assert first.summary()["files_loaded"] == 16
+    assert first.summary()["files_loaded"] == SAMPLE_FILES
     run_load([SAMPLE / "segment-logs"], from_disk)
     assert table_snapshot(from_gcs) == table_snapshot(from_disk)
     generations = query(from_gcs, "SELECT etag FROM _loader.files")
-    assert len(generations) == 16 and all(g.isdigit() for (g,) in generations)
+    assert len(generations) == SAMPLE_FILES and all(g.isdigit() for (g,) in generations)
     again = run_load(["gs://gsample/segment-logs/"], from_gcs)
-    assert again.summary()["files_skipped"] == 16 and again.summary()["files_loaded"] == 0
+    assert again.summary()["files_skipped"] == SAMPLE_FILES and again.summary()["files_loaded"] == 0
 
 
 def test_gcs_without_credentials_is_a_usage_error(tmp_path):
