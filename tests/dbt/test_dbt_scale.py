@@ -1,4 +1,7 @@
-"""A one-million-message warehouse builds in seconds (models only; no row-by-row SQL)."""
+"""A one-million-message warehouse builds and attributes every event (models only).
+
+How long it takes is measured in bench/ (bench/dbt_incremental.py), never asserted here: a
+timed test fails on a busy machine and proves nothing about the code."""
 
 from __future__ import annotations
 
@@ -10,15 +13,11 @@ from synthetic import build_synthetic
 pytestmark = pytest.mark.slow
 
 
-def test_one_million_messages_build_in_seconds(tmp_path):
+def test_one_million_messages_build_and_attribute_every_event(tmp_path):
     db = tmp_path / "big.duckdb"
     build_synthetic(db, 1_000_000)
     run_dbt(["seed"], db, tmp_path)  # the exchange rates the orders mart reads
-    result = run_dbt(["run"], db, tmp_path)
-    model_seconds = sum(r["execution_time"] for r in result.results)
-    print(f"dbt run over 1M messages: {model_seconds:.1f}s of model execution")
-    # generous bound for a loaded 2-core CI box; typically 10-15 s
-    assert model_seconds < 120
+    run_dbt(["run"], db, tmp_path)  # fails the test unless every model succeeds
     con = duckdb.connect(str(db), read_only=True)
     try:
         messages, persons, unattributed = con.execute("""
