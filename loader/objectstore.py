@@ -229,7 +229,7 @@ class S3Store:
     def list(self, bucket: str, prefix: str, start_after: str = "") -> Iterator[ObjectRef]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=prefix, **({"StartAfter": start_after} if start_after else {}))
-        with _s3_errors(f"s3://{bucket}/{prefix}"):
+        with _S3Errors(f"s3://{bucket}/{prefix}"):
             for page in pages:
                 for o in page.get("Contents", ()):
                     yield ObjectRef(f"s3://{bucket}/{o['Key']}", bucket, o["Key"], o["ETag"],
@@ -238,7 +238,7 @@ class S3Store:
     def subfolders(self, bucket: str, prefix: str) -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=prefix, Delimiter="/")
-        with _s3_errors(f"s3://{bucket}/{prefix}"):
+        with _S3Errors(f"s3://{bucket}/{prefix}"):
             return [p["Prefix"] for page in pages for p in page.get("CommonPrefixes", ())]
 
     def download(self, ref: ObjectRef, write: Callable[[bytes], object]) -> None:
@@ -270,7 +270,7 @@ def _s3_reason(exc: Exception) -> str:
     return str(exc)
 
 
-class _s3_errors:
+class _S3Errors:
     """Listing failures as usage errors (exit 2) that say what to fix; never a secret."""
 
     def __init__(self, where: str) -> None:
@@ -338,7 +338,7 @@ class GcsStore:
     def list(self, bucket: str, prefix: str, start_after: str = "") -> Iterator[ObjectRef]:
         blobs = self.client.list_blobs(bucket, prefix=prefix,
                                        **({"start_offset": start_after} if start_after else {}))
-        with _gcs_errors(f"gs://{bucket}/{prefix}"):
+        with _GcsErrors(f"gs://{bucket}/{prefix}"):
             for b in blobs:
                 if start_after and b.name <= start_after:
                     continue  # startOffset is inclusive; S3's StartAfter is not
@@ -347,7 +347,7 @@ class GcsStore:
 
     def subfolders(self, bucket: str, prefix: str) -> list[str]:
         blobs = self.client.list_blobs(bucket, prefix=prefix, delimiter="/")
-        with _gcs_errors(f"gs://{bucket}/{prefix}"):
+        with _GcsErrors(f"gs://{bucket}/{prefix}"):
             for _ in blobs:
                 pass
             return sorted(blobs.prefixes)
@@ -373,7 +373,7 @@ class GcsStore:
             raise OSError(f"{ref.uri}: {type(exc).__name__}: {getattr(exc, 'message', exc)}") from None
 
 
-class _gcs_errors(_s3_errors):
+class _GcsErrors(_S3Errors):
     def __exit__(self, kind, exc, tb) -> bool:
         if exc is None:
             return False

@@ -301,6 +301,11 @@ def test_gcs_load_equals_local_and_rerun_skips_by_generation(gcs, tmp_path):
     assert len(generations) == SAMPLE_FILES and all(g.isdigit() for (g,) in generations)
     again = run_load(["gs://gsample/segment-logs/"], from_gcs)
     assert again.summary()["files_skipped"] == SAMPLE_FILES and again.summary()["files_loaded"] == 0
+    # --since from the bucket root: only the last day's objects (the emulator ignores
+    # startOffset, so this checks the result, not the cost of the listing)
+    recent = run_load(["gs://gsample/"], tmp_path / "recent.duckdb", since="2024-05-08")
+    assert recent.files and all(f"/{DAY3}/" in f.path for f in recent.files)
+    assert recent.summary()["files_loaded"] == len(recent.files)
 
 
 def test_gcs_without_credentials_is_a_usage_error(tmp_path):
