@@ -49,6 +49,7 @@ from common import (
 from common import measure as measure_now
 from dbt_incremental import compare as compare_dbt_incremental
 from dbt_incremental import row as dbt_incremental_row
+from history import history_case, history_row
 from s3 import compare as compare_s3
 from s3 import row as s3_row
 
@@ -235,6 +236,7 @@ class Bench:
                 fresh_db(db)
 
         self.s3 = compare_s3(self, files, expect(range(len(files))))  # bench/s3.py
+        self.history = history_case(self)  # bench/history.py
         self.dbt_incremental = compare_dbt_incremental(self, files, extra)  # bench/dbt_incremental.py
         return self.report(base, extra, prefixes, dbt_skip, time.time() - t_start)
 
@@ -435,6 +437,7 @@ class Bench:
         for t in r["targets"]:
             print(f"  {t['status']:<5} {t['target']:<48} {t['measured']}")
         print(s3_row(getattr(self, "s3", None)))
+        print(history_row(getattr(self, "history", None)))
         print(dbt_incremental_row(getattr(self, "dbt_incremental", None)))
         if r["dbt"] != "measured":
             print(f"dbt: {r['dbt']}")
