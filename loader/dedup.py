@@ -9,9 +9,9 @@ not per batch or file.
 History is one 128-bit key per loaded message (`_loader.seen_keys`), compact and cheap to
 scan. The key's 13th hex digit (a UUID's version nibble) says what it is:
 
-- 4: a lower-case version-4 UUID (analytics-python, -java, -kotlin, -go, -ruby): its 128 bits;
-- 5: the same in upper case (analytics-ios / -swift send `UUID().uuidString`): its bits with
-  the nibble set to 5, so the two spellings stay two different ids, as they are as text;
+- 4: a lower-case version-4 UUID (as Python's `str(uuid4())` prints one): its 128 bits;
+- 5: the same in upper case (as Apple's `UUID().uuidString` prints one): its bits with the
+  nibble set to 5, so the two spellings stay two different ids, as they are as text;
 - 0: any other id (analytics.js sends `ajs-next-<md5 hex>`, analytics-node
   `node-next-<ms>-<uuid>`): a 124-bit hash of the text. Its text is kept in
   `_loader.seen_texts` and a key hit counts only when the text is equal too, so two
@@ -147,7 +147,7 @@ def probe_history(con: duckdb.DuckDBPyConnection, *, load_id: int, since_load: i
             SELECT h.file_id, h.line, h.message_id, s.rid FROM group_hits h
             JOIN (SELECT rowid AS rid, key FROM {SEEN_TEXTS}{window}) s ON s.key = h.key""")
         con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE group_hits AS
+            CREATE OR REPLACE TEMP TABLE confirmed_hits AS
             SELECT * FROM group_hits WHERE NOT {is_hashed_sql('key')}
             UNION ALL
             SELECT g.* FROM group_hits g SEMI JOIN (
@@ -157,6 +157,8 @@ def probe_history(con: duckdb.DuckDBPyConnection, *, load_id: int, since_load: i
                 ON t.rid = c.rid AND t.message_id = c.message_id) x
             ON x.file_id = g.file_id AND x.line = g.line""")
         con.execute("DROP TABLE text_hits")
+        con.execute("DROP TABLE group_hits")
+        con.execute("ALTER TABLE confirmed_hits RENAME TO group_hits")
     _record(con, f"(SELECT g.key, g.message_id, g.file_id, {int(load_id)} AS load_id FROM group_keys g "
                  "ANTI JOIN group_hits h ON h.file_id = g.file_id AND h.line = g.line)")
     hits = con.sql("SELECT file_id, line FROM group_hits").to_arrow_table()

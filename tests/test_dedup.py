@@ -15,8 +15,8 @@ LOWER_BITS = int(LOWER.replace("-", ""), 16)
 
 
 @pytest.mark.parametrize(("message_id", "key"), [
-    (LOWER, LOWER_BITS),  # analytics-python, -java, -go: lower-case v4, nibble 4
-    (UPPER, LOWER_BITS | 1 << 76),  # analytics-ios / -swift: upper case, nibble 5
+    (LOWER, LOWER_BITS),  # lower-case v4 (Python's str(uuid4())): nibble 4
+    (UPPER, LOWER_BITS | 1 << 76),  # upper case (Apple's UUID().uuidString): nibble 5
     ("node-next-1668208232027-743be593-7789-4b74-8078-cbcc8894c586", "hashed"),
     ("ajs-next-b4a4d6ac0c4cf2f1c5a1a5e2a1f0c9d8", "hashed"),
     ("0f4f3a2c-1b2d-1c3e-8f9a-0123456789ab", "hashed"),  # version 1: not v4
