@@ -1,7 +1,7 @@
 {#-
   Small adapter-dispatched helpers. Every engine-specific piece of SQL in this project lives
-  here (DuckDB implementations are exercised by the tests; the spark__ ones are written for
-  the planned Spark port and are not tested yet). Add an <adapter>__ version to port.
+  here (the DuckDB and Spark implementations are exercised by the tests; Spark's through
+  tests/dbt/test_dbt_spark.py). Add an <adapter>__ version to port.
 -#}
 
 {# Compile-time error for a helper that has no SQL for the current adapter yet. #}
@@ -165,3 +165,22 @@
 {% macro spark__segment_utc_date(expression) -%}
   to_date(to_utc_timestamp({{ expression }}, current_timezone()))
 {%- endmacro %}
+
+{#
+  Incremental strategy of the event models: one that replaces re-delivered unique keys
+  where the table format can update rows, else insert_overwrite of new load_id partitions.
+#}
+{% macro segment_incremental_strategy() -%}
+  {{ return(adapter.dispatch('segment_incremental_strategy', 'segment_warehouse')()) }}
+{%- endmacro %}
+{% macro default__segment_incremental_strategy() -%}
+  {{ return('delete+insert') }}
+{%- endmacro %}
+{% macro spark__segment_incremental_strategy() -%}
+  {%- set row_level_updates = env_var('SEGMENT_SPARK_FILE_FORMAT', 'parquet') | lower in ('delta', 'iceberg', 'hudi') -%}
+  {{ return('merge' if row_level_updates else 'insert_overwrite') }}
+{%- endmacro %}
+{% macro databricks__segment_incremental_strategy() -%}
+  {{ return('merge') }}
+{%- endmacro %}
+

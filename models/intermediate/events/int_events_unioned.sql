@@ -4,8 +4,17 @@
   appends what the loader added since the last build; late-arriving events with old
   timestamps are therefore picked up. Re-delivered message ids replace their row
   (unique_key), so an incremental build equals a full refresh.
+  Where rows cannot be updated in place (Spark on plain Parquet: segment_incremental_strategy
+  gives insert_overwrite), the table is partitioned by load_id, each build writes only the new
+  loads' partitions, and a message id already in the table keeps its row (the loader never
+  writes one id twice, so this differs from replacing only for a warehouse that breaks that).
 -#}
-{{ config(unique_key='message_id') }}
+{%- set strategy = segment_incremental_strategy() %}
+{{ config(
+    unique_key='message_id',
+    incremental_strategy=strategy,
+    partition_by=(['load_id'] if strategy == 'insert_overwrite' else none),
+) }}
 
 {%- set parts = [
     ('track', 'stg_segment__tracks', 'event_name'),
@@ -31,9 +40,14 @@ with
         received_at,
         load_id,
         source_id
-    from {{ ref(model) }}
+    from {{ ref(model) }} as staged
     {% if is_incremental() -%}
-    where load_id > (select coalesce(max(load_id), -1) from {{ this }})
+    where staged.load_id > (select coalesce(max(load_id), -1) from {{ this }})
+    {%- if strategy == 'insert_overwrite' %}
+        and not exists (
+            select 1 from {{ this }} as existing where existing.message_id = staged.message_id
+        )
+    {%- endif %}
     {%- endif %}
 ),
 {% endfor %}
