@@ -1,5 +1,5 @@
 # Two commands matter: `make demo` (load sample_data, build the dbt project, show the result)
-# and `make test` (every test). Both create the virtualenv on first use.
+# and `make test` (every test, the dbt project on Spark included). Both create the virtualenv on first use.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -21,6 +21,12 @@ $(VENV)/.installed: pyproject.toml
 	  [ $$i = 4 ] && exit 1; echo "pip install failed, retrying ($$i)"; sleep 10; done
 	touch $@
 
+# The Spark target's dependencies (pyspark bundles Spark; it needs Java 17), for make test.
+$(VENV)/.installed-spark: $(VENV)/.installed
+	for i in 1 2 3 4; do $(PIP_INSTALL) -e '.[test,spark]' && break; \
+	  [ $$i = 4 ] && exit 1; echo "pip install failed, retrying ($$i)"; sleep 10; done
+	touch $@
+
 demo: install
 	rm -f $(DEMO_DB) $(DEMO_DB).wal
 	$(PY) -m loader load sample_data/segment-logs --db $(DEMO_DB) --tracking-plan sample_data/tracking_plan.json
@@ -29,7 +35,7 @@ demo: install
 	$(PY) dbt_summary.py $(DEMO_DB)
 	$(PY) -m loader publish --db $(DEMO_DB) --to demo_marts.duckdb
 
-test: install
+test: install $(VENV)/.installed-spark
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: install

@@ -24,3 +24,17 @@
     {%- endfor -%}
   {%- endif -%}
 {% endmacro %}
+
+{#
+  dbt's listagg on Spark (dbt-spark's ignores order_by_clause, so list order was arbitrary):
+  ordered by the measure itself, the only order this project asks for; any other order fails
+  the compilation instead of being dropped silently.
+#}
+{% macro spark__listagg(measure, delimiter_text, order_by_clause, limit_num) -%}
+  {%- set sorted = order_by_clause and (order_by_clause | trim | lower) == ('order by ' ~ measure | trim | lower) -%}
+  {%- if (order_by_clause and not sorted) or limit_num -%}
+    {%- do exceptions.raise_compiler_error(
+        'listagg on Spark supports only "order by <measure>" and no limit, got: ' ~ order_by_clause) -%}
+  {%- endif -%}
+  array_join({{ 'array_sort(' if sorted }}collect_list({{ measure }}){{ ')' if sorted }}, {{ delimiter_text }})
+{%- endmacro %}

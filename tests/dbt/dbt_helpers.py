@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from decimal import Decimal
@@ -72,21 +73,38 @@ class DbtResult:
         return {k: v for k, v in self.statuses().items() if v not in ("success", "pass")}
 
 
-def run_dbt(args: list[str], db: Path, workdir: Path, check: bool = True) -> DbtResult:
-    """Run `dbt <args>` against database `db`; target/log paths live under `workdir`."""
+def run_dbt(
+    args: list[str], db: Path, workdir: Path, check: bool = True,
+    env: dict[str, str] | None = None,
+) -> DbtResult:
+    """Run `dbt <args>` against database `db`; target/log paths live under `workdir`.
+
+    `env` adds environment variables (the spark target's settings). dbt runs in its own
+    process group, killed whole on timeout: the spark target starts a JVM below dbt.
+    """
     target = workdir / "target"
-    env = {
+    workdir.mkdir(parents=True, exist_ok=True)
+    full_env = {
         **os.environ,
         "SEGMENT_DUCKDB_PATH": str(db),
         "DO_NOT_TRACK": "1",
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+        **(env or {}),
     }
     cmd = [
         str(DBT), *args,
         "--project-dir", str(REPO), "--profiles-dir", str(REPO),
         "--target-path", str(target), "--log-path", str(workdir / "logs"),
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    with subprocess.Popen(cmd, env=full_env, cwd=workdir, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as popen:
+        try:
+            stdout, stderr = popen.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.communicate()
+            raise
+    proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
     result = DbtResult(proc, target)
     if check and (proc.returncode != 0 or result.not_passing()):
         raise AssertionError(
