@@ -184,3 +184,17 @@
   {{ return('merge') }}
 {%- endmacro %}
 
+
+{#
+  Where clause of an incremental model on load_id (columns load_id, message_id of `alias`):
+  only loads newer than the table's; under insert_overwrite (rows cannot be replaced) also
+  only message ids not in the table yet.
+#}
+{% macro segment_newer_loads(alias) -%}
+where {{ alias }}.load_id > (select coalesce(max(load_id), -1) from {{ this }})
+  {%- if segment_incremental_strategy() == 'insert_overwrite' %}
+    and not exists (
+        select 1 from {{ this }} as existing where existing.message_id = {{ alias }}.message_id
+    )
+  {%- endif %}
+{%- endmacro %}

@@ -3,9 +3,15 @@
   referrer, campaign (UTM) and click ids, user agent, device category, bot user agent and the
   visit's channel (macros/analytics.sql). Nothing here depends on identity, so the model is
   incremental on load_id exactly like int_events_unioned: a build reads only the loader's
-  newer loads; a re-delivered message id replaces its row.
+  newer loads; a re-delivered message id replaces its row (on Spark with plain Parquet: new
+  load_id partitions, ids already present keep theirs; see int_events_unioned).
 -#}
-{{ config(unique_key='message_id') }}
+{%- set strategy = segment_incremental_strategy() %}
+{{ config(
+    unique_key='message_id',
+    incremental_strategy=strategy,
+    partition_by=(['load_id'] if strategy == 'insert_overwrite' else none),
+) }}
 
 {%- set parts = [
     ('page', 'stg_segment__pages', 'page_name', 'page_url', 'page_path', 'page_title', 'referrer'),
@@ -35,9 +41,9 @@ with
         nullif(trim(utm_{{ field }}), '') as campaign_{{ field }},
         {%- endfor %}
         user_agent
-    from {{ ref(model) }}
+    from {{ ref(model) }} as staged
     {% if is_incremental() -%}
-    where load_id > (select coalesce(max(load_id), -1) from {{ this }})
+    {{ segment_newer_loads('staged') }}
     {%- endif %}
 ),
 {% endfor %}

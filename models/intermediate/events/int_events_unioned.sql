@@ -42,12 +42,7 @@ with
         source_id
     from {{ ref(model) }} as staged
     {% if is_incremental() -%}
-    where staged.load_id > (select coalesce(max(load_id), -1) from {{ this }})
-    {%- if strategy == 'insert_overwrite' %}
-        and not exists (
-            select 1 from {{ this }} as existing where existing.message_id = staged.message_id
-        )
-    {%- endif %}
+    {{ segment_newer_loads('staged') }}
     {%- endif %}
 ),
 {% endfor %}
