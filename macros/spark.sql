@@ -30,3 +30,28 @@
   {%- endif -%}
 {% endmacro %}
 
+
+{#
+  dbt.dateadd and dbt.datediff on Spark with DuckDB's meaning for parts of a day and less:
+  dbt-spark's versions go through to_unix_timestamp, which drops the fraction of a second
+  (a 30-minute session timeout then splits events exactly 30 minutes apart). Adding keeps
+  microseconds (timestampadd); a difference counts the part's boundaries crossed, as DuckDB's
+  date_diff does. Months, quarters and years use dbt-spark's macros.
+#}
+{% macro spark__dateadd(datepart, interval, from_date_or_timestamp) -%}
+  {%- if datepart | lower in ('week', 'day', 'hour', 'minute', 'second', 'millisecond', 'microsecond') -%}
+  timestampadd({{ datepart | upper }}, {{ interval }}, {{ from_date_or_timestamp }})
+  {%- else -%}
+  {{ dbt_spark.spark__dateadd(datepart, interval, from_date_or_timestamp) }}
+  {%- endif -%}
+{%- endmacro %}
+
+{% macro spark__datediff(first_date, second_date, datepart) -%}
+  {%- set seconds = {'second': 1, 'minute': 60, 'hour': 3600}.get(datepart | lower) -%}
+  {%- if seconds -%}
+  (floor(unix_seconds(cast({{ second_date }} as timestamp)) / {{ seconds }})
+   - floor(unix_seconds(cast({{ first_date }} as timestamp)) / {{ seconds }}))
+  {%- else -%}
+  {{ dbt_spark.spark__datediff(first_date, second_date, datepart) }}
+  {%- endif -%}
+{%- endmacro %}

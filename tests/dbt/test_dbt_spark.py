@@ -82,9 +82,15 @@ def duckdb_rows(db: Path, model: str) -> tuple[list[str], list[tuple]] | None:
         assert kind is not None, f"{model} was not built on DuckDB"
         if kind[0] == "VIEW":
             return None
-        cursor = con.execute(f"select * from {SCHEMAS[model]}.{model}")
-        columns = [d[0] for d in cursor.description]
-        return columns, sorted(tuple(normalize(v) for v in row) for row in cursor.fetchall())
+        columns = [r[0] for r in con.execute(
+            "select column_name from information_schema.columns where table_schema = ? "
+            "and table_name = ? order by ordinal_position", [SCHEMAS[model], model]).fetchall()]
+        # *_fingerprint: a checksum of hashes (DuckDB hash(), Spark xxhash64) that detects
+        # change between two builds on one engine; its value is engine-specific by design
+        columns = [c for c in columns if not c.endswith("_fingerprint")]
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        rows = con.execute(f"select {quoted} from {SCHEMAS[model]}.{model}").fetchall()
+        return columns, sorted(tuple(normalize(v) for v in row) for row in rows)
     finally:
         con.close()
 
