@@ -49,4 +49,4 @@ bench-peers: install
 	bash bench/peers.sh
 
 clean:
-	rm -rf $(VENV) target logs *.duckdb *.duckdb.wal
+	rm -rf $(VENV) target logs *.duckdb *.duckdb.wal spark-warehouse metastore_db derby.log
