@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import numpy
 import pytest
 from dbt_helpers import (
     ANALYST_INTERMEDIATE,
@@ -72,8 +73,8 @@ def run_on_spark(command: list[str], work: Path, dbt_vars: str) -> DbtResult:
                    work / "unused.duckdb", work, env=env)
 
 
-def duckdb_rows(db: Path, model: str) -> tuple[list[str], list[tuple]] | None:
-    """Columns and sorted rows of a model's table; None when the model is a view."""
+def duckdb_rows(db: Path, model: str) -> tuple[list[str], list[tuple], list[bool]] | None:
+    """Columns, sorted rows and single-precision flags of a model's table; None for a view."""
     con = duckdb.connect(str(db), read_only=True)
     try:
         kind = con.execute(
@@ -82,20 +83,31 @@ def duckdb_rows(db: Path, model: str) -> tuple[list[str], list[tuple]] | None:
         assert kind is not None, f"{model} was not built on DuckDB"
         if kind[0] == "VIEW":
             return None
-        columns = [r[0] for r in con.execute(
-            "select column_name from information_schema.columns where table_schema = ? "
-            "and table_name = ? order by ordinal_position", [SCHEMAS[model], model]).fetchall()]
+        types = dict(con.execute(
+            "select column_name, data_type from information_schema.columns "
+            "where table_schema = ? and table_name = ? order by ordinal_position",
+            [SCHEMAS[model], model]).fetchall())
         # *_fingerprint: a checksum of hashes (DuckDB hash(), Spark xxhash64) that detects
         # change between two builds on one engine; its value is engine-specific by design
-        columns = [c for c in columns if not c.endswith("_fingerprint")]
+        columns = [c for c in types if not c.endswith("_fingerprint")]
         quoted = ", ".join(f'"{c}"' for c in columns)
         rows = con.execute(f"select {quoted} from {SCHEMAS[model]}.{model}").fetchall()
-        return columns, sorted(tuple(normalize(v) for v in row) for row in rows)
+        singles = [types[c] == "FLOAT" for c in columns]
+        return columns, normalized(rows, singles), singles
     finally:
         con.close()
 
 
-def spark_rows(work: Path, model: str, columns: list[str]) -> list[tuple]:
+def normalized(rows: list[tuple], singles: list[bool]) -> list[tuple]:
+    """Sorted rows in normalize()'s text; columns DuckDB holds as FLOAT (dbt.type_float() is
+    single precision there, Spark computes the same expression in double) at that precision."""
+    return sorted(
+        tuple(normalize(float(numpy.float32(v)) if single and v is not None else v)
+              for v, single in zip(row, singles, strict=True))
+        for row in rows)
+
+
+def spark_rows(work: Path, model: str, columns: list[str], singles: list[bool]) -> list[tuple]:
     """Rows of a Spark table read from its Parquet files (partition columns from the paths)."""
     location = work / "spark-warehouse" / f"{SCHEMAS[model]}.db" / model
     files = str(location / "**" / "*.parquet").replace("'", "''")
@@ -106,7 +118,7 @@ def spark_rows(work: Path, model: str, columns: list[str]) -> list[tuple]:
             f"select {quoted} from read_parquet('{files}', hive_partitioning = true)").fetchall()
     finally:
         con.close()
-    return sorted(tuple(normalize(v) for v in row) for row in rows)
+    return normalized(rows, singles)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +137,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         for model in SCHEMAS if stage == "first" else ["int_events_unioned"]:
             table = duckdb_rows(db, model)
             # a view has no files of its own: its rows are those of the tables it reads
-            rows[model] = table and (table[0], table[1], spark_rows(work, model, table[0]))
+            rows[model] = table and (table[0], table[1], spark_rows(work, model, table[0], table[2]))
         stages[stage] = {"duckdb": duck, "spark": spark, "rows": rows, "work": work}
     return stages
 
