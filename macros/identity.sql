@@ -11,8 +11,9 @@
   graph (Spark's analyzer cannot plan rounds unrolled as chained CTEs). At execution time:
     <model>__<prefix>_edges    the edges both ways plus a self-loop per node,
     <model>__<prefix>_labels_0 every node labelled by itself,
-  then round k writes <model>__<prefix>_labels_<k mod 2> from the other one (see
-  segment_components_round) until no edge joins two different labels. Past
+  then round k writes <model>__<prefix>_labels_<k mod 2> from the other one
+  (segment_components_hook, then segment_components_jump) until no edge joins two
+  different labels. Past
   `max_iterations` rounds the build fails with an error: labels that have not converged are
   never used as an answer. A chain of n links needs about log2(n) rounds. The working
   tables stay until the model is built; its post-hook (segment_drop_components_tables)
