@@ -200,7 +200,7 @@ def machine() -> dict:
 
 
 def archive(events: int, seed: int, root: Path, extra_fraction: float = 0.01,
-            python: str | None = None) -> tuple[dict, dict | None]:
+            python: str | None = None, file_events: int = 10_000) -> tuple[dict, dict | None]:
     """Base and extra manifests of the archive at ``root``, generating it when needed."""
     sys.path.insert(0, str(BENCH))
     import generate
@@ -209,7 +209,7 @@ def archive(events: int, seed: int, root: Path, extra_fraction: float = 0.01,
     m, mx = generate.load_manifest(str(root)), generate.load_manifest(str(extra_root))
     ok = (
         m is not None and m.get("generator_version") == generate.GENERATOR_VERSION
-        and m.get("events") == events and m.get("seed") == seed
+        and m.get("events") == events and m.get("seed") == seed and m.get("file_events") == file_events
         and all((root / p).exists() for p in m.get("file_list", []))
         and (extra_fraction == 0 or (mx is not None and mx.get("extra_fraction") == extra_fraction
                                      and all((extra_root / p).exists() for p in mx["file_list"])))
@@ -217,7 +217,8 @@ def archive(events: int, seed: int, root: Path, extra_fraction: float = 0.01,
     if not ok:
         print(f"generating {events:,} events into {root} ...", file=sys.stderr, flush=True)
         cmd = [python or sys.executable, str(BENCH / "generate.py"), "--events", str(events),
-               "--out", str(root), "--seed", str(seed), "--extra-fraction", str(extra_fraction)]
+               "--out", str(root), "--seed", str(seed), "--extra-fraction", str(extra_fraction),
+               "--file-events", str(file_events)]
         subprocess.run(cmd, check=True)
         m, mx = generate.load_manifest(str(root)), generate.load_manifest(str(extra_root))
     return m, (mx if extra_fraction else None)

@@ -29,7 +29,7 @@ def _columns(con: duckdb.DuckDBPyConnection, db: str) -> dict[str, dict[str, str
     for schema, table, column, dtype in con.execute(
         "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
         "WHERE table_catalog = ? AND table_schema NOT IN ('information_schema', 'pg_catalog', 'main') "
-        "ORDER BY ALL", [db]).fetchall():
+        "ORDER BY table_schema, table_name, ordinal_position", [db]).fetchall():
         found.setdefault(f"{schema}.{table}", {})[column] = dtype
     return found
 
@@ -46,7 +46,7 @@ def compare(a_path: str, b_path: str, ignore: set[str] = frozenset()) -> list[st
         if table in RUN_TABLES:
             continue
         cols_a, cols_b = a[table], b[table]
-        if cols_a != cols_b:
+        if list(cols_a.items()) != list(cols_b.items()):  # column order too
             problems.append(f"{table}: columns differ: {sorted(set(cols_a.items()) ^ set(cols_b.items()))}")
         shared = [c for c in cols_a if c in cols_b and c not in RUN_COLUMNS and f"{table}.{c}" not in ignore]
         if not shared:

@@ -25,9 +25,14 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-# Over the normaliser's `checked` rows (alias c, envelope list e, receivedAt is e[6]).
+from loader.batch import FILE_SHIFT
+
+# Over the normaliser's `checked` rows (alias c, envelope list e, receivedAt is e[6]). In a
+# batch of several small files (loader/batch.py) this ranks within each file only; the group
+# lets the first file win among them after the tracking plan (fresh_in_group), as loading the
+# files one by one would (a copy blocked in one file does not make the next one a duplicate).
 IN_BATCH_RANK = (
-    "row_number() OVER (PARTITION BY c.message_id "
+    f"row_number() OVER (PARTITION BY c.message_id, c.line_no >> {FILE_SHIFT} "
     "ORDER BY try_cast(c.e[6]->>'$' AS TIMESTAMPTZ) NULLS LAST, c.line_no)"
 )
 
@@ -102,17 +107,28 @@ def begin_group(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE OR REPLACE TEMP TABLE {GROUP_TABLE} (message_id VARCHAR, file_id BIGINT, line BIGINT)")
 
 
-def fresh_in_group(con: duckdb.DuckDBPyConnection, messages: pa.Table, *, file_id: int) -> pa.Table:
+def fresh_in_group(con: duckdb.DuckDBPyConnection, messages: pa.Table, *, file_id: int | None = None) -> pa.Table:
     """The batch's messages (line_no, message_id) that no earlier batch of the open group
-    holds; they join the group. History is checked once, at the group's commit."""
+    holds; they join the group. History is checked once, at the group's commit. A batch of
+    several small files gives each row's `file_id` and `line` in the file as columns instead
+    of `file_id`; a message in several of its files is fresh in the first only."""
     con.register("batch_messages", messages)
-    fresh = con.sql(
-        f"SELECT m.line_no, m.message_id FROM batch_messages m "
-        f"ANTI JOIN {GROUP_TABLE} g ON g.message_id = m.message_id"
-    ).to_arrow_table()
+    if file_id is None:
+        fresh = con.sql(
+            f"SELECT m.line_no, m.message_id, m.file_id, m.line FROM batch_messages m "
+            f"ANTI JOIN {GROUP_TABLE} g ON g.message_id = m.message_id "
+            "QUALIFY row_number() OVER (PARTITION BY m.message_id ORDER BY m.line_no) = 1"
+        ).to_arrow_table()
+        rows = "message_id, file_id, line"
+    else:
+        fresh = con.sql(
+            f"SELECT m.line_no, m.message_id FROM batch_messages m "
+            f"ANTI JOIN {GROUP_TABLE} g ON g.message_id = m.message_id"
+        ).to_arrow_table()
+        rows = f"message_id, {int(file_id)}, line_no"
     con.unregister("batch_messages")
     con.register("fresh_messages", fresh)
-    con.execute(f"INSERT INTO {GROUP_TABLE} SELECT message_id, {int(file_id)}, line_no FROM fresh_messages")
+    con.execute(f"INSERT INTO {GROUP_TABLE} SELECT {rows} FROM fresh_messages")
     con.unregister("fresh_messages")
     return fresh
 

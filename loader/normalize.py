@@ -38,6 +38,7 @@ from loader.spec import (
     Kind,
     Reason,
 )
+from loader.timing import StageTimer, maybe
 
 MAX_DEPTH = 8  # objects nested deeper than this are kept whole, as JSON
 MAX_STRUCT_LEAVES = 500  # wider roots are extracted as a list (see _flatten)
@@ -149,6 +150,7 @@ def normalize(
     prior_rejections: list[Rejection],
     lines_read: int,
     shape_hints: dict | None = None,
+    timer: StageTimer | None = None,
 ) -> NormalizedBatch:
     """Validate and shape one batch. `con` is a compute connection, not the warehouse;
     `shape_hints`, kept by the caller between batches, makes a stable shape cheap to find."""
@@ -165,42 +167,43 @@ def normalize(
     def text(key: str) -> str:  # trimmed, empty as NULL: what validation and routing use
         return f"nullif(trim({as_sent(key)}), '')"
 
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE checked AS
-        WITH parsed AS (
-            SELECT line_no, kind,
-                   CASE WHEN kind = 'OBJECT' THEN json_extract(raw, [{envelope}]) END AS e
-            FROM (SELECT line_no, raw,
-                         CASE WHEN NOT json_valid(raw)
-                                THEN CASE WHEN trim(raw, ' \t\r\n') = '' THEN 'EMPTY' END
-                              WHEN left(ltrim(raw), 1) = '{{' THEN 'OBJECT' ELSE 'OTHER' END AS kind
-                  FROM raw_lines)),
-        texts AS (
-            SELECT line_no, kind, e,
-                   {text('messageId')} AS message_id, left(e[{idx['messageId']}], 1) AS id_start,
-                   e[{idx['type']}] AS type_json, {text('type')} AS call,
-                   {text('event')} AS event_name, {as_sent('event')} AS event_text,
-                   {text('userId')} AS user_id, {text('anonymousId')} AS anonymous_id,
-                   {text('groupId')} AS group_id
-            FROM parsed)
-        SELECT line_no, e, message_id, call, event_name, event_text,
-               CASE
-                 WHEN kind IS NULL THEN '{Reason.MALFORMED_JSON}'
-                 WHEN kind = 'EMPTY' THEN '{Reason.EMPTY_LINE}'
-                 WHEN kind <> 'OBJECT' THEN '{Reason.NOT_AN_OBJECT}'
-                 WHEN id_start IN ('{{', '[', 't', 'f') THEN '{Reason.INVALID_MESSAGE_ID}'
-                 WHEN message_id IS NULL THEN '{Reason.MISSING_MESSAGE_ID}'
-                 WHEN length(message_id) > {MAX_MESSAGE_ID_LENGTH} THEN '{Reason.INVALID_MESSAGE_ID}'
-                 WHEN type_json IS NULL OR type_json = 'null' THEN '{Reason.MISSING_TYPE}'
-                 WHEN coalesce(call NOT IN {tuple(CALL_TYPES)}, true) THEN '{Reason.UNKNOWN_TYPE}'
-                 WHEN call = 'track' AND event_name IS NULL THEN '{Reason.MISSING_EVENT}'
-                 WHEN user_id IS NULL AND anonymous_id IS NULL THEN '{Reason.MISSING_IDENTITY}'
-                 WHEN call = 'group' AND group_id IS NULL THEN '{Reason.MISSING_GROUP_ID}'
-               END AS reason
-        FROM texts
-        """
-    )
+    with maybe(timer, "parse"):  # the one full parse of every line: validity and envelope
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE checked AS
+            WITH parsed AS (
+                SELECT line_no, kind,
+                       CASE WHEN kind = 'OBJECT' THEN json_extract(raw, [{envelope}]) END AS e
+                FROM (SELECT line_no, raw,
+                             CASE WHEN NOT json_valid(raw)
+                                    THEN CASE WHEN trim(raw, ' \t\r\n') = '' THEN 'EMPTY' END
+                                  WHEN left(ltrim(raw), 1) = '{{' THEN 'OBJECT' ELSE 'OTHER' END AS kind
+                      FROM raw_lines)),
+            texts AS (
+                SELECT line_no, kind, e,
+                       {text('messageId')} AS message_id, left(e[{idx['messageId']}], 1) AS id_start,
+                       e[{idx['type']}] AS type_json, {text('type')} AS call,
+                       {text('event')} AS event_name, {as_sent('event')} AS event_text,
+                       {text('userId')} AS user_id, {text('anonymousId')} AS anonymous_id,
+                       {text('groupId')} AS group_id
+                FROM parsed)
+            SELECT line_no, e, message_id, call, event_name, event_text,
+                   CASE
+                     WHEN kind IS NULL THEN '{Reason.MALFORMED_JSON}'
+                     WHEN kind = 'EMPTY' THEN '{Reason.EMPTY_LINE}'
+                     WHEN kind <> 'OBJECT' THEN '{Reason.NOT_AN_OBJECT}'
+                     WHEN id_start IN ('{{', '[', 't', 'f') THEN '{Reason.INVALID_MESSAGE_ID}'
+                     WHEN message_id IS NULL THEN '{Reason.MISSING_MESSAGE_ID}'
+                     WHEN length(message_id) > {MAX_MESSAGE_ID_LENGTH} THEN '{Reason.INVALID_MESSAGE_ID}'
+                     WHEN type_json IS NULL OR type_json = 'null' THEN '{Reason.MISSING_TYPE}'
+                     WHEN coalesce(call NOT IN {tuple(CALL_TYPES)}, true) THEN '{Reason.UNKNOWN_TYPE}'
+                     WHEN call = 'track' AND event_name IS NULL THEN '{Reason.MISSING_EVENT}'
+                     WHEN user_id IS NULL AND anonymous_id IS NULL THEN '{Reason.MISSING_IDENTITY}'
+                     WHEN call = 'group' AND group_id IS NULL THEN '{Reason.MISSING_GROUP_ID}'
+                   END AS reason
+            FROM texts
+            """
+        )
     rejections = list(prior_rejections)
     for line_no, raw, reason in con.execute(
         "SELECT c.line_no, r.raw, c.reason FROM checked c JOIN raw_lines r USING (line_no) "

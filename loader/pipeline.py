@@ -14,17 +14,39 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from loader import __version__, dedup, state, writer
+from loader.batch import (
+    FILE_SHIFT,
+    LINE_MASK,
+    Unit,
+    encode_line,
+    encode_lines,
+    file_index,
+    plan_units,
+    without_files,
+)
 from loader.config import LoadConfig
 from loader.errors import FileFailedError, LoaderError
 from loader.faults import crash_point
 from loader.http_batch import expand_batches, line_label
-from loader.normalize import NormalizedBatch, compute_connection, normalize, parquet_to_lines
+from loader.normalize import (
+    ColumnStats,
+    NormalizedBatch,
+    TableSlice,
+    _type_counts,
+    combine_chunks,
+    compute_connection,
+    normalize,
+    parquet_to_lines,
+)
 from loader.objectstore import Spool
 from loader.pii import scrub
 from loader.protocols import REJECT_REASON, check
@@ -36,7 +58,8 @@ from loader.read import (
     iter_parquet_batches,
 )
 from loader.schema import Schema, apply_to, plan_changes, state_table_changes
-from loader.spec import Reason
+from loader.spec import INTEGER_KINDS, TRACKS_TABLE, ColumnType, Kind, Reason
+from loader.timing import StageTimer, maybe
 
 QUEUE_DEPTH = 1  # batches waiting between each reader thread and the writer: bounds memory
 READERS = 2  # files normalised in parallel (DuckDB, zlib and Arrow release the GIL)
@@ -79,6 +102,7 @@ class LoadResult:
     files: list[FileResult] = field(default_factory=list)
     schema_changes: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    timer: StageTimer = field(default_factory=StageTimer)
 
     def total(self, key: str) -> int:
         return sum(getattr(f, key) for f in self.files)
@@ -107,6 +131,7 @@ class LoadResult:
             "schema_changes": len(self.schema_changes),
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.total("lines") / self.seconds) if self.seconds else None,
+            "stage_seconds": self.timer.rounded(),
         }
 
     def to_dict(self) -> dict:
@@ -145,29 +170,67 @@ def _scrubbed_lines(file: InputFile, config: LoadConfig, con) -> Iterator[tuple]
         yield (*scrub(con, config.pii_policy, lines, rejections), raw.lines_read + added)
 
 
-def _batches(file: InputFile, config: LoadConfig, con, hints: dict | None = None) -> Iterator[NormalizedBatch]:
-    for lines, prior, lines_read in _scrubbed_lines(file, config, con):
-        batch = normalize(con, lines, source_id=file.source_id or config.source_id,
-                          prior_rejections=prior, lines_read=lines_read, shape_hints=hints)
-        yield check(con, config.compiled_plan, batch, lines)  # the plan runs on the shaped batch
+def _batches(file: InputFile, config: LoadConfig, con, hints: dict | None = None,
+             timer: StageTimer | None = None) -> Iterator[NormalizedBatch]:
+    stretches = _scrubbed_lines(file, config, con)
+    for lines, prior, lines_read in (stretches if timer is None else timer.timed("read", stretches)):
+        yield _shape(con, config, lines, prior, lines_read, file.source_id, hints, timer)
 
 
-def _produce(files: list[InputFile], config: LoadConfig, out: queue.Queue, stop: threading.Event,
-             spool: Spool) -> None:
-    """Worker thread: normalised batches of each of its files in order, then ("end", error)."""
+def _shape(con, config: LoadConfig, lines, prior: list, lines_read: int, source_id: str | None,
+           hints: dict | None, timer: StageTimer | None) -> NormalizedBatch:
+    """Normalise one batch of (scrubbed) lines, then the tracking plan over the shaped batch."""
+    with maybe(timer, "shape"):
+        batch = normalize(con, lines, source_id=source_id or config.source_id, prior_rejections=prior,
+                          lines_read=lines_read, shape_hints=hints, timer=timer)
+        return check(con, config.compiled_plan, batch, lines)
+
+
+def _unit_batch(unit: Unit, config: LoadConfig, con, hints: dict,
+                timer: StageTimer) -> tuple[NormalizedBatch, list[int]]:
+    """Several small files as one batch (line numbers carry the file index, loader/batch.py),
+    and the lines of each file."""
+    tables, rejections, lines = [], [], []
+    for i, file in enumerate(unit.files):
+        n = 0
+        for part, prior, lines_read in timer.timed("read", _scrubbed_lines(file, config, con)):
+            column = part.schema.get_field_index("line_no")
+            tables.append(part.set_column(column, "line_no", encode_lines(part["line_no"], i)))
+            rejections += [replace(r, line=encode_line(r.line, i)) for r in prior]
+            n += lines_read
+        lines.append(n)
+    batch = _shape(con, config, pa.concat_tables(tables), rejections, sum(lines), unit.files[0].source_id,
+                   hints, timer)
+    return batch, lines
+
+
+def _produce(units: list[Unit], config: LoadConfig, out: queue.Queue, stop: threading.Event,
+             timer: StageTimer, spool: Spool) -> None:
+    """Worker thread: for each of its units, in order, ("unit", unit, (batch, lines)) when its
+    files were read as one batch, else each file's batches then ("end", file, error)."""
     con = compute_connection(config.reader_memory_mb)
     hints: dict = {}
     try:
-        for file in files:
-            try:
-                for batch in spool.reading(file, _batches(file, config, con, hints)):
-                    if not _put(out, ("batch", file, batch), stop):
+        for unit in units:
+            if unit.combined:
+                try:
+                    item = ("unit", unit, _unit_batch(unit, config, con, hints, timer))
+                except Exception:  # noqa: BLE001 - read its files one by one: each fails alone
+                    item = None
+                if item is not None:
+                    if not _put(out, item, stop):
                         return
-                if not _put(out, ("end", file, None), stop):
-                    return
-            except Exception as exc:  # noqa: BLE001 - reported as the file's failure
-                if not _put(out, ("end", file, exc), stop):
-                    return
+                    continue
+            for file in unit.files:
+                try:
+                    for batch in spool.reading(file, _batches(file, config, con, hints, timer)):
+                        if not _put(out, ("batch", file, batch), stop):
+                            return
+                    if not _put(out, ("end", file, None), stop):
+                        return
+                except Exception as exc:  # noqa: BLE001 - reported as the file's failure
+                    if not _put(out, ("end", file, exc), stop):
+                        return
     finally:
         con.close()
 
@@ -182,18 +245,20 @@ def _put(out: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
-def _read_in_background(files: list[InputFile], config: LoadConfig, spool: Spool):
-    """READERS threads normalise files i, i+READERS, ... each into its own queue; the writer
-    takes file i from queue i % READERS, so files are still written in order."""
+def _read_in_background(units: list[Unit], config: LoadConfig, spool: Spool):
+    """READERS threads shape units i, i+READERS, ... each into its own queue; the writer
+    takes unit i from queue i % READERS, so files are still written in order."""
     stop = threading.Event()
     queues = [queue.Queue(maxsize=QUEUE_DEPTH) for _ in range(READERS)]
+    timers = [StageTimer() for _ in range(READERS)]
     threads = [
-        threading.Thread(target=_produce, args=(files[r::READERS], config, queues[r], stop, spool), daemon=True)
+        threading.Thread(target=_produce, args=(units[r::READERS], config, queues[r], stop, timers[r], spool),
+                         daemon=True)
         for r in range(READERS)
     ]
     for t in threads:
         t.start()
-    return queues, stop, threads
+    return queues, stop, threads, timers
 
 
 def _hash_all(files: list[InputFile]) -> dict[Path, tuple[str, int] | OSError]:
@@ -240,12 +305,31 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
                 todo.append(f)
         group = _Group(con, config, load_id, result, writer.read_schema(con, config.schema))
         spool = Spool(todo)  # object files: downloaded a few ahead of the readers
-        queues, stop, threads = _read_in_background(todo, config, spool)
+        # Small local files of one source are read, shaped and written together (batch.py).
+        units = plan_units(todo, {f.path: h[1] for f in todo if f.origin is None
+                                  and not isinstance(h := hashes[f.path], OSError)}, config.batch_bytes)
+        queues, stop, threads, timers = _read_in_background(units, config, spool)
         progress = _Progress(config, len(todo), started=time.monotonic())
         try:
-            for i, f in enumerate(todo):
-                digest = (spool.digest, f.origin.size) if f.origin is not None else hashes[f.path]
-                result.files.append(_write_file(group, f, digest, queues[i % READERS], progress))
+            for i, unit in enumerate(units):
+                out = queues[i % READERS]
+                first = out.get()
+                if first[0] == "unit":
+                    batch, lines = first[2]
+                    if sum(lines) <= config.commit_every_rows:
+                        result.files += _write_unit(group, unit, batch, lines, hashes, progress)
+                    else:  # a group smaller than the unit: its files are written, and grouped, one by one
+                        everyone = set(range(len(unit.files)))
+                        for k in sorted(everyone):
+                            part = without_files(batch, everyone - {k})
+                            result.files += _write_unit(group, unit, part, lines, hashes, progress, only=k)
+                            if group.full():
+                                group.commit()
+                else:
+                    for f in unit.files:
+                        digest = (spool.digest, f.origin.size) if f.origin is not None else hashes[f.path]
+                        result.files.append(_write_file(group, f, digest, out, progress, first))
+                        first = None
                 if group.full():
                     group.commit()
             group.commit()
@@ -258,9 +342,12 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
             for t in threads:
                 t.join(timeout=5)
             spool.close()
+        for t in timers:
+            result.timer.merge(t)
         status = "failed" if result.failed else "succeeded"
-        state.finish_load(con, load_id, status, result.summary())
-        con.execute("CHECKPOINT")
+        with result.timer.stage("commit"):
+            con.execute("CHECKPOINT")
+        state.finish_load(con, load_id, status, result.summary())  # the timings as reported
     finally:
         con.close()
 
@@ -291,14 +378,18 @@ class _Group:
     def commit(self) -> None:
         if not self.open:
             return
-        seen = writer.flush(self.con, self.config.schema, self.pending, load_id=self.load_id,
-                            since_load=self.since_load)
-        for file_id, counts in seen.items():
-            self.files[file_id].seen_before(counts)
-            state.record_seen_before(self.con, file_id, counts)
-        writer.refresh_state_tables(self.con, self.config.schema, self.schema)
+        timer = self.result.timer
+        with timer.stage("dedup"):  # the group's one probe of history, inside flush
+            seen = writer.flush(self.con, self.config.schema, self.pending, load_id=self.load_id,
+                                since_load=self.since_load, timer=timer)
+        with timer.stage("write"):
+            for file_id, counts in seen.items():
+                self.files[file_id].seen_before(counts)
+                state.record_seen_before(self.con, file_id, counts)
+            writer.refresh_state_tables(self.con, self.config.schema, self.schema)
         crash_point("before_commit")
-        self.con.execute("COMMIT")
+        with timer.stage("commit"):
+            self.con.execute("COMMIT")
         crash_point("after_commit")
         self.open = False
         self.result.schema_changes += self.changes
@@ -321,13 +412,13 @@ class _Group:
 GROUP_BYTES = 64 << 20  # typed rows held for one group's inserts: bounds memory
 
 
-def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress) -> FileResult:
+def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress, first_item=None) -> FileResult:
     """Write one file into the group. A file that fits in one batch is checked against the
     reject ratio before anything is written; a longer file gets a transaction of its own, so
     that failing it rolls back only its rows."""
     con, config, load_id = group.con, group.config, group.load_id
     fr = FileResult(f.name, "loaded")
-    kind, _f, first = out.get()
+    kind, _f, first = first_item or out.get()
     batches: list[NormalizedBatch] = []
     error: Exception | None = None
     if kind == "end":
@@ -363,14 +454,17 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress)
                     error = payload
                     break
                 batch = payload
-            changes = plan_schema(group.schema, batch)
-            writer.apply_changes(con, config.schema, changes, load_id=load_id, file_id=file_id)
+            with group.result.timer.stage("write"):
+                changes = plan_schema(group.schema, batch)
+                writer.apply_changes(con, config.schema, changes, load_id=load_id, file_id=file_id)
             if changes:
                 crash_point("after_schema_change")
             group.changes += [asdict(c) | {"path": fr.path} for c in changes]
-            counts = writer.write_batch(con, group.schema, batch, group.pending, load_id=load_id,
-                                        file_id=file_id, path=fr.path, loaded_at=loaded_at)
-            state.record_names(con, batch.name_map, load_id)
+            with group.result.timer.stage("write"):
+                counts = writer.write_batch(con, group.schema, batch, group.pending, load_id=load_id,
+                                            file_id=file_id, path=fr.path, loaded_at=loaded_at,
+                                            timer=group.result.timer)
+                state.record_names(con, batch.name_map, load_id)
             crash_point("after_insert")
             fr.lines += batch.lines_read
             fr.add(batch, counts)
@@ -393,6 +487,73 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress)
         group.rollback()
         _drain_file(out)
         return _record_failure(group, f, digest, fr, exc, [])
+
+
+def _write_unit(group: _Group, unit: Unit, batch: NormalizedBatch, lines: list[int], hashes: dict,
+                progress, only: int | None = None) -> list[FileResult]:
+    """Write small files read as one batch: each file is judged against the reject ratio on
+    its own (a failing one loses its rows, keeps its manifest row), the rest are written with
+    one statement per table, each with its own counts and manifest row. `only`: the batch
+    holds just that file of the unit."""
+    con, config, load_id, timer = group.con, group.config, group.load_id, group.result.timer
+    mine = [only] if only is not None else list(range(len(unit.files)))
+    rejects: list[list] = [[] for _ in unit.files]
+    for r in batch.rejections:  # with their line numbers in the file, for the messages
+        rejects[r.line >> FILE_SHIFT].append(replace(r, line=r.line & LINE_MASK))
+    failed = {}
+    for i in mine:
+        f = unit.files[i]
+        error = _reject_ratio_error(f, config, lines[i], rejects[i])
+        if error is not None:
+            failed[i] = _record_failure(group, f, hashes[f.path], FileResult(f.name, "failed", lines=lines[i]),
+                                        error, [_Known(rejects[i])])
+    if failed:
+        batch = without_files(batch, set(failed))
+    group.begin()
+    kept = [i for i in mine if i not in failed]
+    file_ids = dict(zip(kept, state.next_file_ids(con, len(kept)), strict=True))
+    refs = [writer.FileRef(file_ids.get(i, -1), f.name, lines[i] if i in file_ids else 0)
+            for i, f in enumerate(unit.files)]
+    loaded_at = dt.datetime.now(dt.UTC)  # uuid_ts: one load time per unit of small files
+    first = refs[kept[0]] if kept else None
+    with timer.stage("write"):
+        changes = plan_schema_by_file(group.schema, batch, len(unit.files)) if first else []
+        writer.apply_changes(con, config.schema, changes, load_id=load_id, file_id=first.file_id if first else 0)
+    if changes:
+        crash_point("after_schema_change")
+    group.changes += [asdict(c) | {"path": first.path} for c in changes]
+    with timer.stage("write"):
+        counts = writer.write_unit_batch(con, group.schema, batch, group.pending, refs, load_id=load_id,
+                                         loaded_at=loaded_at, timer=timer)
+        state.record_names(con, batch.name_map, load_id)
+    crash_point("after_insert")
+    results, rows = [], []
+    for i in mine:
+        f = unit.files[i]
+        if i in failed:
+            results.append(failed[i])
+            continue
+        fr = FileResult(f.name, "loaded", lines=lines[i], rejects=len(rejects[i]),
+                        blocked=sum(r.reason == REJECT_REASON for r in rejects[i]))
+        group.files[refs[i].file_id] = fr  # the group's probe of history may move rows to duplicates
+        c = counts[i]
+        fr.rows_loaded, fr.duplicates, fr.discards, fr.violations = c.loaded, c.duplicates, c.discards, c.violations
+        rows.append((refs[i].file_id, _manifest_row(f, hashes[f.path], fr)))
+        results.append(fr)
+        progress.batch(fr.lines, fr.rows_loaded)
+    crash_point("before_manifest")
+    with timer.stage("write"):
+        state.record_files(con, load_id, rows)
+    for _ in rows:
+        progress.file_done()
+    return results
+
+
+@dataclass
+class _Known:
+    """The rejects already known of a failed small file (what _record_failure reads)."""
+
+    rejections: list
 
 
 SKIPPED_FAILED = "failed before, unchanged"
@@ -440,6 +601,75 @@ def plan_schema(schema: Schema, batch: NormalizedBatch):
         mine += state_table_changes(schema, mine)
         apply_to(schema, mine)
         changes += mine
+    return changes
+
+
+def plan_schema_by_file(schema: Schema, batch: NormalizedBatch, files: int) -> list:
+    """plan_schema for a unit of several files, with the changes loading the files one by one
+    would make: a new column is typed by the first file that has values for it, later files
+    only widen it, and columns are added in that order. Only columns new to the schema (or
+    BIGINT, which may widen) are looked at per file; a column whose kinds give one type
+    whatever the subset (all integers, all booleans...) needs only the files it occurs in."""
+    if files == 1:
+        return plan_schema(schema, batch)
+    # Per slice: the file of each row, and {file: {column: stats}}; mixed columns are counted
+    # per file in one _type_counts call over the whole batch (column i of the stack = leaf i).
+    row_files = [file_index(s.line) for s in batch.slices]
+    stats_of: list[dict[int, dict[str, ColumnStats]]] = [{} for _ in batch.slices]
+    mixed: list[tuple[int, str, ColumnStats]] = []
+    for si, s in enumerate(batch.slices):
+        existing = schema.get(s.table, {})
+        for col, stats in s.columns.items():
+            current = existing.get(col)
+            kinds = {k for k, n in stats.types.items() if n}
+            if not kinds or (current is not None and current != ColumnType.BIGINT):
+                continue
+            uniform = (kinds <= INTEGER_KINDS or kinds <= {Kind.ARRAY, Kind.OBJECT}
+                       or (len(kinds) == 1 and Kind.VARCHAR not in kinds))
+            if not uniform:
+                mixed.append((si, col, stats))
+                continue
+            present = np.asarray(pc.is_valid(combine_chunks(s.values[col].kind)), dtype=bool)
+            for f in np.unique(row_files[si][present]).tolist():
+                stats_of[si].setdefault(f, {})[col] = stats
+    if mixed:
+        texts = [combine_chunks(batch.slices[si].values[col].text) for si, col, _ in mixed]
+        kinds = [combine_chunks(batch.slices[si].values[col].kind) for si, col, _ in mixed]
+        lengths = [len(t) for t in texts]
+        leaf_codes = np.repeat(np.arange(len(mixed), dtype=np.int32), lengths)
+        file_codes = np.concatenate([row_files[si] for si, _, _ in mixed]).astype(np.int32)
+        counts = _type_counts(pa.concat_arrays(texts), pa.concat_arrays(kinds), leaf_codes, file_codes,
+                              list(range(files)))
+        for i, (si, col, stats) in enumerate(mixed):
+            for f, types in counts.get(i, {}).items():
+                if types:
+                    stats_of[si].setdefault(f, {})[col] = ColumnStats(types=types, sources=stats.sources)
+    seen: dict[tuple[int, str], set[int]] = {}
+
+    def _files_with(si: int, col: str) -> set[int]:
+        """The files with a value for `col` in slice `si`."""
+        if (si, col) not in seen:
+            present = np.asarray(pc.is_valid(combine_chunks(batch.slices[si].values[col].kind)), dtype=bool)
+            seen[si, col] = set(np.unique(row_files[si][present]).tolist())
+        return seen[si, col]
+
+    per_file: list[list[TableSlice]] = [[] for _ in range(files)]
+    for si, s in enumerate(batch.slices):
+        for f in np.unique(row_files[si]).tolist():
+            mine = stats_of[si].get(f, {})
+            if s.call == TRACKS_TABLE:  # its columns in the order this file's event tables give them
+                order = dict.fromkeys(c for ti, t in enumerate(batch.slices) if t.call == "track"
+                                      for c in t.columns if c in mine and f in _files_with(ti, c))
+            else:
+                order = s.columns
+            per_file[f].append(replace(s, columns={c: mine[c] for c in order if c in mine}))
+    changes = []
+    for slices in per_file:
+        for slice_ in slices:
+            mine = plan_changes(schema, slice_)
+            mine += state_table_changes(schema, mine)
+            apply_to(schema, mine)
+            changes += mine
     return changes
 
 

@@ -150,6 +150,9 @@ def finish_load(con: duckdb.DuckDBPyConnection, load_id: int, status: str, total
             load_id,
         ],
     )
+    if totals.get("stage_seconds") is not None:  # where the time went (loader/timing.py)
+        con.execute("UPDATE _loader.loads SET stage_seconds = ? WHERE load_id = ?",
+                    [json.dumps(totals["stage_seconds"]), load_id])
 
 
 def record_names(con: duckdb.DuckDBPyConnection, mappings: list, load_id: int) -> None:
@@ -322,3 +325,33 @@ def _table_sizes(con: duckdb.DuckDBPyConnection, schema: str) -> list[dict]:
          "columns": n}
         for t, n in tables
     ]
+
+
+def next_file_ids(con: duckdb.DuckDBPyConnection, n: int) -> list[int]:
+    """`n` new file ids in one statement (a unit of small files takes one per file)."""
+    if n <= 0:
+        return []
+    return sorted(r[0] for r in con.execute(f"SELECT nextval('_loader.file_ids') FROM range({int(n)})").fetchall())
+
+
+_COUNTS = ("size_bytes", "lines", "rows_loaded", "duplicates", "rejects", "discards")
+
+
+def record_files(con: duckdb.DuckDBPyConnection, load_id: int, rows: list[tuple[int, dict]]) -> None:
+    """Manifest rows of several files in one statement, as `record_file` writes one."""
+    if not rows:
+        return
+    names = ("path", "size_bytes", "content_hash", "source_id", "status", "lines", "rows_loaded",
+             "duplicates", "rejects", "discards", "error", "etag")
+    table = pa.table({"file_id": pa.array([f for f, _ in rows], pa.int64()),
+                      **{k: pa.array([info.get(k) for _, info in rows],
+                                     pa.int64() if k in _COUNTS else pa.string()) for k in names},
+                      "last_modified": pa.array([info.get("last_modified") for _, info in rows],
+                                                pa.timestamp("us", tz="UTC"))})
+    con.register("manifest_rows", table)
+    con.execute(
+        f"INSERT INTO _loader.files SELECT file_id, {int(load_id)}, path, size_bytes, content_hash, source_id, "
+        "status, lines, rows_loaded, duplicates, rejects, discards, error, now(), etag, last_modified "
+        "FROM manifest_rows"
+    )
+    con.unregister("manifest_rows")

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loader import dedup
+from loader.batch import file_index, plain_lines
 from loader.cast import cast_values
 from loader.errors import DatabaseLockedError, UsageError
 from loader.normalize import NormalizedBatch, TableSlice, combine_chunks
@@ -24,6 +25,7 @@ from loader.read import Rejection
 from loader.schema import Schema, SchemaChange, may_discard
 from loader.spec import STATE_TABLES
 from loader.sql import ident, literal, table_ref
+from loader.timing import StageTimer, maybe
 
 METADATA_DDL = """
 CREATE SCHEMA IF NOT EXISTS _loader;
@@ -55,6 +57,7 @@ CREATE TABLE IF NOT EXISTS _loader.violations (
     load_id BIGINT, file_id BIGINT, line BIGINT, message_id VARCHAR, table_name VARCHAR,
     event VARCHAR, property_path VARCHAR, rule VARCHAR, offending_value VARCHAR,
     expected VARCHAR, action VARCHAR, recorded_at TIMESTAMPTZ);
+ALTER TABLE _loader.loads ADD COLUMN IF NOT EXISTS stage_seconds JSON;
 """
 
 
@@ -126,14 +129,17 @@ def read_schema(con: duckdb.DuckDBPyConnection, schema: str) -> Schema:
 def apply_changes(
     con: duckdb.DuckDBPyConnection, schema: str, changes: list[SchemaChange], *, load_id: int, file_id: int
 ) -> None:
-    pending_create: dict[str, list[str]] = {}
+    # Tables created by these changes get their columns' final types (a unit of small files
+    # can add a column and widen it in one list).
+    pending_create: dict[str, dict[str, str]] = {}
     for ch in changes:
         if ch.change == "create_table":
-            pending_create[ch.table] = []
-        elif ch.change == "add_column" and ch.table in pending_create:
-            pending_create[ch.table].append(f"{ident(ch.column)} {ch.new_type}")
+            pending_create[ch.table] = {}
+        elif ch.table in pending_create:
+            pending_create[ch.table][ch.column] = ch.new_type
     for table, cols in pending_create.items():
-        con.execute(f"CREATE TABLE {table_ref(schema, table)} ({', '.join(cols)})")
+        columns = ", ".join(f"{ident(c)} {t}" for c, t in cols.items())
+        con.execute(f"CREATE TABLE {table_ref(schema, table)} ({columns})")
     for ch in changes:
         target = table_ref(schema, ch.table)
         if ch.table in pending_create:  # created above with all its columns
@@ -171,11 +177,22 @@ class Pending:
     one per file (DuckDB's cost per statement and per table touched dominates small files)."""
 
     tables: dict[str, list[pa.Table]] = field(default_factory=dict)
-    origins: dict[str, list[tuple[int, pa.ChunkedArray]]] = field(default_factory=dict)  # file_id, lines
+    # per part: each row's file id and line, to find the rows history holds
+    origins: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
     discards: list[pa.Table] = field(default_factory=list)
     violations: list[pa.Table] = field(default_factory=list)
     rows: int = 0
     nbytes: int = 0
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """Where a batch's rows came from: file i of a unit holds the rows whose line numbers
+    carry index i (see loader/batch.py); most batches have one file."""
+
+    file_id: int
+    path: str
+    lines: int  # lines of the file in this batch, rejected ones included
 
 
 def write_batch(
@@ -188,37 +205,79 @@ def write_batch(
     file_id: int,
     path: str,
     loaded_at: dt.datetime,
+    timer: StageTimer | None = None,
 ) -> BatchCounts:
+    """Record a batch of one file (see write_unit_batch)."""
+    (counts,) = write_unit_batch(con, schema, batch, pending, [FileRef(file_id, path, batch.lines_read)],
+                                 load_id=load_id, loaded_at=loaded_at, timer=timer)
+    return counts
+
+
+def write_unit_batch(
+    con: duckdb.DuckDBPyConnection,
+    schema: Schema,
+    batch: NormalizedBatch,
+    pending: Pending,
+    files: list[FileRef],
+    *,
+    load_id: int,
+    loaded_at: dt.datetime,
+    timer: StageTimer | None = None,
+) -> list[BatchCounts]:
     """Record a batch: its rejects now, its typed rows, discards and violations into `pending`.
     The counts treat every message new to the group as loaded: the group's one probe of
-    history, at `flush`, moves those loaded before to the duplicates."""
-    fresh = dedup.fresh_in_group(con, batch.messages, file_id=file_id)
+    history, at `flush`, moves those loaded before to the duplicates. Returns the counts of
+    each file in `files`."""
+    file_ids = np.asarray([f.file_id for f in files], dtype=np.int64)
+    n = len(files)
+    with maybe(timer, "dedup"):
+        if n == 1:
+            fresh = dedup.fresh_in_group(con, batch.messages, file_id=files[0].file_id)
+        else:  # a unit of several files: each row names its file
+            lines = batch.messages["line_no"]
+            fresh = dedup.fresh_in_group(con, batch.messages.append_column(
+                "file_id", pa.array(file_ids[file_index(lines)])).append_column("line", plain_lines(lines)))
     fresh_lines = fresh["line_no"]
     is_fresh = _line_mask(batch.messages["line_no"], fresh_lines)
-    discarded = 0
+    discarded = np.zeros(n, dtype=np.int64)
     for slice_ in batch.slices:
         keep = is_fresh(slice_.line)
         typed, discards = _type_slice(schema, slice_, keep, load_id=load_id, loaded_at=loaded_at)
         if typed is not None:
             pending.tables.setdefault(slice_.table, []).append(typed)
-            pending.origins.setdefault(slice_.table, []).append((file_id, slice_.line))
+            pending.origins.setdefault(slice_.table, []).append(_origins(slice_.line, file_ids))
             pending.rows += pc.sum(keep).as_py()
             pending.nbytes += typed.nbytes
         for d in discards:
-            discarded += d.num_rows
-            pending.discards.append(d.append_column("file_id", pa.array([file_id] * d.num_rows, pa.int64())))
+            which = file_index(d["line"])
+            discarded += np.bincount(which, minlength=n)
+            d = d.set_column(d.column_names.index("line"), "line", plain_lines(d["line"]))
+            pending.discards.append(d.append_column("file_id", pa.array(file_ids[which])))
         _note_touched_state(con, slice_, keep)
-    write_rejections(con, batch.rejections, load_id=load_id, file_id=file_id, path=path)
-    violations = _pend_violations(pending, batch, fresh_lines, file_id=file_id)
-    return BatchCounts(len(fresh), batch.valid - len(fresh), discarded, violations)
+    write_rejections(con, batch.rejections, load_id=load_id, files=files)
+    violations = _pend_violations(pending, batch, fresh_lines, file_ids=file_ids)
+    loaded = np.bincount(file_index(fresh_lines), minlength=n)
+    rejected = np.bincount(file_index([r.line for r in batch.rejections]), minlength=n)
+    return [
+        BatchCounts(int(loaded[i]), f.lines - int(rejected[i]) - int(loaded[i]), int(discarded[i]),
+                    int(violations[i]))
+        for i, f in enumerate(files)
+    ]
+
+
+def _origins(lines, file_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The file id and the line in that file of each row."""
+    encoded = np.asarray(combine_chunks(lines), dtype=np.int64)
+    return file_ids[file_index(encoded)], np.asarray(plain_lines(encoded), dtype=np.int64)
 
 
 def _line_mask(lines: pa.ChunkedArray, fresh_lines: pa.ChunkedArray):
     """A function from a slice's line numbers to "is fresh" flags: one lookup table per
-    batch rather than a hash set per slice (line numbers of a batch are a dense range)."""
+    batch rather than a hash set per slice (line numbers of one file's batch are a dense
+    range; a unit of several files falls back to a hash lookup)."""
     low = pc.min(lines).as_py() or 0
     high = pc.max(lines).as_py() or 0
-    if high - low > 4 * len(lines) + 1024:  # sparse: messages of batch envelopes (loader/http_batch.py)
+    if high - low > 4 * len(lines) + 1024:  # sparse: batch envelopes (http_batch.py), units of files (batch.py)
         fresh = combine_chunks(fresh_lines) if len(fresh_lines) else pa.array([], pa.int64())
         return lambda slice_lines: pc.is_in(combine_chunks(slice_lines), value_set=fresh)
     flags = np.zeros(high - low + 1, dtype=bool)
@@ -236,18 +295,24 @@ def violation_count(batch: NormalizedBatch) -> int:
     return 0 if violations is None else violations.num_rows
 
 
-def _pend_violations(pending: Pending, batch: NormalizedBatch, fresh_lines: pa.Array, *, file_id: int) -> int:
+def _pend_violations(pending: Pending, batch: NormalizedBatch, fresh_lines: pa.Array, *,
+                     file_ids: np.ndarray) -> np.ndarray:
     """Tracking plan violations of the rows new to the group and of the events blocked (a
-    message loaded before is a duplicate: its violations were recorded with it)."""
+    message loaded before is a duplicate: its violations were recorded with it). Returns the
+    count per file of `file_ids`."""
+    counts = np.zeros(len(file_ids), dtype=np.int64)
     violations = getattr(batch, "violations", None)
     if violations is None or not violations.num_rows:
-        return 0
+        return counts
     keep = pc.or_(pc.equal(violations["action"], "block"), pc.is_in(violations["line"], fresh_lines))
     violations = violations.filter(keep)
     if violations.num_rows:
-        pending.violations.append(violations.append_column(
-            "file_id", pa.repeat(pa.scalar(file_id, pa.int64()), violations.num_rows)))
-    return violations.num_rows
+        which = file_index(violations["line"])
+        counts += np.bincount(which, minlength=len(file_ids))
+        violations = violations.set_column(violations.column_names.index("line"), "line",
+                                           plain_lines(violations["line"]))
+        pending.violations.append(violations.append_column("file_id", pa.array(file_ids[which])))
+    return counts
 
 
 def forget_rejects(con: duckdb.DuckDBPyConnection, file_id: int, lines: list[int], reasons: tuple[str, ...],
@@ -277,11 +342,17 @@ class SeenBefore:
 
 
 def flush(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *, load_id: int,
-          since_load: int | None = None) -> dict[int, SeenBefore]:
+          since_load: int | None = None, timer: StageTimer | None = None) -> dict[int, SeenBefore]:
     """Probe history once for the whole group, then insert everything pending that was not
     loaded before: one statement per table. Returns, per file id, what was loaded before."""
     hits = dedup.probe_history(con, load_id=load_id, since_load=since_load)
     seen = _drop_seen_before(pending, hits) if hits.num_rows else {}
+    with maybe(timer, "write"):
+        _insert_pending(con, schema_name, pending, load_id=load_id)
+    return seen
+
+
+def _insert_pending(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *, load_id: int) -> None:
     for table, parts in pending.tables.items():
         try:
             rows = pa.concat_tables(parts, promote_options="permissive")
@@ -309,7 +380,6 @@ def flush(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *,
     pending.discards.clear()
     pending.violations.clear()
     pending.rows = pending.nbytes = 0
-    return seen
 
 
 def _drop_seen_before(pending: Pending, hits: pa.Table) -> dict[int, SeenBefore]:
@@ -318,10 +388,16 @@ def _drop_seen_before(pending: Pending, hits: pa.Table) -> dict[int, SeenBefore]
     lines = {row["file_id"]: pa.array(row["line_list"], pa.int64())
              for row in hits.group_by("file_id").aggregate([("line", "list")]).to_pylist()}
     seen = {file_id: SeenBefore(rows=len(file_lines)) for file_id, file_lines in lines.items()}
+    hit_lines = combine_chunks(hits["line"])
+    hit_rows = set(zip(hits["file_id"].to_pylist(), hits["line"].to_pylist(), strict=True))
     for table, parts in pending.tables.items():
-        for i, (part, (file_id, line)) in enumerate(zip(parts, pending.origins[table], strict=True)):
-            if file_id in lines:
-                keep = pc.invert(pc.is_in(line, lines[file_id]))
+        for i, (part, (file_ids, part_lines)) in enumerate(zip(parts, pending.origins[table], strict=True)):
+            # Lines first (vectorised), then the few candidates' files.
+            candidates = np.flatnonzero(np.asarray(pc.is_in(pa.array(part_lines), value_set=hit_lines)))
+            gone = np.zeros(len(part_lines), dtype=bool)
+            gone[candidates] = [(int(file_ids[j]), int(part_lines[j])) in hit_rows for j in candidates]
+            if gone.any():
+                keep = pc.invert(pa.array(gone))
                 if KEEP_COLUMN in part.column_names:
                     keep = pc.and_(keep, part[KEEP_COLUMN])
                     part = part.drop_columns([KEEP_COLUMN])
@@ -354,13 +430,19 @@ def _insert(con: duckdb.DuckDBPyConnection, schema_name: str, table: str, rows: 
 
 
 def write_rejections(
-    con: duckdb.DuckDBPyConnection, rejections: list[Rejection], *, load_id: int, file_id: int, path: str
+    con: duckdb.DuckDBPyConnection, rejections: list[Rejection], *, load_id: int, files: list[FileRef] | None = None,
+    file_id: int | None = None, path: str | None = None,
 ) -> None:
+    """Rejects of one file (`file_id`, `path`) or of a unit's `files` (by each line's file index)."""
     if not rejections:
         return
+    files = files if files is not None else [FileRef(int(file_id), str(path), 0)]
+    which = file_index([r.line for r in rejections])
     table = pa.table(
         {
-            "line": pa.array([r.line for r in rejections], pa.int64()),
+            "file_id": pa.array(np.asarray([f.file_id for f in files], dtype=np.int64)[which]),
+            "path": pa.array([files[i].path for i in which.tolist()], pa.string()),
+            "line": plain_lines([r.line for r in rejections]),
             "reason": pa.array([r.reason for r in rejections], pa.string()),
             "detail": pa.array([r.detail for r in rejections], pa.string()),
             "raw": pa.array([r.raw for r in rejections], pa.binary()),
@@ -368,8 +450,8 @@ def write_rejections(
     )
     con.register("batch_rejects", table)
     con.execute(
-        "INSERT INTO _loader.rejects SELECT ?, ?, ?, line, reason, detail, raw, now() FROM batch_rejects",
-        [load_id, file_id, path],
+        "INSERT INTO _loader.rejects SELECT ?, file_id, path, line, reason, detail, raw, now() FROM batch_rejects",
+        [load_id],
     )
     con.unregister("batch_rejects")
 

@@ -197,6 +197,15 @@ def test_event_text_keeps_the_name_exactly_as_sent(tmp_path, db):
     assert query(db, "SELECT event_text FROM segment.tracks ORDER BY id") == [(" Signed Up ",), ("Signed Up",)]
 
 
+def test_stage_timings_in_the_result_and_in_the_loads_table(tmp_path, db):
+    result = run_load([write_ndjson(tmp_path / "1.ndjson", [event(i) for i in range(50)])], db)
+    stages = result.summary()["stage_seconds"]
+    assert list(stages) == ["read", "parse", "shape", "dedup", "write", "commit"]
+    assert all(s >= 0 for s in stages.values()) and stages["parse"] > 0 and stages["write"] > 0
+    (stored,) = query(db, "SELECT stage_seconds FROM _loader.loads")[0]
+    assert json.loads(stored) == stages
+
+
 def test_reject_ratio_fails_the_file_loudly_and_loads_nothing_from_it(tmp_path, db):
     good = write_ndjson(tmp_path / "good.ndjson", [event(1), event(2)])
     bad = write_ndjson(tmp_path / "bad.ndjson", [event(3), "garbage", "more garbage"])
