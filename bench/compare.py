@@ -18,6 +18,8 @@ RUN_COLUMNS = {"uuid_ts", "load_id", "file_id", "started_at", "finished_at", "lo
                "changed_at", "recorded_at", "arguments", "loader_version", "seconds", "stage_seconds"}
 # Tables whose rows depend on when or how often a run happened, not on what it loaded.
 RUN_TABLES = {"_loader.loads", "_loader.files"}
+# History's storage (128-bit keys since issue 10); `_loader.seen_messages` shows it as text.
+STORAGE_TABLES = {"_loader.seen_keys", "_loader.seen_texts"}
 
 
 def _q(name: str) -> str:
@@ -40,6 +42,9 @@ def compare(a_path: str, b_path: str, ignore: set[str] = frozenset()) -> list[st
     con.execute(f"ATTACH {_lit(a_path)} AS a (READ_ONLY)")
     con.execute(f"ATTACH {_lit(b_path)} AS b (READ_ONLY)")
     a, b = _columns(con, "a"), _columns(con, "b")
+    for t in STORAGE_TABLES:
+        a.pop(t, None)
+        b.pop(t, None)
     problems = [f"table {t} only in {a_path}" for t in sorted(set(a) - set(b))]
     problems += [f"table {t} only in {b_path}" for t in sorted(set(b) - set(a))]
     for table in sorted(set(a) & set(b)):
