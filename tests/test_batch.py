@@ -63,8 +63,11 @@ def test_a_small_file_over_the_reject_ratio_fails_alone(tmp_path, db):
     result = run_load([str(tmp_path / "segment-logs")], db, max_reject_ratio=0.5)
     assert [(Path(f.path).name, f.status) for f in result.files] == [("a.json.gz", "loaded"), ("b.json.gz", "failed")]
     assert query(db, "SELECT id FROM segment.signed_up ORDER BY id") == [("m1",), ("m2",)]
-    # Nothing of the failed file: no rows, no rejects, and its values typed no column.
-    assert query(db, "SELECT count(*) FROM _loader.rejects")[0][0] == 0
+    # Nothing of the failed file is loaded (every line of it is a reject, with its own reason
+    # when it has one), and its values typed no column.
+    assert query(db, "SELECT path, line, reason FROM _loader.rejects ORDER BY line") == [
+        (str(bad.resolve()), 1, "file_failed"), (str(bad.resolve()), 2, "malformed_json"),
+        (str(bad.resolve()), 3, "malformed_json")]
     assert query(db, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'only_here'")[0][0] == 0
     assert query(db, "SELECT status FROM _loader.files WHERE path = ?", [str(bad.resolve())]) == [("failed",)]
     assert good.exists()
