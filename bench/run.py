@@ -56,7 +56,8 @@ from s3 import compare as compare_s3
 from s3 import row as s3_row
 
 LOADER_KEYS = ("files_seen", "files_loaded", "files_skipped", "files_failed", "lines",
-               "rows_loaded", "duplicates", "rejects", "discards", "schema_changes", "seconds")
+               "rows_loaded", "duplicates", "rejects", "discards", "schema_changes", "seconds",
+               "stage_seconds")
 
 TARGETS = {
     "events_per_s": 100_000,  # loader, full load at N
