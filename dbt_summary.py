@@ -71,7 +71,7 @@ def analyst_lines(con: duckdb.DuckDBPyConnection) -> list[str]:
     ).fetchone()
     bots, bot_events = con.execute(
         "select count(distinct person_id), count(*)"
-        " from analytics_intermediate.int_analytics_sessionized_events where is_bot_person"
+        " from analytics_intermediate.int_events_sessionized where is_bot_person"
     ).fetchone()
     conversion = f"{100 * ordered / sessions:.1f}%" if sessions else "n/a"
     return [

@@ -4,7 +4,7 @@ with
 
 orders as (
     select order_id, person_id, placed_at, currency, products_json
-    from {{ ref('int_orders_completed') }}
+    from {{ ref('int_orders_deduplicated') }}
 ),
 
 lines as (

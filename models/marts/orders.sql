@@ -18,7 +18,7 @@
 with
 
 orders as (
-    select * from {{ ref('int_orders_completed') }}
+    select * from {{ ref('int_orders_deduplicated') }}
 ),
 
 item_totals as (
@@ -38,7 +38,7 @@ refund_totals as (
         coalesce(sum(refund_amount), 0) as partial_refund_sum,
         max(case when is_full_refund then 1 else 0 end) as has_full_refund,
         max(refunded_at) as last_refunded_at
-    from {{ ref('int_order_refunds') }}
+    from {{ ref('int_refunds_matched_to_orders') }}
     where has_order and not is_currency_mismatch
     group by order_id
 ),
@@ -150,4 +150,4 @@ select
     touch.attributed_channel
 from derived
 left join rates on rates.currency = derived.currency
-left join {{ ref('int_analytics_order_touches') }} as touch on touch.order_id = derived.order_id
+left join {{ ref('int_sessions_attributed_to_orders') }} as touch on touch.order_id = derived.order_id

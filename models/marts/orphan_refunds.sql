@@ -16,5 +16,5 @@ select
     user_id,
     anonymous_id,
     source_id
-from {{ ref('int_order_refunds') }}
+from {{ ref('int_refunds_matched_to_orders') }}
 where not has_order or is_currency_mismatch

@@ -11,11 +11,11 @@
 with
 
 person_map as (
-    select * from {{ ref('int_identity_person_map') }}
+    select * from {{ ref('int_identifiers_mapped_to_persons') }}
 ),
 
 event_persons as (
-    select * from {{ ref('int_identity_event_persons') }}
+    select * from {{ ref('int_events_mapped_to_persons') }}
     where person_id is not null
 ),
 
@@ -208,4 +208,4 @@ left join order_ranks as last_order
     on last_order.person_id = p.person_id and last_order.recency_rank = 1
 left join single_currency as sc on sc.person_id = p.person_id
 left join reporting_totals as rt on rt.person_id = p.person_id
-left join {{ ref('int_analytics_person_touches') }} as touch on touch.person_id = p.person_id
+left join {{ ref('int_sessions_aggregated_to_persons') }} as touch on touch.person_id = p.person_id

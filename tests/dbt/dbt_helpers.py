@@ -34,17 +34,17 @@ MARTS = ["users", "orders", "order_items", "orphan_refunds", "user_order_totals"
 ANALYST_MARTS = ["events", "sessions", "page_views", "funnel_sessions", "funnel_daily",
                  "active_persons_daily", "identity_graph"]
 ANALYST_INTERMEDIATE = [
-    "int_analytics_event_context",
-    "int_analytics_sessionized_events",
-    "int_analytics_person_touches",
-    "int_analytics_order_touches",
+    "int_events_contextualized",
+    "int_events_sessionized",
+    "int_sessions_aggregated_to_persons",
+    "int_sessions_attributed_to_orders",
 ]
 INTERMEDIATE = [
     "int_events_unioned",
-    "int_identity_person_map",
-    "int_identity_event_persons",
-    "int_orders_completed",
-    "int_order_refunds",
+    "int_identifiers_mapped_to_persons",
+    "int_events_mapped_to_persons",
+    "int_orders_deduplicated",
+    "int_refunds_matched_to_orders",
 ]
 
 

@@ -82,7 +82,7 @@ def test_amounts_stored_as_text_are_parsed(tmp_path):
         order = con.execute("""select currency, total, subtotal, refunded_amount, net_total, status,
             item_count, items_subtotal from analytics.orders""").fetchall()
         flags = con.execute("""select refund_id, is_full_refund, is_unparsed_amount
-            from analytics_intermediate.int_order_refunds order by 1""").fetchall()
+            from analytics_intermediate.int_refunds_matched_to_orders order by 1""").fetchall()
     finally:
         con.close()
     assert order == [("USD", Decimal("57.30"), Decimal("52.50"), Decimal("12.50"), Decimal("44.80"),

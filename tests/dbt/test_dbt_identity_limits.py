@@ -10,7 +10,7 @@ import pytest
 from dbt_helpers import run_dbt
 
 pytestmark = pytest.mark.slow
-SELECT = ["run", "--select", "+int_identity_person_map"]
+SELECT = ["run", "--select", "+int_identifiers_mapped_to_persons"]
 
 
 def chain_warehouse(db: Path, links: int) -> list[str]:
@@ -34,11 +34,11 @@ def chain_warehouse(db: Path, links: int) -> list[str]:
 
 
 def working_tables(db: Path) -> list[str]:
-    """Tables the identity rounds write beside int_identity_person_map."""
+    """Tables the identity rounds write beside int_identifiers_mapped_to_persons."""
     con = duckdb.connect(str(db), read_only=True)
     try:
         rows = con.execute("""select table_name from information_schema.tables
-            where table_name like 'int_identity_person_map\\_\\_%' escape '\\'""").fetchall()
+            where table_name like 'int_identifiers_mapped_to_persons\\_\\_%' escape '\\'""").fetchall()
     finally:
         con.close()
     return [r[0] for r in rows]
@@ -51,13 +51,13 @@ def test_a_400_link_alias_chain_is_one_person(tmp_path):
     con = duckdb.connect(str(db), read_only=True)
     try:
         persons = con.execute("""select distinct person_id
-            from analytics_intermediate.int_identity_person_map""").fetchall()
+            from analytics_intermediate.int_identifiers_mapped_to_persons""").fetchall()
     finally:
         con.close()
     # the earliest-seen user id (identified on 2024-05-01) names the person
     assert persons == [(users[0],)]
     # rounds are separate tables read by the model, dropped once it is built
-    assert "__cc_labels_" in result.compiled_code("int_identity_person_map")
+    assert "__cc_labels_" in result.compiled_code("int_identifiers_mapped_to_persons")
     assert working_tables(db) == []
 
 
@@ -67,5 +67,5 @@ def test_iteration_limit_fails_loudly(tmp_path):
     result = run_dbt([*SELECT, "--vars", "{identity_max_iterations: 2}"], db, tmp_path, check=False)
     assert result.returncode != 0
     assert "identity graph did not converge within 2 iterations" in result.output
-    assert result.statuses()["model.segment_warehouse.int_identity_person_map"] == "error"
+    assert result.statuses()["model.segment_warehouse.int_identifiers_mapped_to_persons"] == "error"
     assert working_tables(db) == []

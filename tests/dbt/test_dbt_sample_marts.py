@@ -99,7 +99,7 @@ def test_net_revenue_by_currency(first_build):
 
 def test_every_sample_message_is_attributed_except_the_junk_only_ones(first_build):
     rows = query(first_build[0], """
-        select attribution_rule, count(*) from analytics_intermediate.int_identity_event_persons
+        select attribution_rule, count(*) from analytics_intermediate.int_events_mapped_to_persons
         group by 1 order by 1""")
     rules = dict(rows)
     # two pages carry only junk ids ("null"; "  " + "Undefined")
@@ -166,12 +166,12 @@ def test_the_crawler_is_flagged_by_its_user_agent_and_left_out_of_the_marts(firs
     db = first_build[0]
     crawler = "b07b07b0-0000-4000-8000-0000000000b0"
     assert query(db, f"""select count(*), bool_and(is_bot_person), min(bot_reason), min(device_category)
-                         from analytics_intermediate.int_analytics_sessionized_events
+                         from analytics_intermediate.int_events_sessionized
                          where person_id = '{crawler}'""") == [(12, True, "user_agent", "bot")]
     for mart in ("events", "sessions", "page_views"):
         assert query(db, f"select count(*) from analytics.{mart} where person_id = '{crawler}'") == [(0,)]
     # no one else is a bot: every other attributed event is in the events mart
-    assert query(db, """select count(*) from analytics_intermediate.int_analytics_sessionized_events
+    assert query(db, """select count(*) from analytics_intermediate.int_events_sessionized
                         where not is_bot_person""") == query(db, "select count(*) from analytics.events")
 
 
@@ -188,7 +188,7 @@ def test_every_order_is_placed_in_a_session(first_build):
 
 def test_late_build_rebuilt_only_the_persons_whose_events_changed(late_build):
     _, result = late_build
-    for model in ("int_analytics_sessionized_events", "sessions"):
+    for model in ("int_events_sessionized", "sessions"):
         assert "changed_persons" in result.compiled_code(model)
 
 

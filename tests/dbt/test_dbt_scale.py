@@ -22,7 +22,7 @@ def test_one_million_messages_build_and_attribute_every_event(tmp_path):
     try:
         messages, persons, unattributed = con.execute("""
             select count(*), count(distinct person_id), count(*) filter (where person_id is null)
-            from analytics_intermediate.int_identity_event_persons""").fetchone()
+            from analytics_intermediate.int_events_mapped_to_persons""").fetchone()
         mart_persons = con.execute("select count(*) from analytics.users").fetchone()[0]
     finally:
         con.close()

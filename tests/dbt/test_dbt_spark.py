@@ -159,7 +159,7 @@ def test_spark_build_passes_every_node_the_duckdb_build_runs(builds, stage):
     *[("first", model) for model in SCHEMAS], ("late", "int_events_unioned")])
 def test_spark_table_equals_duckdb_row_for_row(builds, stage, model):
     if builds[stage]["rows"][model] is None:  # a view (events, page_views): its table is compared
-        assert builds[stage]["rows"]["int_analytics_sessionized_events"] is not None
+        assert builds[stage]["rows"]["int_events_sessionized"] is not None
         return
     columns, expected, actual = builds[stage]["rows"][model]
     assert expected, f"{model} is empty on DuckDB: the comparison would prove nothing"

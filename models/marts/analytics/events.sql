@@ -1,6 +1,6 @@
 {{ config(materialized='view') }}
 -- One row per page, screen and track message (README "events"): the spine for funnels,
--- retention and active persons. A view over the incremental int_analytics_sessionized_events;
+-- retention and active persons. A view over the incremental int_events_sessionized;
 -- persons flagged as bots are left out unless var analytics_include_bots.
 select
     message_id,
@@ -25,7 +25,7 @@ select
     device_category,
     is_bot_user_agent,
     is_bot_person
-from {{ ref('int_analytics_sessionized_events') }}
+from {{ ref('int_events_sessionized') }}
 {% if not var('analytics_include_bots') -%}
 where not is_bot_person
 {%- endif %}

@@ -14,7 +14,7 @@ sessions as (
 
 funnel_events as (
     select session_id, event_at, lower(replace(event_name, '_', ' ')) as step_name
-    from {{ ref('int_analytics_sessionized_events') }}
+    from {{ ref('int_events_sessionized') }}
     where message_type = 'track'
         and session_id is not null
         and lower(replace(event_name, '_', ' ')) in ('{{ steps | join("', '") }}')

@@ -12,7 +12,7 @@
 with
 
 person_map as (
-    select * from {{ ref('int_identity_person_map') }}
+    select * from {{ ref('int_identifiers_mapped_to_persons') }}
 ),
 
 -- ids named by alias calls (the small aliases table, not the whole link graph; staging

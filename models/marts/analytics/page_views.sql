@@ -1,7 +1,7 @@
 {{ config(materialized='view') }}
 -- One row per page view and screen view (README "page_views"), with its session, position in
 -- the session and the time to the person's next view in that session. A view over the
--- incremental int_analytics_sessionized_events; bots left out unless var analytics_include_bots.
+-- incremental int_events_sessionized; bots left out unless var analytics_include_bots.
 select
     message_id as view_id,
     message_type as view_type,
@@ -26,7 +26,7 @@ select
     channel,
     device_category,
     source_id
-from {{ ref('int_analytics_sessionized_events') }}
+from {{ ref('int_events_sessionized') }}
 where message_type in ('page', 'screen')
     and person_id is not null
     {%- if not var('analytics_include_bots') %}

@@ -5,7 +5,7 @@
   landing and exit pages are its first and last page calls. Persons flagged as bots are left
   out unless var analytics_include_bots.
 
-  Incremental per person like int_analytics_sessionized_events: persons whose events
+  Incremental per person like int_events_sessionized: persons whose events
   changed (count and checksum differ) are deleted by the pre_hook and rebuilt.
 -#}
 {%- set bots_filter = 'true' if var('analytics_include_bots') else 'not is_bot_person' %}
@@ -13,20 +13,20 @@
     materialized='incremental',
     incremental_strategy='append',
     on_schema_change='append_new_columns',
-    pre_hook="{{ analytics_delete_changed_persons(ref('int_analytics_sessionized_events'), 'event_count', 'events_fingerprint', 'person_id is not null and " ~ bots_filter ~ "') }}",
+    pre_hook="{{ analytics_delete_changed_persons(ref('int_events_sessionized'), 'event_count', 'events_fingerprint', 'person_id is not null and " ~ bots_filter ~ "') }}",
 ) }}
 
 with
 
 source_events as (
     select *
-    from {{ ref('int_analytics_sessionized_events') }}
+    from {{ ref('int_events_sessionized') }}
     where person_id is not null and {{ bots_filter }}
 ),
 
 {% if is_incremental() %}
 changed_persons as (
-    {{ analytics_changed_persons(ref('int_analytics_sessionized_events'), this, 'event_count', 'events_fingerprint',
+    {{ analytics_changed_persons(ref('int_events_sessionized'), this, 'event_count', 'events_fingerprint',
                                  'person_id is not null and ' ~ bots_filter) }}
 ),
 

@@ -1,5 +1,5 @@
 -- One row per Order Completed message (every spelling that snake-cases to order_completed).
--- A reloaded thank-you page gives two rows for one order_id: int_orders_completed keeps one.
+-- A reloaded thank-you page gives two rows for one order_id: int_orders_deduplicated keeps one.
 {{ segment_staging('order_completed', [
     {'name': 'event_name', 'from': ['event_text', 'event'], 'kind': 'string'},
     {'name': 'order_id', 'from': ['order_id'], 'kind': 'trimmed'},

@@ -7,5 +7,5 @@ select
     ep.attribution_rule,
     ep.user_id,
     ep.anonymous_id
-from {{ ref('int_analytics_event_context') }} as c
-inner join {{ ref('int_identity_event_persons') }} as ep on ep.message_id = c.message_id
+from {{ ref('int_events_contextualized') }} as c
+inner join {{ ref('int_events_mapped_to_persons') }} as ep on ep.message_id = c.message_id

@@ -14,19 +14,19 @@
 -#}
 {{ config(
     incremental_strategy='append',
-    pre_hook="{{ analytics_delete_changed_persons(ref('int_analytics_attributed_events'), '1', 'event_fingerprint') }}",
+    pre_hook="{{ analytics_delete_changed_persons(ref('int_events_joined_to_persons'), '1', 'event_fingerprint') }}",
 ) }}
 {%- set timeout = var('analytics_session_timeout_minutes') | int %}
 
 with
 
 source_events as (
-    select * from {{ ref('int_analytics_attributed_events') }}
+    select * from {{ ref('int_events_joined_to_persons') }}
 ),
 
 {% if is_incremental() %}
 changed_persons as (
-    {{ analytics_changed_persons(ref('int_analytics_attributed_events'), this, '1', 'event_fingerprint') }}
+    {{ analytics_changed_persons(ref('int_events_joined_to_persons'), this, '1', 'event_fingerprint') }}
 ),
 
 scope as (

@@ -13,7 +13,7 @@ completions as (
         ) as completion_rank,
         count(*) over (partition by c.order_id) as completion_count
     from {{ ref('stg_segment__order_completed') }} as c
-    left join {{ ref('int_identity_event_persons') }} as p on p.message_id = c.message_id
+    left join {{ ref('int_events_mapped_to_persons') }} as p on p.message_id = c.message_id
     where c.order_id is not null
 )
 

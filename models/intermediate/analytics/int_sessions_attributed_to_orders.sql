@@ -5,13 +5,13 @@
 with
 
 orders as (
-    select order_id, person_id, placed_at, message_id from {{ ref('int_orders_completed') }}
+    select order_id, person_id, placed_at, message_id from {{ ref('int_orders_deduplicated') }}
 ),
 
 order_sessions as (
     select o.order_id, e.session_id
     from orders as o
-    inner join {{ ref('int_analytics_sessionized_events') }} as e on e.message_id = o.message_id
+    inner join {{ ref('int_events_sessionized') }} as e on e.message_id = o.message_id
     -- only sessions in the sessions mart (a bot's order has none unless bots are included)
     inner join {{ ref('sessions') }} as s on s.session_id = e.session_id
 ),

@@ -11,7 +11,7 @@
     or with more than var identity_max_user_ids_per_anonymous_id user ids (a broken id that
     an SDK sent for everyone), merges nothing. It is flagged is_shared_device and mapped to
     the person identified on it first; its events are attributed by time in
-    int_identity_event_persons;
+    int_events_mapped_to_persons;
   - person_id = the earliest-seen user id of the person (ties: smallest id); a person without
     any user id is its anonymous id.
 -#}
@@ -21,13 +21,13 @@
 
 {#- the strong links (alias calls between user ids) as one statement, for the rounds' tables -#}
 {%- set user_edges_sql -%}
-select from_id as node_a, to_id as node_b from {{ ref('int_identity_links') }} where from_type = 'user'
+select from_id as node_a, to_id as node_b from {{ ref('int_identity_links_unioned') }} where from_type = 'user'
 {%- endset %}
 
 with
 
 links as (
-    select * from {{ ref('int_identity_links') }}
+    select * from {{ ref('int_identity_links_unioned') }}
 ),
 
 events as (

@@ -2,7 +2,7 @@
   Every message attributed to one person (or to nobody when it carries no usable id).
   - a message with a user id belongs to that user id's person;
   - a message with only an anonymous id belongs to that id's person, except on a shared
-    device (int_identity_person_map.is_shared_device): there it belongs to the user most
+    device (int_identifiers_mapped_to_persons.is_shared_device): there it belongs to the user most
     recently identified on the device at the message's time (identification = any message
     carrying the device's anonymous id and a user id, or an alias from it), and messages
     before the first identification belong to the first identified user.
@@ -25,7 +25,7 @@ events as (
 ),
 
 person_map as (
-    select * from {{ ref('int_identity_person_map') }}
+    select * from {{ ref('int_identifiers_mapped_to_persons') }}
 ),
 
 shared_devices as (

@@ -1,6 +1,6 @@
 {#-
   Every distinct link of the identity graph and where it comes from: the input of
-  int_identity_person_map, and the answer to "why are these two ids one person?".
+  int_identifiers_mapped_to_persons, and the answer to "why are these two ids one person?".
   - message: one message carried both an anonymous id and a user id;
   - alias: an alias call linked previous_id to user_id. previous_id is typed `user` when
     that value was ever seen as a user id (on any message, aliases included), else

@@ -10,7 +10,7 @@ refunds as (
 ),
 
 orders as (
-    select order_id, currency from {{ ref('int_orders_completed') }}
+    select order_id, currency from {{ ref('int_orders_deduplicated') }}
 )
 
 select
@@ -30,4 +30,4 @@ select
     r.source_id
 from refunds as r
 left join orders as o on o.order_id = r.order_id
-left join {{ ref('int_identity_event_persons') }} as p on p.message_id = r.message_id
+left join {{ ref('int_events_mapped_to_persons') }} as p on p.message_id = r.message_id
