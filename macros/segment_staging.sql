@@ -1,35 +1,40 @@
 {#-
-  Staging over the loader's raw tables. A raw table or column exists only once data for it
-  arrived, so every staging model is generated from a fixed output spec:
-  - a missing table gives a typed empty select (the build still works on an empty warehouse);
-  - a missing column gives cast(null as <type>);
+  Helpers of the staging models (models/staging/segment/stg_segment__*.sql). Each model reads
+  like plain SQL: `source` (the raw table, one row per message id) -> `renamed` (one line per
+  output column) -> select. The macros exist only because the loader creates a raw table or
+  column when the first data for it arrives, and infers its type from that data:
+  - segment_table_columns says which raw columns exist now (none: the table does not);
+  - a missing table gives no rows, a missing column a typed NULL (segment_column), so the
+    project builds on an empty warehouse and downstream types never depend on the data;
   - present columns are cast defensively by kind, whatever type the loader inferred.
+  Kinds: string, id (trimmed, junk values NULL), trimmed (NULL when empty), currency (upper
+  case), timestamp, bigint, number, money (try-cast; text is trimmed first), boolean, present
+  ("any of the raw columns is not null").
 -#}
 
-{# Output columns every staging model starts with. #}
-{% macro segment_common_spec() -%}
-  {{ return([
-    {'name': 'message_id', 'from': ['id'], 'kind': 'string'},
-    {'name': 'anonymous_id', 'from': ['anonymous_id'], 'kind': 'id'},
-    {'name': 'user_id', 'from': ['user_id'], 'kind': 'id'},
-    {'name': 'event_at', 'from': ['timestamp', 'received_at'], 'kind': 'timestamp'},
-    {'name': 'received_at', 'from': ['received_at'], 'kind': 'timestamp'},
-    {'name': 'sent_at', 'from': ['sent_at'], 'kind': 'timestamp'},
-    {'name': 'original_timestamp', 'from': ['original_timestamp'], 'kind': 'timestamp'},
-    {'name': 'loaded_at', 'from': ['uuid_ts'], 'kind': 'timestamp'},
-    {'name': 'load_id', 'from': ['load_id'], 'kind': 'bigint'},
-    {'name': 'source_id', 'from': ['source_id'], 'kind': 'string'},
-  ]) }}
+{# The columns every staging model starts with (in `renamed`, from CTE `source`). #}
+{% macro segment_common_columns(raw) -%}
+        {{ segment_column(raw, 'id', 'string') }} as message_id,
+        {{ segment_column(raw, 'anonymous_id', 'id') }} as anonymous_id,
+        {{ segment_column(raw, 'user_id', 'id') }} as user_id,
+        {{ segment_column(raw, ['timestamp', 'received_at'], 'timestamp') }} as event_at,
+        {{ segment_column(raw, 'received_at', 'timestamp') }} as received_at,
+        {{ segment_column(raw, 'sent_at', 'timestamp') }} as sent_at,
+        {{ segment_column(raw, 'original_timestamp', 'timestamp') }} as original_timestamp,
+        {{ segment_column(raw, 'uuid_ts', 'timestamp') }} as loaded_at,
+        {{ segment_column(raw, 'load_id', 'bigint') }} as load_id,
+        {{ segment_column(raw, 'source_id', 'string') }} as source_id
 {%- endmacro %}
 
 {#
   {column: data_type} of raw table `table_name` (lower-cased names), or none when the table
   does not exist. Unit tests override this macro's answer (overrides: macros:).
 #}
-{% macro segment_table_columns(table_name, relation) -%}
+{% macro segment_table_columns(table_name) -%}
   {%- if not execute -%}
     {{ return(none) }}
   {%- endif -%}
+  {%- set relation = source('segment', table_name) -%}
   {%- set found = adapter.get_relation(database=relation.database, schema=relation.schema, identifier=relation.identifier) -%}
   {%- if found is none -%}
     {{ return(none) }}
@@ -41,7 +46,35 @@
   {{ return(columns) }}
 {%- endmacro %}
 
-{# SQL type for a spec kind. #}
+{#
+  The body of CTE `source`: raw table `table_name`, one row per message id (the earliest
+  received copy wins: the loader already dedups; this is a second line of defence). No rows
+  when the table does not exist yet (`raw` is none).
+#}
+{% macro segment_deduplicated_source(table_name, raw) -%}
+  {%- if raw is none -%}
+    -- raw table {{ var('segment_schema') }}.{{ table_name }} does not exist yet: no rows
+    select 1 as dedup_rank where 1 = 0
+  {%- else -%}
+    {%- set order_by = [] -%}
+    {%- for name in ['received_at', 'load_id', 'uuid_ts'] if name in raw -%}
+      {%- do order_by.append('raw.' ~ adapter.quote(name)) -%}
+    {%- endfor -%}
+    select *
+    from (
+        select
+            raw.*,
+            row_number() over (
+                partition by raw.{{ adapter.quote('id') }}
+                order by {{ order_by | join(', ') if order_by else 'raw.' ~ adapter.quote('id') }}
+            ) as dedup_rank
+        from {{ source('segment', table_name) }} as raw
+    ) as ranked
+    where dedup_rank = 1
+  {%- endif -%}
+{%- endmacro %}
+
+{# SQL type of a column kind. #}
 {% macro segment_kind_type(kind) -%}
   {%- if kind == 'timestamp' -%}{{ segment_type_timestamp() }}
   {%- elif kind == 'bigint' -%}{{ dbt.type_bigint() }}
@@ -76,59 +109,22 @@
   {%- endif -%}
 {%- endmacro %}
 
-{# Expression for one output column: the first non-null of its present source columns. #}
-{% macro segment_output_expression(spec, columns, alias) -%}
+{#
+  One output column of `renamed`: the first non-null of the raw columns `from` (a name or a
+  list) that exist, cast by `kind` (header); a typed NULL when none exists.
+#}
+{% macro segment_column(raw, from, kind) -%}
+  {%- set names = [from] if from is string else from -%}
   {%- set parts = [] -%}
-  {%- for name in spec['from'] -%}
-    {%- if name in columns -%}
-      {%- do parts.append(segment_cast_column(alias ~ '.' ~ adapter.quote(name), columns[name], spec['kind'])) -%}
-    {%- endif -%}
+  {%- for name in names if raw is not none and name in raw -%}
+    {%- do parts.append(segment_cast_column('source.' ~ adapter.quote(name), raw[name], kind)) -%}
   {%- endfor -%}
-  {%- if parts | length == 0 and spec['kind'] == 'present' -%}false
-  {%- elif parts | length == 0 -%}cast(null as {{ segment_kind_type(spec['kind']) }})
-  {%- elif spec['kind'] == 'present' -%}({{ parts | join(' or ') }})
+  {%- if parts | length == 0 and kind == 'present' -%}false
+  {%- elif parts | length == 0 -%}cast(null as {{ segment_kind_type(kind) }})
+  {%- elif kind == 'present' -%}({{ parts | join(' or ') }})
   {%- elif parts | length == 1 -%}{{ parts[0] }}
   {%- else -%}coalesce({{ parts | join(', ') }})
   {%- endif -%}
-{%- endmacro %}
-
-{#
-  The whole staging select for raw table `table_name`: common columns + `columns` (a list of
-  {name, from: [raw columns, first non-null wins], kind}; kinds: string, id, trimmed,
-  currency, timestamp, bigint, number, money, boolean, present = "any of them is not null"), one row per message id (the
-  earliest received copy wins: the loader already dedups; this is a second line of defence).
-#}
-{% macro segment_staging(table_name, columns) -%}
-  {%- set relation = source('segment', table_name) -%}
-  {%- set raw_columns = segment_table_columns(table_name, relation) -%}
-  {%- set spec = segment_common_spec() + columns -%}
-  {%- if raw_columns is none %}
--- raw table {{ var('segment_schema') }}.{{ table_name }} does not exist yet: typed, empty
-select
-  {%- for c in spec %}
-  cast(null as {{ segment_kind_type(c['kind']) }}) as {{ c['name'] }}{{ ',' if not loop.last }}
-  {%- endfor %}
-where 1 = 0
-  {%- else -%}
-  {%- set order_by = [] -%}
-  {%- for name in ['received_at', 'load_id', 'uuid_ts'] if name in raw_columns -%}
-    {%- do order_by.append('raw.' ~ adapter.quote(name)) -%}
-  {%- endfor %}
-select
-  {%- for c in spec %}
-  {{ segment_output_expression(c, raw_columns, 'deduplicated') }} as {{ c['name'] }}{{ ',' if not loop.last }}
-  {%- endfor %}
-from (
-  select
-    raw.*,
-    row_number() over (
-      partition by raw.{{ adapter.quote('id') }}
-      order by {{ order_by | join(', ') if order_by else 'raw.' ~ adapter.quote('id') }}
-    ) as dedup_rank
-  from {{ relation }} as raw
-) as deduplicated
-where dedup_rank = 1
-  {%- endif %}
 {%- endmacro %}
 
 {#

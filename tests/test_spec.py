@@ -19,9 +19,9 @@ STAGING = ROOT / "models" / "staging" / "segment"
 
 
 def _from_columns(sql: str) -> set[str]:
-    """Raw column names listed in `'from': [...]` entries of a staging spec."""
+    """Raw column names read by `segment_column(raw, <name or [names]>, <kind>)` calls."""
     names: set[str] = set()
-    for listed in re.findall(r"'from':\s*\[([^\]]*)\]", sql):
+    for listed in re.findall(r"segment_column\(\s*raw\s*,\s*(\[[^\]]*\]|'[^']*')", sql):
         names.update(re.findall(r"'([^']+)'", listed))
     return names
 
@@ -32,9 +32,9 @@ def _macro_body(sql: str, name: str) -> str:
     return match.group(0)
 
 
-def test_staging_common_spec_reads_exactly_the_common_and_loader_columns():
+def test_staging_common_columns_read_exactly_the_common_and_loader_columns():
     sql = (ROOT / "macros" / "segment_staging.sql").read_text()
-    used = _from_columns(_macro_body(sql, "segment_common_spec"))
+    used = _from_columns(_macro_body(sql, "segment_common_columns"))
     assert used == set(spec.COMMON_COLUMNS + spec.LOADER_COLUMNS)
 
 

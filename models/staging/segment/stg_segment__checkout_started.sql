@@ -1,11 +1,24 @@
 -- One row per Checkout Started message (Segment e-commerce spec; the funnel's third step).
-{{ segment_staging('checkout_started', [
-    {'name': 'event_name', 'from': ['event_text', 'event'], 'kind': 'string'},
-    {'name': 'order_id', 'from': ['order_id'], 'kind': 'trimmed'},
-    {'name': 'checkout_id', 'from': ['checkout_id'], 'kind': 'trimmed'},
-    {'name': 'currency', 'from': ['currency'], 'kind': 'currency'},
-    {'name': 'total', 'from': ['total'], 'kind': 'money'},
-    {'name': 'revenue', 'from': ['revenue'], 'kind': 'money'},
-    {'name': 'discount', 'from': ['discount'], 'kind': 'money'},
-    {'name': 'coupon', 'from': ['coupon'], 'kind': 'trimmed'},
-]) }}
+{%- set raw = segment_table_columns('checkout_started') %}
+
+with
+
+source as (
+    {{ segment_deduplicated_source('checkout_started', raw) }}
+),
+
+renamed as (
+    select
+        {{ segment_common_columns(raw) }},
+        {{ segment_column(raw, ['event_text', 'event'], 'string') }} as event_name,
+        {{ segment_column(raw, 'order_id', 'trimmed') }} as order_id,
+        {{ segment_column(raw, 'checkout_id', 'trimmed') }} as checkout_id,
+        {{ segment_column(raw, 'currency', 'currency') }} as currency,
+        {{ segment_column(raw, 'total', 'money') }} as total,
+        {{ segment_column(raw, 'revenue', 'money') }} as revenue,
+        {{ segment_column(raw, 'discount', 'money') }} as discount,
+        {{ segment_column(raw, 'coupon', 'trimmed') }} as coupon
+    from source
+)
+
+select * from renamed

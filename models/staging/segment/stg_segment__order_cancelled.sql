@@ -1,8 +1,21 @@
 -- One row per Order Cancelled message.
-{{ segment_staging('order_cancelled', [
-    {'name': 'event_name', 'from': ['event_text', 'event'], 'kind': 'string'},
-    {'name': 'order_id', 'from': ['order_id'], 'kind': 'trimmed'},
-    {'name': 'currency', 'from': ['currency'], 'kind': 'currency'},
-    {'name': 'total', 'from': ['total'], 'kind': 'money'},
-    {'name': 'reason', 'from': ['reason'], 'kind': 'string'},
-]) }}
+{%- set raw = segment_table_columns('order_cancelled') %}
+
+with
+
+source as (
+    {{ segment_deduplicated_source('order_cancelled', raw) }}
+),
+
+renamed as (
+    select
+        {{ segment_common_columns(raw) }},
+        {{ segment_column(raw, ['event_text', 'event'], 'string') }} as event_name,
+        {{ segment_column(raw, 'order_id', 'trimmed') }} as order_id,
+        {{ segment_column(raw, 'currency', 'currency') }} as currency,
+        {{ segment_column(raw, 'total', 'money') }} as total,
+        {{ segment_column(raw, 'reason', 'string') }} as reason
+    from source
+)
+
+select * from renamed

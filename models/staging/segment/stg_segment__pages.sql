@@ -1,17 +1,30 @@
 -- One row per page call.
-{{ segment_staging('pages', [
-    {'name': 'page_name', 'from': ['name'], 'kind': 'string'},
-    {'name': 'page_category', 'from': ['category'], 'kind': 'string'},
-    {'name': 'page_url', 'from': ['url', 'context_page_url'], 'kind': 'string'},
-    {'name': 'page_path', 'from': ['path', 'context_page_path'], 'kind': 'string'},
-    {'name': 'page_title', 'from': ['title', 'context_page_title'], 'kind': 'string'},
-    {'name': 'referrer', 'from': ['referrer', 'context_page_referrer'], 'kind': 'trimmed'},
-    {'name': 'search', 'from': ['search', 'context_page_search'], 'kind': 'trimmed'},
-    {'name': 'utm_source', 'from': ['context_campaign_source'], 'kind': 'string'},
-    {'name': 'utm_medium', 'from': ['context_campaign_medium'], 'kind': 'string'},
-    {'name': 'utm_campaign', 'from': ['context_campaign_name'], 'kind': 'string'},
-    {'name': 'utm_term', 'from': ['context_campaign_term'], 'kind': 'string'},
-    {'name': 'utm_content', 'from': ['context_campaign_content'], 'kind': 'string'},
-    {'name': 'ip', 'from': ['context_ip'], 'kind': 'string'},
-    {'name': 'user_agent', 'from': ['context_user_agent'], 'kind': 'string'},
-]) }}
+{%- set raw = segment_table_columns('pages') %}
+
+with
+
+source as (
+    {{ segment_deduplicated_source('pages', raw) }}
+),
+
+renamed as (
+    select
+        {{ segment_common_columns(raw) }},
+        {{ segment_column(raw, 'name', 'string') }} as page_name,
+        {{ segment_column(raw, 'category', 'string') }} as page_category,
+        {{ segment_column(raw, ['url', 'context_page_url'], 'string') }} as page_url,
+        {{ segment_column(raw, ['path', 'context_page_path'], 'string') }} as page_path,
+        {{ segment_column(raw, ['title', 'context_page_title'], 'string') }} as page_title,
+        {{ segment_column(raw, ['referrer', 'context_page_referrer'], 'trimmed') }} as referrer,
+        {{ segment_column(raw, ['search', 'context_page_search'], 'trimmed') }} as search,
+        {{ segment_column(raw, 'context_campaign_source', 'string') }} as utm_source,
+        {{ segment_column(raw, 'context_campaign_medium', 'string') }} as utm_medium,
+        {{ segment_column(raw, 'context_campaign_name', 'string') }} as utm_campaign,
+        {{ segment_column(raw, 'context_campaign_term', 'string') }} as utm_term,
+        {{ segment_column(raw, 'context_campaign_content', 'string') }} as utm_content,
+        {{ segment_column(raw, 'context_ip', 'string') }} as ip,
+        {{ segment_column(raw, 'context_user_agent', 'string') }} as user_agent
+    from source
+)
+
+select * from renamed

@@ -1,15 +1,28 @@
 -- One row per screen call (mobile).
-{{ segment_staging('screens', [
-    {'name': 'screen_name', 'from': ['name', '_name'], 'kind': 'string'},
-    {'name': 'screen_category', 'from': ['category'], 'kind': 'string'},
-    {'name': 'app_version', 'from': ['context_app_version'], 'kind': 'string'},
-    {'name': 'device_model', 'from': ['context_device_model'], 'kind': 'string'},
-    {'name': 'os_name', 'from': ['context_os_name'], 'kind': 'string'},
-    {'name': 'os_version', 'from': ['context_os_version'], 'kind': 'string'},
-    {'name': 'utm_source', 'from': ['context_campaign_source'], 'kind': 'string'},
-    {'name': 'utm_medium', 'from': ['context_campaign_medium'], 'kind': 'string'},
-    {'name': 'utm_campaign', 'from': ['context_campaign_name'], 'kind': 'string'},
-    {'name': 'utm_term', 'from': ['context_campaign_term'], 'kind': 'string'},
-    {'name': 'utm_content', 'from': ['context_campaign_content'], 'kind': 'string'},
-    {'name': 'user_agent', 'from': ['context_user_agent'], 'kind': 'string'},
-]) }}
+{%- set raw = segment_table_columns('screens') %}
+
+with
+
+source as (
+    {{ segment_deduplicated_source('screens', raw) }}
+),
+
+renamed as (
+    select
+        {{ segment_common_columns(raw) }},
+        {{ segment_column(raw, ['name', '_name'], 'string') }} as screen_name,
+        {{ segment_column(raw, 'category', 'string') }} as screen_category,
+        {{ segment_column(raw, 'context_app_version', 'string') }} as app_version,
+        {{ segment_column(raw, 'context_device_model', 'string') }} as device_model,
+        {{ segment_column(raw, 'context_os_name', 'string') }} as os_name,
+        {{ segment_column(raw, 'context_os_version', 'string') }} as os_version,
+        {{ segment_column(raw, 'context_campaign_source', 'string') }} as utm_source,
+        {{ segment_column(raw, 'context_campaign_medium', 'string') }} as utm_medium,
+        {{ segment_column(raw, 'context_campaign_name', 'string') }} as utm_campaign,
+        {{ segment_column(raw, 'context_campaign_term', 'string') }} as utm_term,
+        {{ segment_column(raw, 'context_campaign_content', 'string') }} as utm_content,
+        {{ segment_column(raw, 'context_user_agent', 'string') }} as user_agent
+    from source
+)
+
+select * from renamed

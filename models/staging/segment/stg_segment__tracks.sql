@@ -1,18 +1,31 @@
 -- One row per track call. event_name is the name as sent; event_slug the snake_case table name.
-{{ segment_staging('tracks', [
-    {'name': 'event_name', 'from': ['event_text', 'event'], 'kind': 'string'},
-    {'name': 'event_slug', 'from': ['event'], 'kind': 'string'},
-    {'name': 'page_url', 'from': ['context_page_url'], 'kind': 'string'},
-    {'name': 'page_path', 'from': ['context_page_path'], 'kind': 'string'},
-    {'name': 'page_title', 'from': ['context_page_title'], 'kind': 'string'},
-    {'name': 'referrer', 'from': ['context_page_referrer'], 'kind': 'trimmed'},
-    {'name': 'utm_source', 'from': ['context_campaign_source'], 'kind': 'string'},
-    {'name': 'utm_medium', 'from': ['context_campaign_medium'], 'kind': 'string'},
-    {'name': 'utm_campaign', 'from': ['context_campaign_name'], 'kind': 'string'},
-    {'name': 'utm_term', 'from': ['context_campaign_term'], 'kind': 'string'},
-    {'name': 'utm_content', 'from': ['context_campaign_content'], 'kind': 'string'},
-    {'name': 'ip', 'from': ['context_ip'], 'kind': 'string'},
-    {'name': 'user_agent', 'from': ['context_user_agent'], 'kind': 'string'},
-    {'name': 'library_name', 'from': ['context_library_name'], 'kind': 'string'},
-    {'name': 'library_version', 'from': ['context_library_version'], 'kind': 'string'},
-]) }}
+{%- set raw = segment_table_columns('tracks') %}
+
+with
+
+source as (
+    {{ segment_deduplicated_source('tracks', raw) }}
+),
+
+renamed as (
+    select
+        {{ segment_common_columns(raw) }},
+        {{ segment_column(raw, ['event_text', 'event'], 'string') }} as event_name,
+        {{ segment_column(raw, 'event', 'string') }} as event_slug,
+        {{ segment_column(raw, 'context_page_url', 'string') }} as page_url,
+        {{ segment_column(raw, 'context_page_path', 'string') }} as page_path,
+        {{ segment_column(raw, 'context_page_title', 'string') }} as page_title,
+        {{ segment_column(raw, 'context_page_referrer', 'trimmed') }} as referrer,
+        {{ segment_column(raw, 'context_campaign_source', 'string') }} as utm_source,
+        {{ segment_column(raw, 'context_campaign_medium', 'string') }} as utm_medium,
+        {{ segment_column(raw, 'context_campaign_name', 'string') }} as utm_campaign,
+        {{ segment_column(raw, 'context_campaign_term', 'string') }} as utm_term,
+        {{ segment_column(raw, 'context_campaign_content', 'string') }} as utm_content,
+        {{ segment_column(raw, 'context_ip', 'string') }} as ip,
+        {{ segment_column(raw, 'context_user_agent', 'string') }} as user_agent,
+        {{ segment_column(raw, 'context_library_name', 'string') }} as library_name,
+        {{ segment_column(raw, 'context_library_version', 'string') }} as library_version
+    from source
+)
+
+select * from renamed
