@@ -1,18 +1,23 @@
-"""Fitting values to column types, losslessly or not at all.
+"""Fitting values to column types, losslessly or not at all (the `cast` stage).
 
 Vectorised with Polars and Arrow (no per-row Python): a value that cannot be cast without
-loss becomes NULL, and the writer records it in `_loader.discards` with its raw text.
+loss becomes NULL, and is kept as a discard with its raw text (`_loader.discards`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from loader.spec import ISO_DATE_OR_TIME_RE
+from loader.spec import ISO_DATE_OR_TIME_RE, TRACKS_TABLE
+
+if TYPE_CHECKING:
+    from loader.normalize import TableSlice
+    from loader.schema import Schema
 
 ARROW_TYPES = {
     "VARCHAR": pa.string(),
@@ -117,3 +122,51 @@ def _parse_timestamp(value: str | None) -> dt.datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.astimezone(dt.UTC)
+
+
+def cast_slice(schema: Schema, slice_: TableSlice) -> tuple[pa.Table, list[pa.Table]]:
+    """One table's rows cast to the column types of `schema` (columns with no type yet, that
+    only nulls arrived for, are left out), and the discards: values that were not null and
+    cast to null, and values of keys no column can be named after, with their raw text."""
+    from loader.schema import may_discard
+
+    columns = schema[slice_.table]
+    arrays: dict[str, pa.Array] = {}
+    discards: list[pa.Table] = []
+    for col, values in slice_.values.items():
+        col_type = columns.get(col)
+        if col_type is None:
+            continue
+        text, kind = values.text, values.kind
+        if values.typed is not None and col_type == "TIMESTAMPTZ":
+            typed = values.typed
+        else:
+            stats = slice_.columns.get(col)
+            kinds = {k for k, n in stats.types.items() if n} if stats is not None else None
+            typed = cast_values(text, kind, col_type, kinds)
+        arrays[col] = typed
+        if slice_.call != TRACKS_TABLE and may_discard(col_type, slice_.columns.get(col)):
+            lost = pc.and_(pc.is_valid(text), pc.is_null(typed))
+            if pc.any(lost).as_py():
+                reason = pc.binary_join_element_wise(
+                    "cannot cast ", pc.utf8_lower(kind.filter(lost)), f" value to {col_type}", "")
+                discards.append(_discards(slice_, col, text, lost, col_type, reason))
+    for ptr, values in slice_.unnamed.items():
+        lost = pc.is_valid(values.text)
+        if pc.any(lost).as_py():
+            discards.append(_discards(slice_, ptr, values.text, lost, None,
+                                      "the key has no ASCII letter or digit to name a column"))
+    return pa.table(arrays) if arrays else pa.table({"#rows": pa.nulls(slice_.num_rows)}).drop_columns(["#rows"]), discards
+
+
+def _discards(slice_: TableSlice, column: str, text, lost, col_type: str | None, reason) -> pa.Table:
+    n = pc.sum(lost).as_py()
+    return pa.table({
+        "table_name": pa.array([slice_.table] * n, pa.string()),
+        "column_name": pa.array([column] * n, pa.string()),
+        "message_id": slice_.message_id.filter(lost),
+        "line": slice_.line.filter(lost),
+        "raw_value": text.filter(lost),
+        "column_type": pa.array([col_type] * n, pa.string()),
+        "reason": reason if not isinstance(reason, str) else pa.array([reason] * n, pa.string()),
+    })

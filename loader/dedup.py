@@ -23,17 +23,20 @@ scan. The key's 13th hex digit (a UUID's version nibble) says what it is:
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from loader.batch import FILE_SHIFT
+from loader.batch import FILE_SHIFT, file_index, plain_lines
 
-# Over the normaliser's `checked` rows (alias c, envelope list e, receivedAt is e[6]). In a
-# batch of several small files (loader/batch.py) this ranks within each file only; the group
-# lets the first file win among them after the tracking plan (fresh_in_group), as loading the
-# files one by one would (a copy blocked in one file does not make the next one a duplicate).
+# Over validated messages (loader/envelope.py: columns message_id, line_no and the envelope
+# field "receivedAt" as JSON text). In a batch of several small files (loader/batch.py) this
+# ranks within each file only; the group lets the first file win among them after the
+# tracking plan (fresh_in_group), as loading the files one by one would (a copy blocked in
+# one file does not make the next one a duplicate).
 IN_BATCH_RANK = (
-    f"row_number() OVER (PARTITION BY c.message_id, c.line_no >> {FILE_SHIFT} "
-    "ORDER BY try_cast(c.e[6]->>'$' AS TIMESTAMPTZ) NULLS LAST, c.line_no)"
+    f"row_number() OVER (PARTITION BY message_id, line_no >> {FILE_SHIFT} "
+    "ORDER BY try_cast(\"receivedAt\"->>'$' AS TIMESTAMPTZ) NULLS LAST, line_no)"
 )
 
 SEEN_KEYS = "_loader.seen_keys"
@@ -131,6 +134,40 @@ def fresh_in_group(con: duckdb.DuckDBPyConnection, messages: pa.Table, *, file_i
     con.execute(f"INSERT INTO {GROUP_TABLE} SELECT {rows} FROM fresh_messages")
     con.unregister("fresh_messages")
     return fresh
+
+
+def fresh_in_files(con: duckdb.DuckDBPyConnection, messages: pa.Table, file_ids: list[int]) -> pa.Table:
+    """`fresh_in_group` for a batch whose line numbers carry the index of their file in
+    `file_ids` (loader/batch.py); most batches have one file."""
+    if len(file_ids) == 1:
+        return fresh_in_group(con, messages, file_id=file_ids[0])
+    lines = messages["line_no"]
+    ids = np.asarray(file_ids, dtype=np.int64)
+    return fresh_in_group(con, messages.append_column("file_id", pa.array(ids[file_index(lines)]))
+                          .append_column("line", plain_lines(lines)))
+
+
+def line_mask(lines: pa.ChunkedArray, fresh_lines: pa.ChunkedArray):
+    """A function from a slice's line numbers to "is fresh" flags: one lookup table per
+    batch rather than a hash set per slice (line numbers of one file's batch are a dense
+    range; a unit of several files falls back to a hash lookup)."""
+    low = pc.min(lines).as_py() or 0
+    high = pc.max(lines).as_py() or 0
+    if high - low > 4 * len(lines) + 1024:  # sparse: batch envelopes (http_batch.py), units of files (batch.py)
+        fresh = _one_array(fresh_lines) if len(fresh_lines) else pa.array([], pa.int64())
+        return lambda slice_lines: pc.is_in(_one_array(slice_lines), value_set=fresh)
+    flags = np.zeros(high - low + 1, dtype=bool)
+    if len(fresh_lines):
+        flags[fresh_lines.to_numpy() - low] = True
+
+    def keep(slice_lines) -> pa.Array:
+        return pa.array(flags[_one_array(slice_lines).to_numpy(zero_copy_only=False) - low])
+
+    return keep
+
+
+def _one_array(array) -> pa.Array:
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def window_start(con: duckdb.DuckDBPyConnection, days: float | None) -> int | None:

@@ -1,9 +1,9 @@
-"""Normalising: turn a batch of raw lines into Segment-shaped rows per warehouse table.
+"""Shaping: turn routed messages (loader/envelope.py) into Segment-shaped rows per table.
 
 All per-row work runs in DuckDB (an in-memory connection of its own, never the warehouse):
-validation, routing to tables, key discovery, `_` flattening and extraction. Python only sees
-distinct names and paths. Values leave this stage as JSON text, with per-column statistics of
-the JSON types seen, so the schema stage can type new columns from every value of the batch.
+key discovery, `_` flattening and extraction. Python only sees distinct names and paths.
+Values leave this stage as JSON text, with per-column statistics of the JSON types seen, so
+the schema stage can type new columns from every value of the batch.
 """
 
 from __future__ import annotations
@@ -16,29 +16,19 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from loader.dedup import IN_BATCH_RANK
-from loader.naming import column_name, event_table_name
-from loader.read import Rejection
+from loader.naming import column_name
 from loader.spec import (
     ALL_STANDARD,
-    CALL_TABLES,
-    CALL_TYPES,
     COMMON_COLUMNS,
-    ENVELOPE,
     EXTRA_COLUMNS,
-    ISO_DATE_OR_TIME_RE,
     ISO_TIMESTAMP_RE,
-    MAX_MESSAGE_ID_LENGTH,
     PAYLOAD_ROOT,
-    REASON_TEXT,
     RESERVED_FOR,
     TIMESTAMP_COLUMNS,
     TRACKS_TABLE,
     TRAITS_ROOT,
     Kind,
-    Reason,
 )
-from loader.timing import StageTimer, maybe
 
 MAX_DEPTH = 8  # objects nested deeper than this are kept whole, as JSON
 MAX_STRUCT_LEAVES = 500  # wider roots are extracted as a list (see _flatten)
@@ -87,17 +77,6 @@ class NameMapping:
     name: str
 
 
-@dataclass
-class NormalizedBatch:
-    slices: list[TableSlice]
-    messages: pa.Table  # line_no, message_id of the rows that won the in-batch dedup
-    rejections: list[Rejection]
-    name_map: list[NameMapping]
-    lines_read: int
-    valid: int  # lines that became messages (before dedup)
-    duplicates_in_batch: int
-
-
 def pointer(path: tuple[str, ...]) -> str:
     """JSON pointer for a key path: unambiguous for keys holding '.', '"', '/' or '~'."""
     return "".join("/" + k.replace("~", "~0").replace("/", "~1") for k in path)
@@ -142,120 +121,30 @@ def parquet_to_lines(con: duckdb.DuckDBPyConnection, batch: pa.RecordBatch, firs
     return table.read_all() if hasattr(table, "read_all") else table
 
 
-def normalize(
+# The name `_flatten` reads the routed messages under (registered by `shape` for its duration).
+MESSAGES_VIEW = "msgs"
+
+
+def shape(
     con: duckdb.DuckDBPyConnection,
-    lines: pa.Table,
-    *,
-    source_id: str | None,
-    prior_rejections: list[Rejection],
-    lines_read: int,
+    messages: pa.Table,
+    envelope: pa.Table,
+    name_map: list[NameMapping],
     shape_hints: dict | None = None,
-    timer: StageTimer | None = None,
-) -> NormalizedBatch:
-    """Validate and shape one batch. `con` is a compute connection, not the warehouse;
-    `shape_hints`, kept by the caller between batches, makes a stable shape cheap to find."""
-    con.register("raw_lines", lines)
-    envelope = ", ".join(f"'/{k}'" for k in ENVELOPE)
-    # Two parses of each line: validity, then every envelope field and the three root
-    # objects as JSON sub-texts (later passes parse only those, which are smaller).
-    idx = {k: i + 1 for i, k in enumerate(ENVELOPE)}
-
-    def as_sent(key: str) -> str:
-        v = f"e[{idx[key]}]"
-        return f"CASE WHEN left({v}, 1) IN ('{{', '[') OR {v} = 'null' THEN NULL ELSE {v}->>'$' END"
-
-    def text(key: str) -> str:  # trimmed, empty as NULL: what validation and routing use
-        return f"nullif(trim({as_sent(key)}), '')"
-
-    with maybe(timer, "parse"):  # the one full parse of every line: validity and envelope
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE checked AS
-            WITH parsed AS (
-                SELECT line_no, kind,
-                       CASE WHEN kind = 'OBJECT' THEN json_extract(raw, [{envelope}]) END AS e
-                FROM (SELECT line_no, raw,
-                             CASE WHEN NOT json_valid(raw)
-                                    THEN CASE WHEN trim(raw, ' \t\r\n') = '' THEN 'EMPTY' END
-                                  WHEN left(ltrim(raw), 1) = '{{' THEN 'OBJECT' ELSE 'OTHER' END AS kind
-                      FROM raw_lines)),
-            texts AS (
-                SELECT line_no, kind, e,
-                       {text('messageId')} AS message_id, left(e[{idx['messageId']}], 1) AS id_start,
-                       e[{idx['type']}] AS type_json, {text('type')} AS call,
-                       {text('event')} AS event_name, {as_sent('event')} AS event_text,
-                       {text('userId')} AS user_id, {text('anonymousId')} AS anonymous_id,
-                       {text('groupId')} AS group_id
-                FROM parsed)
-            SELECT line_no, e, message_id, call, event_name, event_text,
-                   CASE
-                     WHEN kind IS NULL THEN '{Reason.MALFORMED_JSON}'
-                     WHEN kind = 'EMPTY' THEN '{Reason.EMPTY_LINE}'
-                     WHEN kind <> 'OBJECT' THEN '{Reason.NOT_AN_OBJECT}'
-                     WHEN id_start IN ('{{', '[', 't', 'f') THEN '{Reason.INVALID_MESSAGE_ID}'
-                     WHEN message_id IS NULL THEN '{Reason.MISSING_MESSAGE_ID}'
-                     WHEN length(message_id) > {MAX_MESSAGE_ID_LENGTH} THEN '{Reason.INVALID_MESSAGE_ID}'
-                     WHEN type_json IS NULL OR type_json = 'null' THEN '{Reason.MISSING_TYPE}'
-                     WHEN coalesce(call NOT IN {tuple(CALL_TYPES)}, true) THEN '{Reason.UNKNOWN_TYPE}'
-                     WHEN call = 'track' AND event_name IS NULL THEN '{Reason.MISSING_EVENT}'
-                     WHEN user_id IS NULL AND anonymous_id IS NULL THEN '{Reason.MISSING_IDENTITY}'
-                     WHEN call = 'group' AND group_id IS NULL THEN '{Reason.MISSING_GROUP_ID}'
-                   END AS reason
-            FROM texts
-            """
-        )
-    rejections = list(prior_rejections)
-    for line_no, raw, reason in con.execute(
-        "SELECT c.line_no, r.raw, c.reason FROM checked c JOIN raw_lines r USING (line_no) "
-        "WHERE c.reason IS NOT NULL ORDER BY c.line_no"
-    ).fetchall():
-        rejections.append(Rejection(
-            line_no, raw.encode("utf-8").removesuffix(b"\n"), reason, REASON_TEXT[reason]))
-
-    # Route to tables. Event names are few: name them in Python, join them back.
-    events = [r[0] for r in con.execute(
-        "SELECT DISTINCT event_name FROM checked WHERE reason IS NULL AND call = 'track'"
-    ).fetchall()]
-    name_map = [NameMapping("table", "tracks", ev, event_table_name(ev)) for ev in events]
-    con.execute("CREATE OR REPLACE TEMP TABLE event_tables (event_name VARCHAR, tbl VARCHAR)")
-    if events:
-        con.register("new_event_tables", pa.table({
-            "event_name": pa.array(events, pa.string()),
-            "tbl": pa.array([m.name for m in name_map], pa.string())}))
-        con.execute("INSERT INTO event_tables SELECT * FROM new_event_tables")
-        con.unregister("new_event_tables")
-    # In-batch duplicates are few: list them rather than copy the batch without them.
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE dups AS
-        SELECT line_no FROM (SELECT c.line_no, {IN_BATCH_RANK} AS dedup_rank
-                             FROM checked c WHERE c.reason IS NULL)
-        WHERE dedup_rank > 1
-        """
-    )
-    valid, duplicates = con.execute(
-        "SELECT (SELECT count(*) FROM checked WHERE reason IS NULL), (SELECT count(*) FROM dups)"
-    ).fetchall()[0]
-    payload_calls = tuple(PAYLOAD_ROOT)
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP VIEW msgs AS
-        SELECT c.line_no, c.e, c.message_id, c.call, c.event_name, c.event_text,
-               coalesce(t.tbl, CASE c.call {' '.join(f"WHEN '{k}' THEN '{v}'" for k, v in CALL_TABLES.items())} END) AS tbl,
-               CASE WHEN c.call IN {payload_calls} THEN e[{idx['properties']}] ELSE e[{idx['traits']}] END AS payload,
-               e[{idx['context']}] AS context
-        FROM checked c LEFT JOIN event_tables t ON c.call = 'track' AND t.event_name = c.event_name
-        WHERE c.reason IS NULL AND c.line_no NOT IN (SELECT line_no FROM dups)
-        """
-    )
-    con.unregister("raw_lines")
-
-    env = _envelope(con, idx, source_id)
-    # Rows grouped by table (in line order within), so each table is a zero-copy slice.
-    order = pc.sort_indices(env, [("tbl", "ascending"), ("line_no", "ascending")])
-    env = env.take(order)
+) -> tuple[pa.Table, list[TableSlice]]:
+    """Shape routed messages (loader/envelope.py `route`, line order) into one slice per
+    table. `envelope` holds their standard columns (`standard_columns`, same order); it is
+    returned grouped by table (in line order within), so each table's standard columns are a
+    zero-copy slice of it. Column name mappings are added to `name_map`. `shape_hints`, kept
+    by the caller between batches, makes a stable shape cheap to find."""
+    order = pc.sort_indices(envelope, [("tbl", "ascending"), ("line_no", "ascending")])
+    env = envelope.take(order)
     hints = shape_hints if shape_hints is not None else {}
-    roots = [_flatten(con, root, order, hints.setdefault(root, set())) for root in ("context", "payload")]
+    con.register(MESSAGES_VIEW, messages)
+    try:
+        roots = [_flatten(con, root, order, hints.setdefault(root, set())) for root in ("context", "payload")]
+    finally:
+        con.unregister(MESSAGES_VIEW)
     slices: list[TableSlice] = []
     runs = _runs(env["tbl"])
     for tbl, (start, length) in runs.items():
@@ -265,16 +154,7 @@ def normalize(
     track_slices = [s for s in slices if s.call == "track"]
     if track_slices:
         slices.append(_tracks_slice(track_slices))
-    messages = pa.table({"line_no": env["line_no"], "message_id": env["message_id"]})
-    return NormalizedBatch(
-        slices=slices,
-        messages=messages,
-        rejections=rejections,
-        name_map=name_map,
-        lines_read=lines_read,
-        valid=valid,
-        duplicates_in_batch=duplicates,
-    )
+    return env, slices
 
 
 def _as_table(result) -> pa.Table:
@@ -291,63 +171,6 @@ def _runs(column: pa.ChunkedArray) -> dict[str, tuple[int, int]]:
             runs[values[start]] = (start, i - start)
             start = i
     return runs
-
-
-def _envelope(con: duckdb.DuckDBPyConnection, idx: dict[str, int], source_id: str | None) -> pa.Table:
-    """Standard columns of every message, as text plus JSON type, in `msgs` order."""
-
-    def value(key: str) -> str:
-        return f"e[{idx[key]}]"
-
-    ts = {k: f"try_cast({value(k)}->>'$' AS TIMESTAMPTZ)" for k in ("receivedAt", "sentAt", "originalTimestamp")}
-    # Keep the archive's timestamp; else correct the device clock by the send/receive gap.
-    computed = (
-        f"strftime(coalesce({ts['receivedAt']} - ({ts['sentAt']} - {ts['originalTimestamp']}), "
-        f"{ts['receivedAt']}), '%Y-%m-%dT%H:%M:%S.%fZ')"
-    )
-    has_timestamp = f"coalesce({value('timestamp')}, 'null') <> 'null'"
-    fallback = "NULL" if source_id is None else "'" + source_id.replace("'", "''") + "'"
-    has_project = f"left({value('projectId')}, 1) NOT IN ('n', '{{', '[')"
-    columns = {
-        "anonymous_id": (value("anonymousId"), None),
-        "user_id": (value("userId"), None),
-        "received_at": (value("receivedAt"), None),
-        "sent_at": (value("sentAt"), None),
-        "original_timestamp": (value("originalTimestamp"), None),
-        "timestamp": (
-            f"CASE WHEN {has_timestamp} THEN {value('timestamp')}->>'$' ELSE {computed} END",
-            (f"CASE WHEN {has_timestamp} THEN json_type({value('timestamp')}) "
-            f"WHEN {ts['receivedAt']} IS NOT NULL THEN 'VARCHAR' END"),
-        ),
-        "source_id": (
-            f"coalesce(CASE WHEN {has_project} THEN {value('projectId')}->>'$' END, {fallback})",
-            (f"CASE WHEN {has_project} THEN json_type({value('projectId')}) "
-            f"WHEN {fallback} IS NOT NULL THEN 'VARCHAR' END"),
-        ),
-        # Pages and screens: the call's name, else properties.name (as RudderStack does).
-        **{
-            key: (
-                (f"coalesce(CASE WHEN left({value(key)}, 1) NOT IN ('n', '{{', '[') THEN {value(key)} END, "
-                f"CASE WHEN call IN ('page', 'screen') THEN json_extract(e[{idx['properties']}], '/{key}') END)"),
-                None,
-            )
-            for key in ("name", "category")
-        },
-        "group_id": (value("groupId"), None),
-        "previous_id": (value("previousId"), None),
-    }
-    select = ["line_no", "message_id", "call", "tbl", "event_text"]
-    for col, (expr, kind) in columns.items():
-        if kind is None:
-            expr, kind = f"{expr}->>'$'", f"json_type({expr})"
-        select.append(f'{expr} AS "{col}"')
-        select.append(f'{kind} AS "{col}#kind"')
-        if col in TIMESTAMP_COLUMNS:  # parsed here once, rather than per table later
-            select.append(
-                f"CASE WHEN ({kind}) = 'VARCHAR' AND regexp_full_match({expr}, '{ISO_DATE_OR_TIME_RE}') "
-                f'THEN try_cast(trim({expr}) AS TIMESTAMPTZ) END AS "{col}#ts"'
-            )
-    return _as_table(con.sql(f"SELECT {', '.join(select)} FROM msgs ORDER BY line_no").to_arrow_table())
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""The load, stage by stage: read -> normalize -> schema -> dedup/write, plus state.
+"""The load: which files, in which order and transactions; the stages themselves are
+loader/stages.py's STAGES, run by its one driver.
 
-Files are read and normalised on a worker thread while the main thread writes the previous
-batch (DuckDB and zlib release the GIL, so both cores work); a bounded queue keeps memory
-flat. Each file is one transaction: rows, rejects, discards, schema changes and its manifest
+Units of files go through UNIT_STAGES on reader threads while the main thread runs
+WAREHOUSE_STAGES over the previous batch (DuckDB and zlib release the GIL, so both cores
+work); a bounded queue keeps memory flat. Each file is one transaction: rows, rejects, discards, schema changes and its manifest
 row commit together, so a run killed at any point leaves only whole files behind.
 """
 
@@ -13,53 +14,37 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from loader import __version__, dedup, state, writer
-from loader.batch import (
-    FILE_SHIFT,
-    LINE_MASK,
-    Unit,
-    encode_line,
-    encode_lines,
-    file_index,
-    plan_units,
-    without_files,
-)
+from loader.batch import FILE_SHIFT, LINE_MASK, Unit, plan_units, without_files
 from loader.config import LoadConfig
 from loader.errors import FileFailedError, LoaderError
 from loader.faults import crash_point
-from loader.http_batch import expand_batches, line_label
-from loader.normalize import (
-    ColumnStats,
-    NormalizedBatch,
-    TableSlice,
-    _type_counts,
-    combine_chunks,
-    compute_connection,
-    normalize,
-    parquet_to_lines,
-)
+from loader.http_batch import line_label
+from loader.normalize import compute_connection
 from loader.objectstore import Spool
-from loader.pii import scrub
-from loader.protocols import REJECT_REASON, check
-from loader.read import (
-    InputFile,
-    Rejection,
-    discover_files,
-    iter_ndjson_batches,
-    iter_parquet_batches,
+from loader.protocols import REJECT_REASON
+from loader.read import InputFile, Rejection, discover_files
+from loader.schema import Schema
+from loader.spec import Reason
+from loader.stages import (
+    STAGES,
+    WAREHOUSE_STAGES,
+    Batch,
+    Context,
+    file_batches,
+    file_stretches,
+    run,
+    scrub,
+    unit_batch,
 )
-from loader.schema import Schema, apply_to, plan_changes, state_table_changes
-from loader.spec import INTEGER_KINDS, TRACKS_TABLE, ColumnType, Kind, Reason
-from loader.timing import StageTimer, maybe
+from loader.timing import StageTimer
 
 QUEUE_DEPTH = 1  # batches waiting between each reader thread and the writer: bounds memory
 READERS = 2  # files normalised in parallel (DuckDB, zlib and Arrow release the GIL)
@@ -78,7 +63,7 @@ class FileResult:
     blocked: int = 0  # events the tracking plan blocked (counted in rejects)
     reason: str = ""
 
-    def add(self, batch: NormalizedBatch, counts) -> None:
+    def add(self, batch: Batch, counts) -> None:
         """Count a written batch (its lines not included: a replay re-reads old lines)."""
         self.rows_loaded += counts.loaded
         self.duplicates += counts.duplicates
@@ -103,6 +88,12 @@ class LoadResult:
     schema_changes: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     timer: StageTimer = field(default_factory=StageTimer)
+    stages: list[str] = field(default_factory=list)  # names of the stages the batches ran
+
+    def ran(self, batch: Batch) -> None:
+        """Note the stages a batch ran (every batch runs the same STAGES)."""
+        if self.stages != batch.stages:
+            self.stages = list(dict.fromkeys(self.stages + batch.stages))
 
     def total(self, key: str) -> int:
         return sum(getattr(f, key) for f in self.files)
@@ -132,6 +123,7 @@ class LoadResult:
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.total("lines") / self.seconds) if self.seconds else None,
             "stage_seconds": self.timer.rounded(),
+            "stages": self.stages,
         }
 
     def to_dict(self) -> dict:
@@ -153,68 +145,16 @@ def load(paths: list[str], config: LoadConfig | None = None) -> LoadResult:
     return result
 
 
-def _scrubbed_lines(file: InputFile, config: LoadConfig, con) -> Iterator[tuple]:
-    """(lines, rejections, lines read) of each stretch of a file, PII already removed: PII
-    leaves the lines before any stage sees them (and before any reject is kept)."""
-    if file.format == "parquet":
-        first = 1
-        for record_batch in iter_parquet_batches(file.path, batch_rows=100_000):
-            lines = parquet_to_lines(con, record_batch, first)
-            first += record_batch.num_rows
-            yield (*scrub(con, config.pii_policy, lines, []), record_batch.num_rows)
-        return
-    for raw in iter_ndjson_batches(file.path, batch_bytes=config.batch_bytes,
-                                   max_line_bytes=config.max_event_bytes):
-        lines, rejections, added = expand_batches(raw.lines, max_event_bytes=config.max_event_bytes)
-        rejections = sorted(raw.rejections + rejections, key=lambda r: r.line)
-        yield (*scrub(con, config.pii_policy, lines, rejections), raw.lines_read + added)
-
-
-def _batches(file: InputFile, config: LoadConfig, con, hints: dict | None = None,
-             timer: StageTimer | None = None) -> Iterator[NormalizedBatch]:
-    stretches = _scrubbed_lines(file, config, con)
-    for lines, prior, lines_read in (stretches if timer is None else timer.timed("read", stretches)):
-        yield _shape(con, config, lines, prior, lines_read, file.source_id, hints, timer)
-
-
-def _shape(con, config: LoadConfig, lines, prior: list, lines_read: int, source_id: str | None,
-           hints: dict | None, timer: StageTimer | None) -> NormalizedBatch:
-    """Normalise one batch of (scrubbed) lines, then the tracking plan over the shaped batch."""
-    with maybe(timer, "shape"):
-        batch = normalize(con, lines, source_id=source_id or config.source_id, prior_rejections=prior,
-                          lines_read=lines_read, shape_hints=hints, timer=timer)
-        return check(con, config.compiled_plan, batch, lines)
-
-
-def _unit_batch(unit: Unit, config: LoadConfig, con, hints: dict,
-                timer: StageTimer) -> tuple[NormalizedBatch, list[int]]:
-    """Several small files as one batch (line numbers carry the file index, loader/batch.py),
-    and the lines of each file."""
-    tables, rejections, lines = [], [], []
-    for i, file in enumerate(unit.files):
-        n = 0
-        for part, prior, lines_read in timer.timed("read", _scrubbed_lines(file, config, con)):
-            column = part.schema.get_field_index("line_no")
-            tables.append(part.set_column(column, "line_no", encode_lines(part["line_no"], i)))
-            rejections += [replace(r, line=encode_line(r.line, i)) for r in prior]
-            n += lines_read
-        lines.append(n)
-    batch = _shape(con, config, pa.concat_tables(tables), rejections, sum(lines), unit.files[0].source_id,
-                   hints, timer)
-    return batch, lines
-
-
 def _produce(units: list[Unit], config: LoadConfig, out: queue.Queue, stop: threading.Event,
              timer: StageTimer, spool: Spool) -> None:
-    """Worker thread: for each of its units, in order, ("unit", unit, (batch, lines)) when its
-    files were read as one batch, else each file's batches then ("end", file, error)."""
-    con = compute_connection(config.reader_memory_mb)
-    hints: dict = {}
+    """Worker thread: UNIT_STAGES over each of its units, in order: ("unit", unit, batch)
+    when its files were read as one batch, else each file's batches then ("end", file, error)."""
+    ctx = Context(config, compute_connection(config.reader_memory_mb), {}, timer)
     try:
         for unit in units:
             if unit.combined:
                 try:
-                    item = ("unit", unit, _unit_batch(unit, config, con, hints, timer))
+                    item = ("unit", unit, unit_batch(unit, ctx))
                 except Exception:  # noqa: BLE001 - read its files one by one: each fails alone
                     item = None
                 if item is not None:
@@ -223,7 +163,7 @@ def _produce(units: list[Unit], config: LoadConfig, out: queue.Queue, stop: thre
                     continue
             for file in unit.files:
                 try:
-                    for batch in spool.reading(file, _batches(file, config, con, hints, timer)):
+                    for batch in spool.reading(file, file_batches(file, ctx)):
                         if not _put(out, ("batch", file, batch), stop):
                             return
                     if not _put(out, ("end", file, None), stop):
@@ -232,7 +172,7 @@ def _produce(units: list[Unit], config: LoadConfig, out: queue.Queue, stop: thre
                     if not _put(out, ("end", file, exc), stop):
                         return
     finally:
-        con.close()
+        ctx.con.close()
 
 
 def _put(out: queue.Queue, item, stop: threading.Event) -> bool:
@@ -315,7 +255,8 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
                 out = queues[i % READERS]
                 first = out.get()
                 if first[0] == "unit":
-                    batch, lines = first[2]
+                    batch = first[2]
+                    lines = batch.lines_per_file
                     if sum(lines) <= config.commit_every_rows:
                         result.files += _write_unit(group, unit, batch, lines, hashes, progress)
                     else:  # a group smaller than the unit: its files are written, and grouped, one by one
@@ -396,6 +337,17 @@ class _Group:
         self.changes = []
         self.files = {}
 
+    def write(self, batch: Batch, files: list[writer.FileRef], loaded_at: dt.datetime, change_file_id: int,
+              path: str) -> Batch:
+        """WAREHOUSE_STAGES over a batch of `files` (schema changes recorded under
+        `change_file_id` and, in the result, `path`) into this group."""
+        sink = WarehouseSink(self.con, self.config, self.schema, self.pending, files, load_id=self.load_id,
+                             loaded_at=loaded_at, change_file_id=change_file_id)
+        batch = run(batch, WAREHOUSE_STAGES, Context(self.config, None, timer=self.result.timer, sink=sink))
+        self.changes += [asdict(c) | {"path": path} for c in batch.changes]
+        self.result.ran(batch)
+        return batch
+
     def rollback(self) -> None:
         if self.open:
             self.open = False
@@ -412,6 +364,48 @@ class _Group:
 GROUP_BYTES = 64 << 20  # typed rows held for one group's inserts: bounds memory
 
 
+class WarehouseSink:
+    """The warehouse as the stages' sink: a batch of `files` into the open transaction (rows
+    wait in `pending` for the commit group's inserts). `before_write` runs first (replay
+    removes the rejects it is about to record again)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, config: LoadConfig, schema: Schema, pending: writer.Pending,
+                 files: list[writer.FileRef], *, load_id: int, loaded_at: dt.datetime, change_file_id: int,
+                 before_write: Callable[[], None] | None = None) -> None:
+        self.con, self.config, self.schema, self.pending, self.files = con, config, schema, pending, files
+        self.load_id, self.loaded_at, self.change_file_id = load_id, loaded_at, change_file_id
+        self.before_write = before_write
+
+    def fresh(self, batch: Batch) -> pa.Table:
+        return dedup.fresh_in_files(self.con, batch.messages, [f.file_id for f in self.files])
+
+    def write(self, batch: Batch) -> list[writer.BatchCounts]:
+        writer.apply_changes(self.con, self.config.schema, batch.changes, load_id=self.load_id,
+                             file_id=self.change_file_id)
+        if batch.changes:
+            crash_point("after_schema_change")
+        if self.before_write is not None:
+            self.before_write()
+        counts = writer.write_unit_batch(self.con, batch, self.pending, self.files, load_id=self.load_id,
+                                         loaded_at=self.loaded_at)
+        state.record_names(self.con, batch.name_map, self.load_id)
+        crash_point("after_insert")
+        return counts
+
+
+class DrySink:
+    """A dry run's sink: schema changes are planned on `schema` (in memory), nothing is written."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+
+    def fresh(self, batch: Batch) -> pa.Table:
+        return batch.messages  # no group, no history: only in-batch copies are duplicates
+
+    def write(self, batch: Batch) -> list:
+        return []
+
+
 def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress, first_item=None) -> FileResult:
     """Write one file into the group. A file that fits in one batch is checked against the
     reject ratio before anything is written; a longer file gets a transaction of its own, so
@@ -419,7 +413,7 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress,
     con, config, load_id = group.con, group.config, group.load_id
     fr = FileResult(f.name, "loaded")
     kind, _f, first = first_item or out.get()
-    batches: list[NormalizedBatch] = []
+    batches: list[Batch] = []
     error: Exception | None = None
     if kind == "end":
         error = first
@@ -454,18 +448,8 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress,
                     error = payload
                     break
                 batch = payload
-            with group.result.timer.stage("write"):
-                changes = plan_schema(group.schema, batch)
-                writer.apply_changes(con, config.schema, changes, load_id=load_id, file_id=file_id)
-            if changes:
-                crash_point("after_schema_change")
-            group.changes += [asdict(c) | {"path": fr.path} for c in changes]
-            with group.result.timer.stage("write"):
-                counts = writer.write_batch(con, group.schema, batch, group.pending, load_id=load_id,
-                                            file_id=file_id, path=fr.path, loaded_at=loaded_at,
-                                            timer=group.result.timer)
-                state.record_names(con, batch.name_map, load_id)
-            crash_point("after_insert")
+            batch = group.write(batch, [writer.FileRef(file_id, fr.path, batch.lines_read)], loaded_at, file_id, fr.path)
+            counts = batch.counts[0]
             fr.lines += batch.lines_read
             fr.add(batch, counts)
             first_rejects += [r for r in batch.rejections if r.reason != REJECT_REASON][: max(0, 3 - len(first_rejects))]
@@ -489,7 +473,7 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress,
         return _record_failure(group, f, digest, fr, exc, [])
 
 
-def _write_unit(group: _Group, unit: Unit, batch: NormalizedBatch, lines: list[int], hashes: dict,
+def _write_unit(group: _Group, unit: Unit, batch: Batch, lines: list[int], hashes: dict,
                 progress, only: int | None = None) -> list[FileResult]:
     """Write small files read as one batch: each file is judged against the reject ratio on
     its own (a failing one loses its rows, keeps its manifest row), the rest are written with
@@ -516,17 +500,8 @@ def _write_unit(group: _Group, unit: Unit, batch: NormalizedBatch, lines: list[i
             for i, f in enumerate(unit.files)]
     loaded_at = dt.datetime.now(dt.UTC)  # uuid_ts: one load time per unit of small files
     first = refs[kept[0]] if kept else None
-    with timer.stage("write"):
-        changes = plan_schema_by_file(group.schema, batch, len(unit.files)) if first else []
-        writer.apply_changes(con, config.schema, changes, load_id=load_id, file_id=first.file_id if first else 0)
-    if changes:
-        crash_point("after_schema_change")
-    group.changes += [asdict(c) | {"path": first.path} for c in changes]
-    with timer.stage("write"):
-        counts = writer.write_unit_batch(con, group.schema, batch, group.pending, refs, load_id=load_id,
-                                         loaded_at=loaded_at, timer=timer)
-        state.record_names(con, batch.name_map, load_id)
-    crash_point("after_insert")
+    batch = group.write(batch, refs, loaded_at, first.file_id if first else 0, first.path if first else "")
+    counts = batch.counts
     results, rows = [], []
     for i in mine:
         f = unit.files[i]
@@ -593,86 +568,6 @@ def _reject_ratio_error(f: InputFile, config: LoadConfig, lines: int, first_reje
     )
 
 
-def plan_schema(schema: Schema, batch: NormalizedBatch):
-    """Schema changes for every slice of a batch, applied to the in-memory schema as planned."""
-    changes = []
-    for slice_ in batch.slices:
-        mine = plan_changes(schema, slice_)
-        mine += state_table_changes(schema, mine)
-        apply_to(schema, mine)
-        changes += mine
-    return changes
-
-
-def plan_schema_by_file(schema: Schema, batch: NormalizedBatch, files: int) -> list:
-    """plan_schema for a unit of several files, with the changes loading the files one by one
-    would make: a new column is typed by the first file that has values for it, later files
-    only widen it, and columns are added in that order. Only columns new to the schema (or
-    BIGINT, which may widen) are looked at per file; a column whose kinds give one type
-    whatever the subset (all integers, all booleans...) needs only the files it occurs in."""
-    if files == 1:
-        return plan_schema(schema, batch)
-    # Per slice: the file of each row, and {file: {column: stats}}; mixed columns are counted
-    # per file in one _type_counts call over the whole batch (column i of the stack = leaf i).
-    row_files = [file_index(s.line) for s in batch.slices]
-    stats_of: list[dict[int, dict[str, ColumnStats]]] = [{} for _ in batch.slices]
-    mixed: list[tuple[int, str, ColumnStats]] = []
-    for si, s in enumerate(batch.slices):
-        existing = schema.get(s.table, {})
-        for col, stats in s.columns.items():
-            current = existing.get(col)
-            kinds = {k for k, n in stats.types.items() if n}
-            if not kinds or (current is not None and current != ColumnType.BIGINT):
-                continue
-            uniform = (kinds <= INTEGER_KINDS or kinds <= {Kind.ARRAY, Kind.OBJECT}
-                       or (len(kinds) == 1 and Kind.VARCHAR not in kinds))
-            if not uniform:
-                mixed.append((si, col, stats))
-                continue
-            present = np.asarray(pc.is_valid(combine_chunks(s.values[col].kind)), dtype=bool)
-            for f in np.unique(row_files[si][present]).tolist():
-                stats_of[si].setdefault(f, {})[col] = stats
-    if mixed:
-        texts = [combine_chunks(batch.slices[si].values[col].text) for si, col, _ in mixed]
-        kinds = [combine_chunks(batch.slices[si].values[col].kind) for si, col, _ in mixed]
-        lengths = [len(t) for t in texts]
-        leaf_codes = np.repeat(np.arange(len(mixed), dtype=np.int32), lengths)
-        file_codes = np.concatenate([row_files[si] for si, _, _ in mixed]).astype(np.int32)
-        counts = _type_counts(pa.concat_arrays(texts), pa.concat_arrays(kinds), leaf_codes, file_codes,
-                              list(range(files)))
-        for i, (si, col, stats) in enumerate(mixed):
-            for f, types in counts.get(i, {}).items():
-                if types:
-                    stats_of[si].setdefault(f, {})[col] = ColumnStats(types=types, sources=stats.sources)
-    seen: dict[tuple[int, str], set[int]] = {}
-
-    def _files_with(si: int, col: str) -> set[int]:
-        """The files with a value for `col` in slice `si`."""
-        if (si, col) not in seen:
-            present = np.asarray(pc.is_valid(combine_chunks(batch.slices[si].values[col].kind)), dtype=bool)
-            seen[si, col] = set(np.unique(row_files[si][present]).tolist())
-        return seen[si, col]
-
-    per_file: list[list[TableSlice]] = [[] for _ in range(files)]
-    for si, s in enumerate(batch.slices):
-        for f in np.unique(row_files[si]).tolist():
-            mine = stats_of[si].get(f, {})
-            if s.call == TRACKS_TABLE:  # its columns in the order this file's event tables give them
-                order = dict.fromkeys(c for ti, t in enumerate(batch.slices) if t.call == "track"
-                                      for c in t.columns if c in mine and f in _files_with(ti, c))
-            else:
-                order = s.columns
-            per_file[f].append(replace(s, columns={c: mine[c] for c in order if c in mine}))
-    changes = []
-    for slices in per_file:
-        for slice_ in slices:
-            mine = plan_changes(schema, slice_)
-            mine += state_table_changes(schema, mine)
-            apply_to(schema, mine)
-            changes += mine
-    return changes
-
-
 def _describe(f: InputFile, exc: Exception) -> str:
     if isinstance(exc, OSError):
         text = str(exc.strerror or exc)
@@ -737,9 +632,11 @@ def _keep_failed_lines(group: _Group, f: InputFile, file_id: int, error: str, ba
     known keep that reason. Returns how many lines were kept (those that could be read)."""
     known = {r.line: r for b in batches for r in b.rejections if r.reason != REJECT_REASON}
     kept = 0
-    compute = compute_connection(group.config.reader_memory_mb)
+    ctx = Context(group.config, compute_connection(group.config.reader_memory_mb))
     try:
-        for lines, prior, _ in _scrubbed_lines(f, group.config, compute):
+        for stretch in file_stretches(f, group.config, ctx.con):
+            stretch = scrub(stretch, ctx)  # as the load would have kept them: PII removed
+            lines, prior = stretch.lines, stretch.rejections
             rejects = [known.get(n) or Rejection(n, text.encode("utf-8").removesuffix(b"\n"), Reason.FILE_FAILED, error)
                        for n, text in zip(lines.column("line_no").to_pylist(), lines.column("raw").to_pylist())]
             rejects = sorted(rejects + prior, key=lambda r: r.line)
@@ -748,7 +645,7 @@ def _keep_failed_lines(group: _Group, f: InputFile, file_id: int, error: str, ba
     except (OSError, ValueError, duckdb.Error):
         pass  # what could be read is kept; the manifest counts exactly those lines
     finally:
-        compute.close()
+        ctx.con.close()
     return kept
 
 
@@ -780,25 +677,28 @@ def _dry_run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> 
             result.files.append(FileResult(f.name, "skipped", reason="already loaded"))
         else:
             todo.append(f)
-    compute = compute_connection(config.reader_memory_mb)
+    ctx = Context(config, compute_connection(config.reader_memory_mb), {}, result.timer, DrySink(schema))
     try:
         with Spool(todo) as spool:
             for f in todo:
                 fr = FileResult(f.name, "planned")
                 try:
-                    for batch in spool.reading(f, _batches(f, config, compute)):
-                        changes = plan_schema(schema, batch)
-                        result.schema_changes += [asdict(c) | {"path": fr.path} for c in changes]
+                    # The whole tuple, as a load runs it; the sink writes nothing.
+                    stretches = (run(replace(b, unit=Unit((f,))), STAGES, ctx)
+                                 for b in file_stretches(f, config, ctx.con))
+                    for batch in spool.reading(f, stretches):
+                        result.ran(batch)
+                        result.schema_changes += [asdict(c) | {"path": fr.path} for c in batch.changes]
                         fr.lines += batch.lines_read
                         fr.rejects += len(batch.rejections)
                         fr.duplicates += batch.duplicates_in_batch
-                        fr.violations += writer.violation_count(batch)
+                        fr.violations += batch.violations.num_rows if batch.violations is not None else 0
                         fr.blocked += sum(r.reason == REJECT_REASON for r in batch.rejections)
                 except OSError as exc:
                     fr = FileResult(f.name, "failed", reason=_describe(f, exc))
                 result.files.append(fr)
     finally:
-        compute.close()
+        ctx.con.close()
 
 
 class _Progress:

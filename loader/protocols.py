@@ -21,6 +21,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -32,7 +33,6 @@ from loader.errors import UsageError
 from loader.normalize import (
     ColumnStats,
     NameMapping,
-    NormalizedBatch,
     TableSlice,
     Values,
     combine_chunks,
@@ -42,6 +42,9 @@ from loader.normalize import (
 from loader.read import Rejection
 from loader.spec import Reason
 from loader.sql import literal
+
+if TYPE_CHECKING:
+    from loader.stages import Batch
 
 ACTIONS = ("allow", "block")
 REJECT_REASON = Reason.TRACKING_PLAN_VIOLATION
@@ -96,14 +99,6 @@ class TrackingPlan:
     def warnings(self) -> list[str]:
         return [f"tracking plan: '{k}' is not checked (at {', '.join(sorted(set(w))[:3])})"
                 for k, w in sorted(self.ignored.items())]
-
-
-@dataclass
-class CheckedBatch(NormalizedBatch):
-    """A batch after the tracking plan: blocked events moved to `rejections`, and every
-    violation found (allowed and blocked) in `violations` (VIOLATION_SCHEMA)."""
-
-    violations: pa.Table | None = None
 
 
 # --- reading a plan -------------------------------------------------------------------------
@@ -623,7 +618,7 @@ def _real_dates(text: pa.Array) -> pa.Array:
 # --- validating and blocking ----------------------------------------------------------------
 
 
-def validate(con: duckdb.DuckDBPyConnection, plan: TrackingPlan, batch: NormalizedBatch) -> pa.Table:
+def validate(con: duckdb.DuckDBPyConnection, plan: TrackingPlan, batch: Batch) -> pa.Table:
     """Every violation of the batch's rows (VIOLATION_SCHEMA): per table, a handful of Arrow
     kernels per rule, and one DuckDB query per array whose items have rules."""
     parts = []
@@ -684,21 +679,14 @@ def _located(s: TableSlice, found: _Found, events, actions: dict[str, str], defa
     }, schema=VIOLATION_SCHEMA)]
 
 
-def check(con: duckdb.DuckDBPyConnection, plan: TrackingPlan | None, batch: NormalizedBatch,
-          lines: pa.Table) -> NormalizedBatch:
-    """`check_batch` when there is a plan; the batch as it is otherwise."""
-    return batch if plan is None else check_batch(con, plan, batch, lines)
-
-
-def check_batch(con: duckdb.DuckDBPyConnection, plan: TrackingPlan, batch: NormalizedBatch,
-                lines: pa.Table) -> CheckedBatch:
-    """Validate a batch; events to block leave every slice and become rejects with their raw
-    bytes (from `lines`, the batch's text as normalised: after PII scrubbing)."""
+def check_batch(con: duckdb.DuckDBPyConnection, plan: TrackingPlan, batch: Batch) -> Batch:
+    """The batch after the plan: every violation found (allowed and blocked) in `violations`
+    (VIOLATION_SCHEMA); events to block leave every slice and become rejects with their raw
+    bytes (from `batch.lines`, the batch's text as shaped: after PII scrubbing)."""
     violations = validate(con, plan, batch)
     blocked = pc.unique(violations.filter(pc.equal(violations["action"], "block"))["line"])
-    fields_now = {f.name: getattr(batch, f.name) for f in fields(NormalizedBatch)}
     if not len(blocked):
-        return CheckedBatch(**fields_now, violations=violations)
+        return replace(batch, violations=violations)
     keep_slices = []
     for s in batch.slices:
         keep = pc.invert(pc.is_in(s.line, blocked))
@@ -707,6 +695,7 @@ def check_batch(con: duckdb.DuckDBPyConnection, plan: TrackingPlan, batch: Norma
         elif pc.any(keep).as_py():
             keep_slices.append(_filter_slice(s, keep))
     tables = {s.table for s in keep_slices}
+    lines = batch.lines
     raw = lines.filter(pc.is_in(lines["line_no"], blocked))
     details = _details(violations, blocked)
     rejections = list(batch.rejections) + [
@@ -714,14 +703,15 @@ def check_batch(con: duckdb.DuckDBPyConnection, plan: TrackingPlan, batch: Norma
         for line, text in zip(raw["line_no"].to_pylist(), raw["raw"].to_pylist())
     ]
     rejections.sort(key=lambda r: r.line)
-    fields_now.update(
+    return replace(
+        batch,
         slices=keep_slices,
         messages=batch.messages.filter(pc.invert(pc.is_in(batch.messages["line_no"], blocked))),
         rejections=rejections,
         name_map=[m for m in batch.name_map if _still_named(m, tables)],
         valid=batch.valid - len(blocked),
+        violations=violations,
     )
-    return CheckedBatch(**fields_now, violations=violations)
 
 
 def _still_named(m: NameMapping, tables: set[str]) -> bool:

@@ -1,7 +1,7 @@
 """Replay: load rejected lines again, after the tracking plan (or the PII config) was fixed.
 
-The rejects of one file go through the same stages as a load (PII scrub, normalise, tracking
-plan, dedup, write) under a new load id, so downstream models see them as new rows. In the
+The rejects of one file go through the same STAGES as a load (loader/stages.py: PII scrub,
+validate, route, shape, tracking plan, schema, cast, dedup, write) under a new load id, so downstream models see them as new rows. In the
 same transaction the replayed rejects leave `_loader.rejects` (lines rejected again are
 recorded again, with their new reason), their old blocked violations leave
 `_loader.violations`, and the file's manifest row moves them from `rejects` to `rows_loaded`
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,11 +20,11 @@ import pyarrow as pa
 from loader import __version__, dedup, state, writer
 from loader.config import LoadConfig
 from loader.faults import crash_point
-from loader.normalize import compute_connection, normalize
-from loader.pii import scrub
-from loader.pipeline import FileResult, LoadResult, plan_schema
-from loader.protocols import REJECT_REASON, check
+from loader.normalize import compute_connection
+from loader.pipeline import FileResult, LoadResult, WarehouseSink
+from loader.protocols import REJECT_REASON
 from loader.read import source_id_from_path
+from loader.stages import STAGES, Context, lines_batch, run
 
 DEFAULT_REASONS = (REJECT_REASON,)
 
@@ -31,10 +32,10 @@ DEFAULT_REASONS = (REJECT_REASON,)
 def replay(config: LoadConfig, reasons: tuple[str, ...] = DEFAULT_REASONS) -> LoadResult:
     """Re-load the rejects with one of `reasons`; one transaction per original file."""
     started = time.monotonic()
-    plan, policy = config.compiled_plan, config.pii_policy  # read them before writing anything
+    _ = (config.compiled_plan, config.pii_policy)  # read them before writing anything
     result = LoadResult(None, config.db_path)
     con = writer.connect(config.db_path, memory_limit_mb=config.warehouse_memory_mb)
-    compute = compute_connection(config.reader_memory_mb)
+    ctx = Context(config, compute_connection(config.reader_memory_mb), {}, result.timer)
     try:
         writer.ensure_metadata(con, config.schema)
         result.load_id = load_id = state.start_load(
@@ -48,22 +49,20 @@ def replay(config: LoadConfig, reasons: tuple[str, ...] = DEFAULT_REASONS) -> Lo
             try:
                 pending = writer.Pending()
                 loaded_at = dt.datetime.now(dt.UTC)
+                source_id = source_id_from_path(Path(path)) or config.source_id
                 for chunk in _chunks(lines, config.batch_bytes):
                     table = pa.table({"line_no": pa.array([n for n, _ in chunk], pa.int64()),
                                       "raw": pa.array([t for _, t in chunk], pa.string())})
-                    table, prior = scrub(compute, policy, table, [])
-                    batch = normalize(compute, table, source_id=source_id_from_path(Path(path)) or config.source_id,
-                                      prior_rejections=prior, lines_read=len(chunk))
-                    batch = check(compute, plan, batch, table)
-                    changes = plan_schema(schema, batch)
-                    writer.apply_changes(con, config.schema, changes, load_id=load_id, file_id=file_id)
-                    result.schema_changes += [{**c.__dict__, "path": path} for c in changes]
-                    # The old rejects go before write_batch records the lines rejected again.
-                    writer.forget_rejects(con, file_id, [n for n, _ in chunk], reasons, load_id=load_id)
-                    counts = writer.write_batch(con, schema, batch, pending, load_id=load_id, file_id=file_id,
-                                                path=path, loaded_at=loaded_at)
-                    state.record_names(con, batch.name_map, load_id)
-                    fr.add(batch, counts)
+                    # The old rejects go before the write stage records the lines rejected again.
+                    sink = WarehouseSink(
+                        con, config, schema, pending, [writer.FileRef(file_id, path, len(chunk))],
+                        load_id=load_id, loaded_at=loaded_at, change_file_id=file_id,
+                        before_write=lambda c=chunk, f=file_id: writer.forget_rejects(
+                            con, f, [n for n, _ in c], reasons, load_id=load_id))
+                    batch = run(lines_batch(table, source_id), STAGES, replace(ctx, sink=sink))
+                    result.ran(batch)
+                    result.schema_changes += [{**c.__dict__, "path": path} for c in batch.changes]
+                    fr.add(batch, batch.counts[0])
                 since_load = dedup.window_start(con, config.dedup_window_days)
                 for counts in writer.flush(con, config.schema, pending, load_id=load_id,
                                            since_load=since_load).values():
@@ -80,7 +79,7 @@ def replay(config: LoadConfig, reasons: tuple[str, ...] = DEFAULT_REASONS) -> Lo
         state.finish_load(con, load_id, "succeeded", result.summary())
         con.execute("CHECKPOINT")
     finally:
-        compute.close()
+        ctx.con.close()
         con.close()
     result.seconds = time.monotonic() - started
     return result

@@ -1,23 +1,33 @@
 """Schema evolution as data: decide tables, column types and widenings from what arrived.
 
-Pure functions over the current warehouse schema and a batch's column statistics; the writer
-applies the resulting `SchemaChange`s and records them.
+Pure functions over the current warehouse schema and a batch's column statistics (the
+`plan_schema` stage); the writer applies the resulting `SchemaChange`s and records them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from loader.normalize import ColumnStats, TableSlice
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from loader.batch import file_index
+from loader.normalize import ColumnStats, TableSlice, _type_counts, combine_chunks
 from loader.spec import (
     INTEGER_KINDS,
     NUMBER_KINDS,
     STANDARD_TYPES,
     STATE_TABLES,
+    TRACKS_TABLE,
     ColumnType,
     Kind,
     standard_columns,
 )
+
+if TYPE_CHECKING:
+    from loader.stages import Batch
 
 Schema = dict[str, dict[str, str]]  # table -> column -> DuckDB type
 
@@ -121,3 +131,83 @@ def apply_to(schema: Schema, changes: list[SchemaChange]) -> None:
             schema.setdefault(ch.table, {})
         else:
             schema[ch.table][ch.column] = ch.new_type
+
+
+def plan_schema(schema: Schema, batch: Batch):
+    """Schema changes for every slice of a batch, applied to the in-memory schema as planned."""
+    changes = []
+    for slice_ in batch.slices:
+        mine = plan_changes(schema, slice_)
+        mine += state_table_changes(schema, mine)
+        apply_to(schema, mine)
+        changes += mine
+    return changes
+
+
+def plan_schema_by_file(schema: Schema, batch: Batch, files: int) -> list:
+    """plan_schema for a unit of several files, with the changes loading the files one by one
+    would make: a new column is typed by the first file that has values for it, later files
+    only widen it, and columns are added in that order. Only columns new to the schema (or
+    BIGINT, which may widen) are looked at per file; a column whose kinds give one type
+    whatever the subset (all integers, all booleans...) needs only the files it occurs in."""
+    if files == 1:
+        return plan_schema(schema, batch)
+    # Per slice: the file of each row, and {file: {column: stats}}; mixed columns are counted
+    # per file in one _type_counts call over the whole batch (column i of the stack = leaf i).
+    row_files = [file_index(s.line) for s in batch.slices]
+    stats_of: list[dict[int, dict[str, ColumnStats]]] = [{} for _ in batch.slices]
+    mixed: list[tuple[int, str, ColumnStats]] = []
+    for si, s in enumerate(batch.slices):
+        existing = schema.get(s.table, {})
+        for col, stats in s.columns.items():
+            current = existing.get(col)
+            kinds = {k for k, n in stats.types.items() if n}
+            if not kinds or (current is not None and current != ColumnType.BIGINT):
+                continue
+            uniform = (kinds <= INTEGER_KINDS or kinds <= {Kind.ARRAY, Kind.OBJECT}
+                       or (len(kinds) == 1 and Kind.VARCHAR not in kinds))
+            if not uniform:
+                mixed.append((si, col, stats))
+                continue
+            present = np.asarray(pc.is_valid(combine_chunks(s.values[col].kind)), dtype=bool)
+            for f in np.unique(row_files[si][present]).tolist():
+                stats_of[si].setdefault(f, {})[col] = stats
+    if mixed:
+        texts = [combine_chunks(batch.slices[si].values[col].text) for si, col, _ in mixed]
+        kinds = [combine_chunks(batch.slices[si].values[col].kind) for si, col, _ in mixed]
+        lengths = [len(t) for t in texts]
+        leaf_codes = np.repeat(np.arange(len(mixed), dtype=np.int32), lengths)
+        file_codes = np.concatenate([row_files[si] for si, _, _ in mixed]).astype(np.int32)
+        counts = _type_counts(pa.concat_arrays(texts), pa.concat_arrays(kinds), leaf_codes, file_codes,
+                              list(range(files)))
+        for i, (si, col, stats) in enumerate(mixed):
+            for f, types in counts.get(i, {}).items():
+                if types:
+                    stats_of[si].setdefault(f, {})[col] = ColumnStats(types=types, sources=stats.sources)
+    seen: dict[tuple[int, str], set[int]] = {}
+
+    def _files_with(si: int, col: str) -> set[int]:
+        """The files with a value for `col` in slice `si`."""
+        if (si, col) not in seen:
+            present = np.asarray(pc.is_valid(combine_chunks(batch.slices[si].values[col].kind)), dtype=bool)
+            seen[si, col] = set(np.unique(row_files[si][present]).tolist())
+        return seen[si, col]
+
+    per_file: list[list[TableSlice]] = [[] for _ in range(files)]
+    for si, s in enumerate(batch.slices):
+        for f in np.unique(row_files[si]).tolist():
+            mine = stats_of[si].get(f, {})
+            if s.call == TRACKS_TABLE:  # its columns in the order this file's event tables give them
+                order = dict.fromkeys(c for ti, t in enumerate(batch.slices) if t.call == "track"
+                                      for c in t.columns if c in mine and f in _files_with(ti, c))
+            else:
+                order = s.columns
+            per_file[f].append(replace(s, columns={c: mine[c] for c in order if c in mine}))
+    changes = []
+    for slices in per_file:
+        for slice_ in slices:
+            mine = plan_changes(schema, slice_)
+            mine += state_table_changes(schema, mine)
+            apply_to(schema, mine)
+            changes += mine
+    return changes

@@ -1,4 +1,4 @@
-"""Writing: the only stage that changes the warehouse.
+"""Writing: the only module that changes the warehouse (the `write` stage persists through it).
 
 A file's rows, rejects, discards, schema changes, name mappings and manifest row are written
 inside one transaction that the pipeline opens and commits (see `state.py` for the manifest).
@@ -10,6 +10,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -18,14 +19,16 @@ import pyarrow.compute as pc
 
 from loader import dedup
 from loader.batch import file_index, plain_lines
-from loader.cast import cast_values
 from loader.errors import DatabaseLockedError, UsageError
-from loader.normalize import NormalizedBatch, TableSlice, combine_chunks
+from loader.normalize import TableSlice, combine_chunks
 from loader.read import Rejection
-from loader.schema import Schema, SchemaChange, may_discard
+from loader.schema import Schema, SchemaChange
 from loader.spec import STATE_TABLES
 from loader.sql import ident, literal, table_ref
 from loader.timing import StageTimer, maybe
+
+if TYPE_CHECKING:
+    from loader.stages import Batch
 
 METADATA_DDL = """
 CREATE SCHEMA IF NOT EXISTS _loader;
@@ -195,68 +198,39 @@ class FileRef:
     lines: int  # lines of the file in this batch, rejected ones included
 
 
-def write_batch(
-    con: duckdb.DuckDBPyConnection,
-    schema: Schema,
-    batch: NormalizedBatch,
-    pending: Pending,
-    *,
-    load_id: int,
-    file_id: int,
-    path: str,
-    loaded_at: dt.datetime,
-    timer: StageTimer | None = None,
-) -> BatchCounts:
-    """Record a batch of one file (see write_unit_batch)."""
-    (counts,) = write_unit_batch(con, schema, batch, pending, [FileRef(file_id, path, batch.lines_read)],
-                                 load_id=load_id, loaded_at=loaded_at, timer=timer)
-    return counts
-
-
 def write_unit_batch(
     con: duckdb.DuckDBPyConnection,
-    schema: Schema,
-    batch: NormalizedBatch,
+    batch: Batch,
     pending: Pending,
     files: list[FileRef],
     *,
     load_id: int,
     loaded_at: dt.datetime,
-    timer: StageTimer | None = None,
 ) -> list[BatchCounts]:
-    """Record a batch: its rejects now, its typed rows, discards and violations into `pending`.
-    The counts treat every message new to the group as loaded: the group's one probe of
-    history, at `flush`, moves those loaded before to the duplicates. Returns the counts of
-    each file in `files`."""
+    """Record a batch that went through the `cast` and `dedup` stages: its rejects now; its
+    rows new to the group, their discards and violations into `pending`. The counts treat
+    every message new to the group as loaded: the group's one probe of history, at `flush`,
+    moves those loaded before to the duplicates. Returns the counts of each file in `files`."""
     file_ids = np.asarray([f.file_id for f in files], dtype=np.int64)
     n = len(files)
-    with maybe(timer, "dedup"):
-        if n == 1:
-            fresh = dedup.fresh_in_group(con, batch.messages, file_id=files[0].file_id)
-        else:  # a unit of several files: each row names its file
-            lines = batch.messages["line_no"]
-            fresh = dedup.fresh_in_group(con, batch.messages.append_column(
-                "file_id", pa.array(file_ids[file_index(lines)])).append_column("line", plain_lines(lines)))
-    fresh_lines = fresh["line_no"]
-    is_fresh = _line_mask(batch.messages["line_no"], fresh_lines)
     discarded = np.zeros(n, dtype=np.int64)
-    for slice_ in batch.slices:
-        keep = is_fresh(slice_.line)
-        typed, discards = _type_slice(schema, slice_, keep, load_id=load_id, loaded_at=loaded_at)
-        if typed is not None:
-            pending.tables.setdefault(slice_.table, []).append(typed)
-            pending.origins.setdefault(slice_.table, []).append(_origins(slice_.line, file_ids))
-            pending.rows += pc.sum(keep).as_py()
+    for rows in batch.rows:
+        kept = rows.slice.num_rows if rows.keep is None else (pc.sum(rows.keep).as_py() or 0)
+        if kept:
+            typed = _stamped(rows.table, rows.keep, load_id=load_id, loaded_at=loaded_at)
+            pending.tables.setdefault(rows.slice.table, []).append(typed)
+            pending.origins.setdefault(rows.slice.table, []).append(_origins(rows.slice.line, file_ids))
+            pending.rows += kept
             pending.nbytes += typed.nbytes
-        for d in discards:
+        for d in rows.discards:
             which = file_index(d["line"])
             discarded += np.bincount(which, minlength=n)
             d = d.set_column(d.column_names.index("line"), "line", plain_lines(d["line"]))
             pending.discards.append(d.append_column("file_id", pa.array(file_ids[which])))
-        _note_touched_state(con, slice_, keep)
+        _note_touched_state(con, rows.slice, rows.keep)
     write_rejections(con, batch.rejections, load_id=load_id, files=files)
-    violations = _pend_violations(pending, batch, fresh_lines, file_ids=file_ids)
-    loaded = np.bincount(file_index(fresh_lines), minlength=n)
+    violations = _pend_violations(pending, batch, file_ids=file_ids)
+    loaded = np.bincount(file_index(batch.fresh["line_no"]), minlength=n)
     rejected = np.bincount(file_index([r.line for r in batch.rejections]), minlength=n)
     return [
         BatchCounts(int(loaded[i]), f.lines - int(rejected[i]) - int(loaded[i]), int(discarded[i]),
@@ -265,48 +239,29 @@ def write_unit_batch(
     ]
 
 
+def _stamped(table: pa.Table, keep: pa.Array | None, *, load_id: int, loaded_at: dt.datetime) -> pa.Table:
+    """Cast rows with the loader's columns; rows seen before stay, flagged in KEEP_COLUMN."""
+    n = table.num_rows
+    arrays = dict(zip(table.column_names, table.columns, strict=True))
+    arrays["uuid_ts"] = pa.repeat(pa.scalar(loaded_at, pa.timestamp("us", tz="UTC")), n)
+    arrays["load_id"] = pa.repeat(pa.scalar(load_id, pa.int64()), n)
+    if keep is not None:
+        arrays[KEEP_COLUMN] = keep
+    return pa.table(arrays)
+
+
 def _origins(lines, file_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The file id and the line in that file of each row."""
     encoded = np.asarray(combine_chunks(lines), dtype=np.int64)
     return file_ids[file_index(encoded)], np.asarray(plain_lines(encoded), dtype=np.int64)
 
 
-def _line_mask(lines: pa.ChunkedArray, fresh_lines: pa.ChunkedArray):
-    """A function from a slice's line numbers to "is fresh" flags: one lookup table per
-    batch rather than a hash set per slice (line numbers of one file's batch are a dense
-    range; a unit of several files falls back to a hash lookup)."""
-    low = pc.min(lines).as_py() or 0
-    high = pc.max(lines).as_py() or 0
-    if high - low > 4 * len(lines) + 1024:  # sparse: batch envelopes (http_batch.py), units of files (batch.py)
-        fresh = combine_chunks(fresh_lines) if len(fresh_lines) else pa.array([], pa.int64())
-        return lambda slice_lines: pc.is_in(combine_chunks(slice_lines), value_set=fresh)
-    flags = np.zeros(high - low + 1, dtype=bool)
-    if len(fresh_lines):
-        flags[fresh_lines.to_numpy() - low] = True
-
-    def keep(slice_lines) -> pa.Array:
-        return pa.array(flags[combine_chunks(slice_lines).to_numpy(zero_copy_only=False) - low])
-
-    return keep
-
-
-def violation_count(batch: NormalizedBatch) -> int:
-    violations = getattr(batch, "violations", None)  # set when a tracking plan checked it
-    return 0 if violations is None else violations.num_rows
-
-
-def _pend_violations(pending: Pending, batch: NormalizedBatch, fresh_lines: pa.Array, *,
-                     file_ids: np.ndarray) -> np.ndarray:
-    """Tracking plan violations of the rows new to the group and of the events blocked (a
-    message loaded before is a duplicate: its violations were recorded with it). Returns the
-    count per file of `file_ids`."""
+def _pend_violations(pending: Pending, batch: Batch, *, file_ids: np.ndarray) -> np.ndarray:
+    """Tracking plan violations of the batch (the `dedup` stage kept those of rows new to
+    the group and of blocked events). Returns the count per file of `file_ids`."""
     counts = np.zeros(len(file_ids), dtype=np.int64)
-    violations = getattr(batch, "violations", None)
-    if violations is None or not violations.num_rows:
-        return counts
-    keep = pc.or_(pc.equal(violations["action"], "block"), pc.is_in(violations["line"], fresh_lines))
-    violations = violations.filter(keep)
-    if violations.num_rows:
+    violations = batch.violations
+    if violations is not None and violations.num_rows:
         which = file_index(violations["line"])
         counts += np.bincount(which, minlength=len(file_ids))
         violations = violations.set_column(violations.column_names.index("line"), "line",
@@ -456,78 +411,12 @@ def write_rejections(
     con.unregister("batch_rejects")
 
 
-def _type_slice(
-    schema: Schema,
-    slice_: TableSlice,
-    keep: pa.Array,
-    *,
-    load_id: int,
-    loaded_at: dt.datetime,
-) -> tuple[pa.Table | None, list[pa.Table]]:
-    """Cast each column of one table's rows to its warehouse type (rows seen before are
-    flagged in KEEP_COLUMN, not removed); also return the discarded values (raw text kept)
-    of the new rows' columns that could not take them."""
-    columns = schema[slice_.table]
-    line = slice_.line.filter(keep)
-    if not len(line):
-        return None, []
-    everything = len(line) == slice_.num_rows  # the usual case: nothing was seen before
-    message_id = slice_.message_id if everything else slice_.message_id.filter(keep)
-    arrays: dict[str, pa.Array] = {}
-    discards: list[pa.Table] = []
-    for col, values in slice_.values.items():
-        col_type = columns.get(col)
-        if col_type is None:  # only nulls arrived for it so far: no column yet
-            continue
-        # Cast every row: the insert drops the rows seen before (KEEP_COLUMN).
-        text, kind = values.text, values.kind
-        if values.typed is not None and col_type == "TIMESTAMPTZ":
-            typed = values.typed
-        else:
-            stats = slice_.columns.get(col)
-            kinds = {k for k, n in stats.types.items() if n} if stats is not None else None
-            typed = cast_values(text, kind, col_type, kinds)
-        arrays[col] = typed
-        if slice_.call != "tracks" and may_discard(col_type, slice_.columns.get(col)):
-            lost = pc.and_(pc.is_valid(text), pc.is_null(typed))
-            if not everything and pc.any(lost).as_py():
-                text, kind, lost = text.filter(keep), kind.filter(keep), lost.filter(keep)
-            if pc.any(lost).as_py():
-                reason = pc.binary_join_element_wise(
-                    "cannot cast ", pc.utf8_lower(kind.filter(lost)), f" value to {col_type}", "")
-                discards.append(_discards(slice_.table, col, message_id, line, text, lost, col_type, reason))
-    for ptr, values in slice_.unnamed.items():
-        text = values.text if everything else values.text.filter(keep)
-        lost = pc.is_valid(text)
-        if pc.any(lost).as_py():
-            discards.append(_discards(slice_.table, ptr, message_id, line, text, lost, None,
-                                      "the key has no ASCII letter or digit to name a column"))
-    n = slice_.num_rows
-    arrays["uuid_ts"] = pa.repeat(pa.scalar(loaded_at, pa.timestamp("us", tz="UTC")), n)
-    arrays["load_id"] = pa.repeat(pa.scalar(load_id, pa.int64()), n)
-    if not everything:
-        arrays[KEEP_COLUMN] = keep
-    return pa.table(arrays), discards
-
-
-def _discards(table, column, message_id, line, text, lost, col_type, reason) -> pa.Table:
-    n = pc.sum(lost).as_py()
-    return pa.table({
-        "table_name": pa.array([table] * n, pa.string()),
-        "column_name": pa.array([column] * n, pa.string()),
-        "message_id": message_id.filter(lost),
-        "line": line.filter(lost),
-        "raw_value": text.filter(lost),
-        "column_type": pa.array([col_type] * n, pa.string()),
-        "reason": reason if not isinstance(reason, str) else pa.array([reason] * n, pa.string()),
-    })
-
-
-def _note_touched_state(con: duckdb.DuckDBPyConnection, slice_: TableSlice, keep: pa.Array) -> None:
+def _note_touched_state(con: duckdb.DuckDBPyConnection, slice_: TableSlice, keep: pa.Array | None) -> None:
     """Remember which users / accounts this file's identifies / groups change."""
     for state, (source, key, _) in STATE_TABLES.items():
         if slice_.table == source and key in slice_.values:
-            keys = pc.unique(pc.drop_null(slice_.values[key].text.filter(keep)))
+            text = slice_.values[key].text
+            keys = pc.unique(pc.drop_null(text if keep is None else text.filter(keep)))
             if len(keys):
                 con.register("touched_keys", pa.table({"k": keys}))
                 con.execute(f"INSERT INTO touched SELECT {literal(state)}, k FROM touched_keys")

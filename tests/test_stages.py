@@ -11,11 +11,22 @@ import pyarrow as pa
 import pytest
 
 from loader.cast import cast_values
-from loader.normalize import ColumnStats, compute_connection, json_kinds, normalize
+from loader.config import LoadConfig
+from loader.normalize import ColumnStats, compute_connection, json_kinds
 from loader.schema import infer_type, may_discard, needs_widening
 from loader.spec import ColumnType, Kind
+from loader.stages import UNIT_STAGES, Batch, Context, lines_batch, run
 
 UTC = dt.UTC
+
+
+def unit_stages(lines: pa.Table, source_id: str | None = None, config: LoadConfig | None = None) -> Batch:
+    """UNIT_STAGES (scrub to tracking plan) over fixture lines, on a compute connection."""
+    con = compute_connection(256)
+    try:
+        return run(lines_batch(lines, source_id), UNIT_STAGES, Context(config or LoadConfig(), con))
+    finally:
+        con.close()
 
 # JSON text of one value -> (value as text, JSON kind)
 JSON_KINDS = [
@@ -149,12 +160,8 @@ ENVELOPES = [
 
 @pytest.mark.parametrize(("line", "table", "standard"), ENVELOPES)
 def test_envelope_to_standard_columns(line, table, standard):
-    con = compute_connection(256)
-    try:
-        lines = pa.table({"line_no": pa.array([1], pa.int64()), "raw": pa.array([line])})
-        batch = normalize(con, lines, source_id="src", prior_rejections=[], lines_read=1)
-    finally:
-        con.close()
+    lines = pa.table({"line_no": pa.array([1], pa.int64()), "raw": pa.array([line])})
+    batch = unit_stages(lines, "src")
     assert batch.rejections == []
     (slice_,) = [s for s in batch.slices if s.table == table]
     got = {col: slice_.values[col].text[0].as_py() for col in standard}
@@ -177,11 +184,7 @@ REJECTS = [
 
 @pytest.mark.parametrize(("line", "reason"), REJECTS)
 def test_message_to_reject_reason(line, reason):
-    con = compute_connection(256)
-    try:
-        lines = pa.table({"line_no": pa.array([7], pa.int64()), "raw": pa.array([line])})
-        batch = normalize(con, lines, source_id=None, prior_rejections=[], lines_read=1)
-    finally:
-        con.close()
+    lines = pa.table({"line_no": pa.array([7], pa.int64()), "raw": pa.array([line])})
+    batch = unit_stages(lines)
     assert [(r.line, r.reason, r.raw) for r in batch.rejections] == [(7, reason, line.encode())]
     assert batch.slices == []

@@ -1,0 +1,220 @@
+"""The envelope of a message: validation, routing, the in-batch dedup and the standard columns.
+
+Three steps of the stage pipeline (loader/stages.py), each over Arrow tables passed in and
+returned, with named columns (the envelope field `receivedAt` is the column "receivedAt", not
+a position in a list):
+
+- `validate`: one parse of every line; each is a message or a reject with its reason.
+- `route`: each message's table, and in-batch duplicates left out (first copy wins).
+- `standard_columns`: the standard columns of every message, as text plus JSON kind.
+
+All per-row work runs in DuckDB on a compute connection (never the warehouse). Names an Arrow
+table is registered under live only inside the function that registers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from loader.dedup import IN_BATCH_RANK
+from loader.naming import event_table_name
+from loader.normalize import NameMapping, _as_table
+from loader.read import Rejection
+from loader.spec import (
+    CALL_TABLES,
+    CALL_TYPES,
+    ENVELOPE,
+    ISO_DATE_OR_TIME_RE,
+    MAX_MESSAGE_ID_LENGTH,
+    PAYLOAD_ROOT,
+    REASON_TEXT,
+    TIMESTAMP_COLUMNS,
+    Reason,
+)
+
+
+@dataclass
+class Routed:
+    """`route`'s result: the messages that won the in-batch dedup, in line order."""
+
+    messages: pa.Table  # the validated columns plus tbl, payload (properties or traits), context
+    name_map: list[NameMapping]  # event name -> table
+    valid: int  # messages before the in-batch dedup
+    duplicates: int  # in-batch copies left out
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, **tables: pa.Table) -> Iterator[None]:
+    """Arrow tables visible to SQL under the given names for the `with` block only."""
+    for name, table in tables.items():
+        con.register(name, table)
+    try:
+        yield
+    finally:
+        for name in tables:
+            con.unregister(name)
+
+
+def _field(key: str) -> str:
+    """The column holding envelope field `key` as JSON text (NULL when absent)."""
+    return '"' + key + '"'
+
+
+def validate(con: duckdb.DuckDBPyConnection, lines: pa.Table) -> tuple[pa.Table, list[Rejection]]:
+    """Parse each line (line_no, raw) once. Returns every line's row (line_no, message_id,
+    call, event_name, event_text, one column per ENVELOPE field as JSON text, and `reason`:
+    NULL for a valid message) and the rejects, in line order, with their raw bytes."""
+
+    def as_sent(key: str) -> str:
+        v = _field(key)
+        return f"CASE WHEN left({v}, 1) IN ('{{', '[') OR {v} = 'null' THEN NULL ELSE {v}->>'$' END"
+
+    def text(key: str) -> str:  # trimmed, empty as NULL: what validation and routing use
+        return f"nullif(trim({as_sent(key)}), '')"
+
+    pointers = ", ".join(f"'/{k}'" for k in ENVELOPE)
+    fields = ", ".join(f"e[{i + 1}] AS {_field(k)}" for i, k in enumerate(ENVELOPE))
+    with registered(con, batch_lines=lines):
+        checked = con.sql(
+            f"""
+            WITH parsed AS (
+                SELECT line_no, kind, {fields}
+                FROM (SELECT line_no, kind,
+                             CASE WHEN kind = 'OBJECT' THEN json_extract(raw, [{pointers}]) END AS e
+                      FROM (SELECT line_no, raw,
+                                   CASE WHEN NOT json_valid(raw)
+                                          THEN CASE WHEN trim(raw, ' \t\r\n') = '' THEN 'EMPTY' END
+                                        WHEN left(ltrim(raw), 1) = '{{' THEN 'OBJECT' ELSE 'OTHER' END AS kind
+                            FROM batch_lines))),
+            texts AS (
+                SELECT *, {text('messageId')} AS message_id, left({_field('messageId')}, 1) AS id_start,
+                       {text('type')} AS call, {text('event')} AS event_name,
+                       {as_sent('event')} AS event_text,
+                       {text('userId')} AS user_id, {text('anonymousId')} AS anonymous_id,
+                       {text('groupId')} AS group_id
+                FROM parsed)
+            SELECT line_no, message_id, call, event_name, event_text, {', '.join(map(_field, ENVELOPE))},
+                   CASE
+                     WHEN kind IS NULL THEN '{Reason.MALFORMED_JSON}'
+                     WHEN kind = 'EMPTY' THEN '{Reason.EMPTY_LINE}'
+                     WHEN kind <> 'OBJECT' THEN '{Reason.NOT_AN_OBJECT}'
+                     WHEN id_start IN ('{{', '[', 't', 'f') THEN '{Reason.INVALID_MESSAGE_ID}'
+                     WHEN message_id IS NULL THEN '{Reason.MISSING_MESSAGE_ID}'
+                     WHEN length(message_id) > {MAX_MESSAGE_ID_LENGTH} THEN '{Reason.INVALID_MESSAGE_ID}'
+                     WHEN {_field('type')} IS NULL OR {_field('type')} = 'null' THEN '{Reason.MISSING_TYPE}'
+                     WHEN coalesce(call NOT IN {tuple(CALL_TYPES)}, true) THEN '{Reason.UNKNOWN_TYPE}'
+                     WHEN call = 'track' AND event_name IS NULL THEN '{Reason.MISSING_EVENT}'
+                     WHEN user_id IS NULL AND anonymous_id IS NULL THEN '{Reason.MISSING_IDENTITY}'
+                     WHEN call = 'group' AND group_id IS NULL THEN '{Reason.MISSING_GROUP_ID}'
+                   END AS reason
+            FROM texts
+            """
+        ).to_arrow_table()
+        checked = _as_table(checked)
+        rejected = checked.filter(pc.is_valid(checked["reason"])).select(["line_no", "reason"])
+        rejections = []
+        if rejected.num_rows:
+            with registered(con, rejected_lines=rejected):
+                rows = con.execute(
+                    "SELECT c.line_no, r.raw, c.reason FROM rejected_lines c JOIN batch_lines r USING (line_no) "
+                    "ORDER BY c.line_no").fetchall()
+            rejections = [Rejection(n, raw.encode("utf-8").removesuffix(b"\n"), reason, REASON_TEXT[reason])
+                          for n, raw, reason in rows]
+    return checked, rejections
+
+
+def route(con: duckdb.DuckDBPyConnection, checked: pa.Table) -> Routed:
+    """The valid messages of `validate`'s table with their table (`tbl`) and payload root,
+    without in-batch duplicates (IN_BATCH_RANK: earliest receivedAt, then line order)."""
+    valid = checked["reason"].null_count
+    with registered(con, checked_lines=checked):
+        # Event names are few: name them in Python, join them back.
+        events = [r[0] for r in con.execute(
+            "SELECT DISTINCT event_name FROM checked_lines WHERE reason IS NULL AND call = 'track'"
+        ).fetchall()]
+        name_map = [NameMapping("table", "tracks", ev, event_table_name(ev)) for ev in events]
+        event_tables = pa.table({"event_name": pa.array(events, pa.string()),
+                                 "tbl": pa.array([m.name for m in name_map], pa.string())})
+        payload_calls = tuple(PAYLOAD_ROOT)
+        call_tables = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in CALL_TABLES.items())
+        with registered(con, event_tables=event_tables):
+            # In-batch duplicates are few: list their lines rather than rank the wide rows.
+            messages = con.sql(
+                f"""
+                WITH dups AS (
+                    SELECT line_no FROM (SELECT line_no, {IN_BATCH_RANK} AS dedup_rank
+                                         FROM checked_lines WHERE reason IS NULL)
+                    WHERE dedup_rank > 1)
+                SELECT c.* EXCLUDE (reason),
+                       coalesce(t.tbl, CASE c.call {call_tables} END) AS tbl,
+                       CASE WHEN c.call IN {payload_calls} THEN c."properties" ELSE c."traits" END AS payload
+                FROM checked_lines c LEFT JOIN event_tables t ON c.call = 'track' AND t.event_name = c.event_name
+                WHERE c.reason IS NULL AND c.line_no NOT IN (SELECT line_no FROM dups)
+                ORDER BY c.line_no
+                """
+            ).to_arrow_table()
+    messages = _as_table(messages)
+    return Routed(messages, name_map, valid, valid - messages.num_rows)
+
+
+def standard_columns(con: duckdb.DuckDBPyConnection, messages: pa.Table, source_id: str | None) -> pa.Table:
+    """Standard columns of every routed message, in line order: line_no, message_id, call,
+    tbl, event_text, then per column its text, `<col>#kind` (JSON type) and, for the
+    timestamps, `<col>#ts` (parsed once here, rather than per table later)."""
+    value = _field
+    ts = {k: f"try_cast({value(k)}->>'$' AS TIMESTAMPTZ)" for k in ("receivedAt", "sentAt", "originalTimestamp")}
+    # Keep the archive's timestamp; else correct the device clock by the send/receive gap.
+    computed = (
+        f"strftime(coalesce({ts['receivedAt']} - ({ts['sentAt']} - {ts['originalTimestamp']}), "
+        f"{ts['receivedAt']}), '%Y-%m-%dT%H:%M:%S.%fZ')"
+    )
+    has_timestamp = f"coalesce({value('timestamp')}, 'null') <> 'null'"
+    fallback = "NULL" if source_id is None else "'" + source_id.replace("'", "''") + "'"
+    has_project = f"left({value('projectId')}, 1) NOT IN ('n', '{{', '[')"
+    columns = {
+        "anonymous_id": (value("anonymousId"), None),
+        "user_id": (value("userId"), None),
+        "received_at": (value("receivedAt"), None),
+        "sent_at": (value("sentAt"), None),
+        "original_timestamp": (value("originalTimestamp"), None),
+        "timestamp": (
+            f"CASE WHEN {has_timestamp} THEN {value('timestamp')}->>'$' ELSE {computed} END",
+            (f"CASE WHEN {has_timestamp} THEN json_type({value('timestamp')}) "
+             f"WHEN {ts['receivedAt']} IS NOT NULL THEN 'VARCHAR' END"),
+        ),
+        "source_id": (
+            f"coalesce(CASE WHEN {has_project} THEN {value('projectId')}->>'$' END, {fallback})",
+            (f"CASE WHEN {has_project} THEN json_type({value('projectId')}) "
+             f"WHEN {fallback} IS NOT NULL THEN 'VARCHAR' END"),
+        ),
+        # Pages and screens: the call's name, else properties.name (as RudderStack does).
+        **{
+            key: (
+                (f"coalesce(CASE WHEN left({value(key)}, 1) NOT IN ('n', '{{', '[') THEN {value(key)} END, "
+                 f"CASE WHEN call IN ('page', 'screen') THEN json_extract({value('properties')}, '/{key}') END)"),
+                None,
+            )
+            for key in ("name", "category")
+        },
+        "group_id": (value("groupId"), None),
+        "previous_id": (value("previousId"), None),
+    }
+    select = ["line_no", "message_id", "call", "tbl", "event_text"]
+    for col, (expr, kind) in columns.items():
+        if kind is None:
+            expr, kind = f"{expr}->>'$'", f"json_type({expr})"
+        select.append(f'{expr} AS "{col}"')
+        select.append(f'{kind} AS "{col}#kind"')
+        if col in TIMESTAMP_COLUMNS:
+            select.append(
+                f"CASE WHEN ({kind}) = 'VARCHAR' AND regexp_full_match({expr}, '{ISO_DATE_OR_TIME_RE}') "
+                f'THEN try_cast(trim({expr}) AS TIMESTAMPTZ) END AS "{col}#ts"'
+            )
+    with registered(con, routed_messages=messages):
+        return _as_table(con.sql(f"SELECT {', '.join(select)} FROM routed_messages ORDER BY line_no").to_arrow_table())
