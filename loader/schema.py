@@ -152,6 +152,20 @@ def plan_schema_by_file(schema: Schema, batch: Batch, files: int) -> list:
     whatever the subset (all integers, all booleans...) needs only the files it occurs in."""
     if files == 1:
         return plan_schema(schema, batch)
+    changes = []
+    for slices in file_slices(schema, batch, files):
+        for slice_ in slices:
+            mine = plan_changes(schema, slice_)
+            mine += state_table_changes(schema, mine)
+            apply_to(schema, mine)
+            changes += mine
+    return changes
+
+
+def file_slices(schema: Schema, batch: Batch, files: int) -> list[list[TableSlice]]:
+    """Per file of a unit, its slices with the column statistics loading it alone would give
+    (the columns that can change `schema`; with an empty schema, every column). The Spark
+    loader plans the schema on its driver from these (loader/spark.py)."""
     # Per slice: the file of each row, and {file: {column: stats}}; mixed columns are counted
     # per file in one _type_counts call over the whole batch (column i of the stack = leaf i).
     row_files = [file_index(s.line) for s in batch.slices]
@@ -203,11 +217,4 @@ def plan_schema_by_file(schema: Schema, batch: Batch, files: int) -> list:
             else:
                 order = s.columns
             per_file[f].append(replace(s, columns={c: mine[c] for c in order if c in mine}))
-    changes = []
-    for slices in per_file:
-        for slice_ in slices:
-            mine = plan_changes(schema, slice_)
-            mine += state_table_changes(schema, mine)
-            apply_to(schema, mine)
-            changes += mine
-    return changes
+    return per_file

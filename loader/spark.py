@@ -1,0 +1,598 @@
+"""The loader as a Spark job (`python -m loader load PATH --engine spark --lake DIR`).
+
+The same stages as the DuckDB loader, spread over Spark tasks, writing Parquet lake tables:
+
+1. Shape (one task per unit of loader/batch.py: a file, or many small files): read, scrub,
+   normalise and judge each file with the loader's own functions; return the column
+   statistics of each planning step and write the unit's message ids (its in-unit winners).
+2. Plan (driver): replay the schema planning unit by unit, in file order, from those
+   statistics: the same tables, columns, types and widenings as loading the files one by one.
+3. Dedup (Spark SQL): the first copy of each message id, in file order, that no committed
+   load holds (a distributed anti-join against the lake's `_loader/seen_messages`); every other
+   copy is a loser of its unit.
+4. Write (one task per unit): the loader's own writer, into a task-local in-memory DuckDB
+   holding the schema as it stood before the unit, with the unit's losers pre-recorded as
+   history (so they are counted as duplicates exactly as the DuckDB loader counts them); then
+   each table is exported, cast to the load's final types, as Parquet under the staging area.
+5. Commit (driver): `users`/`accounts` are recomputed, every staged table is moved to
+   `<lake>/<schema>/<table>/load=<id>/`, and the commit record `_loader/commits/<id>.json`
+   is written last, atomically (write then rename).
+
+Exactly once without multi-table transactions: a `load=<id>` directory counts only when its
+commit record exists. A run first removes what an uncommitted run left (its `load=<id>`
+directories and the staging area), and takes the next load id after the last committed one,
+so a re-run after a crash redoes that load from scratch. Files are skipped by the committed
+manifest, as in the DuckDB loader, so a re-run after success is a no-op.
+
+The lake is plain Parquet on a filesystem every executor and the driver see (local disk in
+local mode, a shared mount on a cluster): directory renames are what make publishing cheap.
+A table format (Delta, Iceberg) would replace steps 5's renames and commit record by its own
+atomic commit; the stages before it stay as they are.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import os
+import queue
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from loader import __version__, dedup, pipeline, state, writer
+from loader.batch import FILE_SHIFT, LINE_MASK, Unit, plan_units, without_files
+from loader.config import LoadConfig
+from loader.errors import UsageError
+from loader.faults import crash_point
+from loader.normalize import TableSlice, compute_connection
+from loader.read import InputFile, discover_files
+from loader.schema import Schema, file_slices, plan_schema
+from loader.spec import STATE_TABLES
+from loader.sql import ident, literal, table_ref
+from loader.stages import Batch, run_unit_stages
+from loader.timing import StageTimer
+
+META = "_loader"
+# `_loader` tables each unit writes (seen_messages: the ids it loaded, from the view)
+UNIT_META = ("rejects", "discards", "schema_changes", "name_map", "violations", "files", "seen_messages")
+CRASH_ENV = "SEGMENT_LOADER_CRASH_AT"
+# Named points of the driver's commit (SEGMENT_LOADER_CRASH_AT=<point>, loader/faults.py)
+SPARK_CRASH_POINTS = ("spark_before_publish", "spark_mid_publish", "spark_before_commit", "spark_after_commit")
+FILE_IDS_PER_UNIT = 2  # a streamed file that fails takes a second file id (pipeline._write_file)
+_LOAD_DIR = re.compile(r"^load=(\d+)$")
+
+
+# ---- the one adapter to the loader's per-unit stages (loader/pipeline.py) ----------------
+
+@dataclass
+class Shaped:
+    """A unit after the shape stage. `combined`: its files are one batch (`batches[0]`);
+    otherwise `batches[i]` are file i's batches and `errors[i]` what stopped its reading."""
+
+    index: int
+    unit: Unit
+    combined: bool
+    batches: list
+    errors: list
+    lines: list[int]
+    failed: set[int]
+    steps: list[tuple[str, list[TableSlice]]]  # (path, slices with statistics only), in order
+
+    def light(self) -> Shaped:
+        """Without the batches: what the driver needs to plan."""
+        return replace(self, batches=[], errors=[None] * len(self.errors))
+
+
+def _stats_only(slices: list[TableSlice]) -> list[TableSlice]:
+    empty_lines, empty_ids = pa.array([], pa.int64()), pa.array([], pa.string())
+    return [replace(s, line=empty_lines, message_id=empty_ids, values={}, unnamed={}) for s in slices]
+
+
+def shape_unit(index: int, unit: Unit, config: LoadConfig) -> tuple[Shaped, pa.Table]:
+    """The loader's warehouse-free stages (stages.run_unit_stages) over one unit, then each
+    file judged against the reject ratio; returns it and its message ids (message_id, seq:
+    the order in which the DuckDB loader meets them). As the DuckDB loader's reader does, a
+    unit of small files that cannot be read as one batch is read file by file."""
+    con = compute_connection(config.reader_memory_mb)
+    hints: dict = {}
+    timer = StageTimer()
+    try:
+        if unit.combined:
+            try:
+                (batch,) = run_unit_stages(unit, config, con, hints, timer)
+            except Exception:  # noqa: BLE001 - as pipeline._produce: its files one by one
+                batch = None
+            if batch is not None:
+                return _judge_unit(index, unit, config, batch, batch.lines_per_file)
+        batches, errors = [], []
+        for f in unit.files:
+            mine: list[Batch] = []
+            try:
+                mine.extend(run_unit_stages(Unit((f,)), config, con, hints, timer))
+                errors.append(None)
+            except Exception as exc:  # noqa: BLE001 - the file's failure, recorded by the writer
+                errors.append(exc)
+            batches.append(mine)
+        return _judge_files(index, unit, config, batches, errors)
+    finally:
+        con.close()
+
+
+def _judge_unit(index: int, unit: Unit, config: LoadConfig, batch: Batch,
+                lines: list[int]) -> tuple[Shaped, pa.Table]:
+    rejects: list[list] = [[] for _ in unit.files]
+    for r in batch.rejections:
+        rejects[r.line >> FILE_SHIFT].append(replace(r, line=r.line & LINE_MASK))
+    failed = {i for i, f in enumerate(unit.files)
+              if pipeline._reject_ratio_error(f, config, lines[i], rejects[i]) is not None}
+    kept = without_files(batch, failed) if failed else batch
+    per_file = file_slices({}, kept, len(unit.files))
+    steps = [(f.name, _stats_only(per_file[i])) for i, f in enumerate(unit.files) if i not in failed]
+    ids = pa.table({"message_id": kept.messages["message_id"], "unit": pa.repeat(pa.scalar(index, pa.int32()), kept.messages.num_rows),
+                    "seq": kept.messages["line_no"]})
+    shaped = Shaped(index, unit, True, [batch], [None] * len(unit.files), lines, failed, steps)
+    return shaped, ids
+
+
+def _judge_files(index: int, unit: Unit, config: LoadConfig, batches: list[list[Batch]],
+                 errors: list) -> tuple[Shaped, pa.Table]:
+    failed, steps, ids = set(), [], []
+    for i, f in enumerate(unit.files):
+        rejections = [r for b in batches[i] for r in b.rejections]
+        read = sum(b.lines_read for b in batches[i])
+        if errors[i] is not None or pipeline._reject_ratio_error(f, config, read, rejections) is not None:
+            failed.add(i)
+            continue
+        steps += [(f.name, _stats_only(b.slices)) for b in batches[i]]
+        ids += [b.messages["message_id"].combine_chunks() if isinstance(b.messages["message_id"], pa.ChunkedArray)
+                else b.messages["message_id"] for b in batches[i]]
+    message_ids = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
+    table = pa.table({"message_id": message_ids, "unit": pa.repeat(pa.scalar(index, pa.int32()), len(message_ids)),
+                      "seq": pa.array(np.arange(len(message_ids), dtype=np.int64))})
+    lines = [sum(b.lines_read for b in bs) for bs in batches]
+    return Shaped(index, unit, False, batches, errors, lines, failed, steps), table
+
+
+def write_unit(group, shaped: Shaped, hashes: dict) -> list[pipeline.FileResult]:
+    """Write a shaped unit through the loader's own writer (pipeline._write_unit, or
+    _write_file per file) into `group`, a commit group over a task-local DuckDB."""
+    progress = pipeline._Progress(replace(group.config, progress=None), len(shaped.unit.files),
+                                  started=time.monotonic())
+    if shaped.combined:
+        return pipeline._write_unit(group, shaped.unit, shaped.batches[0], shaped.lines, hashes, progress)
+    results = []
+    for f, batches, error in zip(shaped.unit.files, shaped.batches, shaped.errors, strict=True):
+        out: queue.Queue = queue.Queue()
+        for b in batches:
+            out.put(("batch", f, b))
+        out.put(("end", f, error))
+        results.append(pipeline._write_file(group, f, hashes[f.path], out, progress))
+    return results
+
+
+# ---- the lake: committed loads, schema, reading it back ---------------------------------
+
+def committed(lake: Path) -> dict[int, dict]:
+    """Commit records by load id."""
+    folder = lake / META / "commits"
+    records = {}
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        records[int(p.stem)] = json.loads(p.read_text())
+    return records
+
+
+def table_files(lake: Path, schema: str, table: str, loads: set[int]) -> list[str]:
+    """The Parquet files of a table that committed loads wrote (users/accounts: one file)."""
+    folder = lake / schema / table
+    if not folder.is_dir():
+        return []
+    files = [str(p) for p in sorted(folder.glob("part*.parquet"))]
+    for d in sorted(folder.iterdir()):
+        m = _LOAD_DIR.match(d.name)
+        if m and int(m.group(1)) in loads:
+            files += [str(p) for p in sorted(d.glob("*.parquet"))]
+    return files
+
+
+def _read(files: list[str]) -> str:
+    """DuckDB's read_parquet over lake files (their load=<id> folders are not a column)."""
+    return f"read_parquet([{', '.join(literal(f) for f in files)}], union_by_name = true, hive_partitioning = false)"
+
+
+def open_lake(lake: str | Path, con: duckdb.DuckDBPyConnection, schema: str = "segment") -> None:
+    """Copy the committed lake into `con` as the DuckDB loader's tables (the event schema
+    and `_loader`), e.g. to compare both loaders or query it with DuckDB."""
+    lake = Path(lake)
+    records = committed(lake)
+    loads = set(records)
+    writer.ensure_metadata(con, schema)
+    tables: Schema = records[max(records)]["schema"] if records else {}
+    for table, cols in tables.items():
+        target = table_ref(schema, table)
+        con.execute(f"CREATE TABLE {target} ({', '.join(f'{ident(c)} {t}' for c, t in cols.items())})")
+        files = table_files(lake, schema, table, loads)
+        if files:
+            con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {_read(files)}")
+    for table in (*UNIT_META, "loads"):
+        files = table_files(lake, META, table, loads)
+        if not files:
+            continue
+        rows = _read(files)
+        if table == "seen_messages":
+            dedup._record(con, f"(SELECT {dedup.key_sql('message_id')} AS key, message_id, file_id, load_id FROM {rows})")
+        else:
+            con.execute(f"INSERT INTO {META}.{table} BY NAME SELECT * FROM {rows}")
+
+
+def _recover(lake: Path) -> set[int]:
+    """Remove what uncommitted loads wrote (their load=<id> folders, the staging area);
+    returns the committed load ids."""
+    loads = set(committed(lake))
+    for top in (p for p in lake.iterdir() if p.is_dir()) if lake.is_dir() else []:
+        for table in (p for p in top.iterdir() if p.is_dir()):
+            for d in table.iterdir():
+                m = _LOAD_DIR.match(d.name)
+                if m and int(m.group(1)) not in loads:
+                    shutil.rmtree(d)
+            for tmp in table.glob("*.tmp"):
+                tmp.unlink()
+    shutil.rmtree(lake / "_staging", ignore_errors=True)
+    return loads
+
+
+# ---- the job ------------------------------------------------------------------------------
+
+@dataclass
+class _UnitPlan:
+    schema_before: Schema
+    final: Schema
+    first_file_id: int
+    load_id: int
+    hashes: dict
+
+
+@dataclass
+class _Written:
+    index: int
+    files: list
+    timer: StageTimer = field(default_factory=StageTimer)
+
+
+def session(master: str = "local[2]", app: str = "segment-loader"):
+    """A SparkSession for the loader (local mode by default; on a cluster spark-submit's)."""
+    from pyspark.sql import SparkSession
+
+    return (SparkSession.builder.master(master).appName(app)
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.shuffle.partitions", "4")
+            .getOrCreate())
+
+
+def load_spark(paths: list[str], config: LoadConfig, lake: str, spark=None) -> pipeline.LoadResult:
+    """Load Segment archives into the Parquet lake at `lake` with Spark (see module doc)."""
+    if config.dry_run:
+        raise UsageError("--dry-run is not supported with --engine spark (run it with the DuckDB engine)")
+    if config.dedup_window_days is not None:
+        raise UsageError("--dedup-window is not supported with --engine spark")
+    started = time.monotonic()
+    lake_dir = Path(lake).resolve()
+    lake_dir.mkdir(parents=True, exist_ok=True)
+    files = discover_files(paths, config.since, config.exclude)
+    if any(f.origin is not None for f in files):
+        raise UsageError("--engine spark reads local or mounted paths only (s3:// input is not built yet)")
+    _ = (config.compiled_plan, config.pii_policy)  # a bad one is a usage error, now
+    spark = spark or session()
+    loads = _recover(lake_dir)
+    load_id = max(loads, default=0) + 1
+    result = pipeline.LoadResult(load_id, str(lake_dir))
+    records = committed(lake_dir)
+    base: Schema = copy.deepcopy(records[max(records)]["schema"]) if records else {}
+    todo, hashes = _triage(files, config, lake_dir, loads, result)
+    staging = lake_dir / "_staging" / str(load_id)
+    staging.mkdir(parents=True)
+    sizes = {f.path: hashes[f.path][1] for f in todo}
+    units = plan_units(todo, sizes, config.batch_bytes)
+    sc = spark.sparkContext
+    job_config = replace(config, progress=None)
+    ids_dir = str(staging / "ids")
+
+    def shape(item):
+        os.environ.pop(CRASH_ENV, None)  # crash points are the driver's (a task would be retried)
+        index, unit = item
+        shaped, ids = shape_unit(index, unit, job_config)
+        os.makedirs(ids_dir, exist_ok=True)
+        pq.write_table(ids, os.path.join(ids_dir, f"part-{index:06}.parquet"))
+        return shaped
+
+    with result.timer.stage("shape"):
+        shaped_rdd = sc.parallelize(list(enumerate(units)), max(1, len(units))).map(shape).persist()
+        plans = sorted(shaped_rdd.map(lambda s: s.light()).collect(), key=lambda s: s.index)
+    with result.timer.stage("plan"):
+        unit_plans, final, changes = _plan(plans, base, load_id, _next_file_id(lake_dir, loads), hashes)
+    result.schema_changes = changes
+    with result.timer.stage("dedup"):
+        losers_dir = staging / "losers"
+        if units:
+            _losers(spark, ids_dir, table_files(lake_dir, META, "seen_messages", loads), str(losers_dir))
+    schema_name = config.schema
+    by_index = {i: p for i, p in enumerate(unit_plans)}
+
+    def write(shaped: Shaped) -> _Written:
+        os.environ.pop(CRASH_ENV, None)
+        return _write_task(shaped, by_index[shaped.index], job_config, staging, losers_dir, schema_name)
+
+    with result.timer.stage("write"):
+        written = sorted(shaped_rdd.map(write).collect(), key=lambda w: w.index) if units else []
+    shaped_rdd.unpersist()
+    for w in written:
+        result.files += w.files
+        result.timer.merge(w.timer)
+    with result.timer.stage("commit"):
+        _commit(lake_dir, staging, load_id, loads, base, final, config, result, started)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _triage(files: list[InputFile], config: LoadConfig, lake: Path, loads: set[int],
+            result: pipeline.LoadResult) -> tuple[list[InputFile], dict]:
+    """The files to load, as the DuckDB loader chooses them: skip what the committed manifest
+    holds (same content), and files that failed before unchanged unless --retry-failed."""
+    con = duckdb.connect()
+    try:
+        writer.ensure_metadata(con, config.schema)
+        for table in ("files", "loads"):
+            parts = table_files(lake, META, table, loads)
+            if parts:
+                con.execute(f"INSERT INTO {META}.{table} BY NAME SELECT * FROM {_read(parts)}")
+        done = state.loaded_hashes(con)
+        failed_hashes = {} if config.retry_failed or config.force else \
+            state.failed_before(con, pipeline._judging(config))[0]
+    finally:
+        con.close()
+    todo, hashes = [], {}
+    for f in files:
+        try:
+            hashes[f.path] = state.content_hash(f.path)
+        except OSError as exc:
+            result.files.append(pipeline.FileResult(f.name, "failed", reason=pipeline._describe(f, exc)))
+            continue
+        h = hashes[f.path][0]
+        if h in done and not config.force:
+            result.files.append(pipeline.FileResult(f.name, "skipped", reason=f"already loaded (same content as {done[h]})"))
+        elif h in failed_hashes:
+            result.files.append(pipeline.FileResult(
+                f.name, "skipped", reason=f"{pipeline.SKIPPED_FAILED}: {failed_hashes[h]} (--retry-failed reads it again)"))
+        else:
+            todo.append(f)
+    return todo, hashes
+
+
+def _next_file_id(lake: Path, loads: set[int]) -> int:
+    manifest = table_files(lake, META, "files", loads)
+    if not manifest:
+        return 1
+    return duckdb.execute(f"SELECT coalesce(max(file_id), 0) + 1 FROM {_read(manifest)}").fetchone()[0]
+
+
+class _Steps:
+    """A planning step in the shape pipeline.plan_schema reads (its slices)."""
+
+    def __init__(self, slices: list[TableSlice]) -> None:
+        self.slices = slices
+
+
+def _plan(plans: list[Shaped], base: Schema, load_id: int, first_file_id: int,
+          hashes: dict) -> tuple[list[_UnitPlan], Schema, list[dict]]:
+    """The schema before each unit and after the last, planned in file order (driver)."""
+    schema = copy.deepcopy(base)
+    unit_plans, changes = [], []
+    next_id = first_file_id
+    for shaped in plans:
+        before = copy.deepcopy(schema)
+        for path, slices in shaped.steps:
+            changes += [asdict(c) | {"path": path} for c in plan_schema(schema, _Steps(slices))]
+        mine = {f.path: hashes[f.path] for f in shaped.unit.files}
+        unit_plans.append(_UnitPlan(before, {}, next_id, load_id, mine))
+        next_id += FILE_IDS_PER_UNIT * len(shaped.unit.files)
+    for p in unit_plans:
+        p.final = schema
+    return unit_plans, schema, changes
+
+
+def _losers(spark, ids_dir: str, history: list[str], out: str) -> None:
+    """Per unit, the message ids it must not load: the first copy of an id in file order
+    wins, unless a committed load holds it (the distributed anti-join against history)."""
+    from pyspark.sql import functions as F
+
+    ids = spark.read.parquet(ids_dir)
+    first = (ids.groupBy("message_id")
+             .agg(F.min(F.struct("unit", "seq")).alias("w"))
+             .select("message_id", F.col("w.unit").alias("unit")))
+    if history:
+        first = first.join(spark.read.parquet(*history).select("message_id"), "message_id", "left_anti")
+    losers = ids.select("message_id", "unit").distinct().join(first, ["message_id", "unit"], "left_anti")
+    losers.repartition("unit").write.partitionBy("unit").mode("overwrite").parquet(out)
+
+
+def _write_task(shaped: Shaped, plan: _UnitPlan, config: LoadConfig, staging: Path, losers_dir: Path,
+                schema_name: str) -> _Written:
+    """Executor: write one unit into a task-local DuckDB, export its tables to staging."""
+    con = writer.connect(":memory:", memory_limit_mb=config.warehouse_memory_mb)
+    try:
+        writer.ensure_metadata(con, schema_name)
+        touched = {s.table for _, slices in shaped.steps for s in slices}
+        touched |= {t for state_table, (source, _k, _l) in STATE_TABLES.items() for t in (state_table, source)}
+        for table, cols in plan.schema_before.items():
+            if table in touched:
+                con.execute(f"CREATE TABLE {table_ref(schema_name, table)} "
+                            f"({', '.join(f'{ident(c)} {t}' for c, t in cols.items())})")
+        con.execute(f"DROP SEQUENCE {META}.file_ids")
+        con.execute(f"CREATE SEQUENCE {META}.file_ids START {int(plan.first_file_id)}")
+        mine = losers_dir / f"unit={shaped.index}"
+        if mine.is_dir():
+            rows = f"read_parquet({literal(str(mine / '*.parquet'))})"
+            dedup._record(con, f"(SELECT {dedup.key_sql('message_id')} AS key, message_id, -1 AS file_id, "
+                               f"-1 AS load_id FROM {rows})")
+        result = pipeline.LoadResult(plan.load_id, "")
+        group = pipeline._Group(con, config, plan.load_id, result, writer.read_schema(con, schema_name))
+        files = write_unit(group, shaped, plan.hashes)
+        group.commit()
+        _export(con, schema_name, plan.final, plan.load_id, staging, shaped.index)
+        return _Written(shaped.index, files, result.timer)
+    finally:
+        con.close()
+
+
+def _export(con: duckdb.DuckDBPyConnection, schema_name: str, final: Schema, load_id: int, staging: Path,
+            index: int) -> None:
+    """Each table the unit wrote, cast to the load's final types, as staging Parquet."""
+    local = writer.read_schema(con, schema_name)
+    for table, cols in local.items():
+        if table in STATE_TABLES:  # recomputed from the whole lake at commit
+            continue
+        if not con.execute(f"SELECT count(*) FROM {table_ref(schema_name, table)}").fetchone()[0]:
+            continue
+        select = ", ".join(
+            f"CAST({ident(c) if c in cols else 'NULL'} AS {t}) AS {ident(c)}" for c, t in final[table].items())
+        _copy(con, f"SELECT {select} FROM {table_ref(schema_name, table)}",
+              staging / schema_name / table / f"part-{index:06}.parquet")
+    for table in UNIT_META:
+        where = f" WHERE load_id = {int(load_id)}" if table == "seen_messages" else ""
+        source = f"SELECT * FROM {META}.{table}{where}"
+        if con.execute(f"SELECT count(*) FROM ({source})").fetchone()[0]:
+            _copy(con, source, staging / META / table / f"part-{index:06}.parquet")
+
+
+def _copy(con: duckdb.DuckDBPyConnection, select: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con.execute(f"COPY ({select}) TO {literal(str(path))} (FORMAT parquet)")
+
+
+def _commit(lake: Path, staging: Path, load_id: int, loads: set[int], base: Schema, final: Schema,
+            config: LoadConfig, result: pipeline.LoadResult, started: float) -> None:
+    """Driver: users/accounts, name_map, widened old parts and the loads row into staging,
+    then publish by renames, then the commit record (last, atomic)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    try:
+        replacements = _state_tables(con, lake, staging, loads, final, config.schema)
+        replacements += _widen_old_parts(con, lake, staging, loads, base, final, config.schema)
+        _name_map(con, lake, staging, loads)
+        writer.ensure_metadata(con, config.schema)
+        con.execute(f"INSERT INTO {META}.loads (load_id, started_at, status, loader_version, arguments) "
+                    "VALUES (?, now() - to_microseconds(?::BIGINT), 'running', ?, ?)",
+                    [load_id, int((time.monotonic() - started) * 1e6), __version__,
+                     json.dumps({"paths": [f.path for f in result.files], "engine": "spark",
+                                 "force": config.force, "judging": pipeline._judging(config)}, sort_keys=True)])
+        result.seconds = time.monotonic() - started
+        state.finish_load(con, load_id, "failed" if result.failed else "succeeded", result.summary())
+        _copy(con, f"SELECT * FROM {META}.loads", staging / META / "loads" / "part.parquet")
+    finally:
+        con.close()
+    crash_point("spark_before_publish")
+    moved = 0
+    for top in (config.schema, META):
+        for table in sorted(p for p in (staging / top).iterdir() if p.is_dir()) if (staging / top).is_dir() else []:
+            target = lake / top / table.name / f"load={load_id}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(table, target)
+            moved += 1
+            if moved == 1:
+                crash_point("spark_mid_publish")
+    for tmp, target in replacements:
+        os.replace(tmp, target)
+    crash_point("spark_before_commit")
+    record = {"load_id": load_id, "committed_at": dt.datetime.now(dt.UTC).isoformat(), "schema": final}
+    commits = lake / META / "commits"
+    commits.mkdir(parents=True, exist_ok=True)
+    tmp = commits / f"{load_id}.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, commits / f"{load_id}.json")
+    crash_point("spark_after_commit")
+    shutil.rmtree(lake / "_staging", ignore_errors=True)
+
+
+def _all_rows(lake: Path, staging: Path, top: str, table: str, loads: set[int]) -> list[str]:
+    staged = staging / top / table
+    return table_files(lake, top, table, loads) + ([str(p) for p in sorted(staged.glob("*.parquet"))]
+                                                    if staged.is_dir() else [])
+
+
+def _state_tables(con, lake: Path, staging: Path, loads: set[int], final: Schema,
+                  schema_name: str) -> list[tuple[Path, Path]]:
+    """users/accounts from every identify/group of the lake, with the writer's own rule; each
+    is one file, replaced atomically at publish."""
+    out = []
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema_name)}")
+    for state_table, (source, key, _left_out) in STATE_TABLES.items():
+        if state_table not in final or source not in final:
+            continue
+        files = _all_rows(lake, staging, schema_name, source, loads)
+        cols = final[source]
+        con.execute(f"CREATE OR REPLACE TABLE {table_ref(schema_name, source)} "
+                    f"({', '.join(f'{ident(c)} {t}' for c, t in cols.items())})")
+        if files:
+            con.execute(f"INSERT INTO {table_ref(schema_name, source)} BY NAME SELECT * FROM "
+                        f"{_read(files)}")
+        con.execute(f"CREATE OR REPLACE TABLE {table_ref(schema_name, state_table)} "
+                    f"({', '.join(f'{ident(c)} {t}' for c, t in final[state_table].items())})")
+        con.execute("CREATE OR REPLACE TEMP TABLE touched (state VARCHAR, k VARCHAR)")
+        con.execute(f"INSERT INTO touched SELECT DISTINCT {literal(state_table)}, {ident(key)} "
+                    f"FROM {table_ref(schema_name, source)} WHERE {ident(key)} IS NOT NULL")
+        writer.refresh_state_tables(con, schema_name, {state_table: final[state_table], source: cols})
+        target = lake / schema_name / state_table / "part.parquet"
+        tmp = staging / "replace" / schema_name / state_table / "part.parquet"
+        _copy(con, f"SELECT * FROM {table_ref(schema_name, state_table)}", tmp)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        out.append((tmp, target))
+    return out
+
+
+def _widen_old_parts(con, lake: Path, staging: Path, loads: set[int], base: Schema, final: Schema,
+                     schema_name: str) -> list[tuple[Path, Path]]:
+    """Committed parts of a table whose column this load widened (BIGINT to DOUBLE), rewritten
+    with the new type (as DuckDB's ALTER COLUMN TYPE rewrites the column)."""
+    out = []
+    for table, cols in base.items():
+        if table in STATE_TABLES:
+            continue
+        widened = {c for c, t in cols.items() if final[table].get(c) != t}
+        if not widened:
+            continue
+        for i, part in enumerate(table_files(lake, schema_name, table, loads)):
+            have = pq.read_schema(part).names
+            select = ", ".join(f"CAST({ident(c)} AS {final[table][c]}) AS {ident(c)}" if c in widened else ident(c)
+                               for c in have)
+            tmp = staging / "replace" / schema_name / table / f"{i:06}.parquet"
+            _copy(con, f"SELECT {select} FROM {_read([part])}", tmp)
+            out.append((tmp, Path(part)))
+    return out
+
+
+def _name_map(con, lake: Path, staging: Path, loads: set[int]) -> None:
+    """Units record their name mappings independently: keep the first of each, once (as
+    state.record_names does), replacing the staged parts by one."""
+    staged = staging / META / "name_map"
+    if not staged.is_dir():
+        return
+    old = table_files(lake, META, "name_map", loads)
+    new = _read([str(p) for p in sorted(staged.glob("*.parquet"))])
+    keys = "kind, table_name, original, name"
+    sql = f"SELECT {keys}, min(load_id) AS load_id FROM {new} GROUP BY ALL"
+    if old:
+        sql = (f"SELECT n.* FROM ({sql}) n ANTI JOIN {_read(old)} m "
+               "ON m.kind = n.kind AND m.table_name = n.table_name AND m.original = n.original AND m.name = n.name")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE merged_names AS {sql}")
+    shutil.rmtree(staged)
+    if con.execute("SELECT count(*) FROM merged_names").fetchone()[0]:
+        _copy(con, "SELECT * FROM merged_names", staged / "part.parquet")
