@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     p_load.add_argument("--commit-every-rows", type=int, default=100_000, help="commit files in groups of about this many rows (default 100000; 1 = a transaction per file)")
     p_load.add_argument("--dedup-window", type=float, metavar="DAYS", help="count a message as a duplicate only if a run of the last DAYS days loaded its messageId (Segment's windowed semantics; default: no window, every id ever loaded)")
     p_load.add_argument("--memory-limit-mb", type=int, default=1024, help="DuckDB memory for the load, in MB (default 1024: 256 per reader thread, the rest for the warehouse); it spills to disk past it")
+    p_load.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb", help="duckdb (default): load into the --db file; spark: run the stages as Spark tasks and write Parquet lake tables under --lake (loader/spark.py)")
+    p_load.add_argument("--lake", metavar="DIR", help="with --engine spark: the lake folder (a path the driver and every executor see)")
+    p_load.add_argument("--spark-master", default=None, metavar="URL", help="with --engine spark: Spark master (default: spark-submit's, else local[2])")
     p_load.add_argument("--since", metavar="WINDOW", help="only day folders of the segment-logs/<source>/<day>/ layout received in this window (2d, 36h) or from this day on (YYYY-MM-DD); s3:// and gs:// list only those days")
     _control_options(p_load)
     _output_options(p_load, verbose="with --json, list every skipped file (by default they are counted)")
@@ -180,7 +183,12 @@ def _load(args) -> int:
         progress=progress,
     )
     _warn_plan(config)
-    result = load(args.paths, config)
+    if args.engine == "spark":
+        result = _load_spark(args, config)
+    elif args.lake or args.spark_master:
+        raise UsageError("--lake and --spark-master go with --engine spark")
+    else:
+        result = load(args.paths, config)
     if progress:
         print(file=sys.stderr)
     if args.json:
@@ -190,6 +198,14 @@ def _load(args) -> int:
     for f in result.failed:
         print(f"error: {f.reason}", file=sys.stderr)
     return EXIT_FILES_FAILED if result.failed else EXIT_OK
+
+
+def _load_spark(args, config: LoadConfig) -> LoadResult:
+    if not args.lake:
+        raise UsageError("--engine spark needs --lake DIR (the folder of the Parquet lake tables)")
+    from loader.spark import load_spark, session  # pyspark is an optional dependency
+
+    return load_spark(args.paths, config, args.lake, session(args.spark_master))
 
 
 def _load_json(result: LoadResult, *, verbose: bool) -> dict:

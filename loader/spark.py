@@ -39,6 +39,7 @@ import os
 import queue
 import re
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -53,7 +54,7 @@ from loader.batch import FILE_SHIFT, LINE_MASK, Unit, plan_units, without_files
 from loader.config import LoadConfig
 from loader.errors import UsageError
 from loader.faults import crash_point
-from loader.normalize import TableSlice, compute_connection
+from loader.normalize import TableSlice, combine_chunks, compute_connection
 from loader.read import InputFile, discover_files
 from loader.schema import Schema, file_slices, plan_schema
 from loader.spec import STATE_TABLES
@@ -153,8 +154,7 @@ def _judge_files(index: int, unit: Unit, config: LoadConfig, batches: list[list[
             failed.add(i)
             continue
         steps += [(f.name, _stats_only(b.slices)) for b in batches[i]]
-        ids += [b.messages["message_id"].combine_chunks() if isinstance(b.messages["message_id"], pa.ChunkedArray)
-                else b.messages["message_id"] for b in batches[i]]
+        ids += [combine_chunks(b.messages["message_id"]) for b in batches[i]]
     message_ids = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
     table = pa.table({"message_id": message_ids, "unit": pa.repeat(pa.scalar(index, pa.int32()), len(message_ids)),
                       "seq": pa.array(np.arange(len(message_ids), dtype=np.int64))})
@@ -267,15 +267,28 @@ class _Written:
     timer: StageTimer = field(default_factory=StageTimer)
 
 
-def session(master: str = "local[2]", app: str = "segment-loader"):
-    """A SparkSession for the loader (local mode by default; on a cluster spark-submit's)."""
-    from pyspark.sql import SparkSession
-
-    return (SparkSession.builder.master(master).appName(app)
-            .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.shuffle.partitions", "4")
-            .getOrCreate())
+def session(master: str | None = None, app: str = "segment-loader"):
+    """A SparkSession for the loader: spark-submit's master when it set one, else `master`
+    (default local[2]). In local mode the executors are this interpreter (the loader's
+    dependencies are installed here)."""
+    try:
+        from pyspark import SparkConf
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise UsageError("--engine spark needs pyspark: pip install '.[spark]' (and Java 17)") from exc
+    builder = SparkSession.builder.appName(app)
+    if master or not SparkConf().contains("spark.master"):
+        master = master or "local[2]"
+        builder = builder.master(master)
+    if master and master.startswith("local"):
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = (builder.config("spark.sql.session.timeZone", "UTC")
+             .config("spark.ui.enabled", "false")
+             .config("spark.ui.showConsoleProgress", "false")  # the CLI's output is the summary
+             .config("spark.sql.shuffle.partitions", "4")
+             .getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
 
 
 def load_spark(paths: list[str], config: LoadConfig, lake: str, spark=None) -> pipeline.LoadResult:

@@ -1,0 +1,183 @@
+"""The Spark loader (loader/spark.py) reproduces the DuckDB loader's warehouse as Parquet lake
+tables: table by table (names, columns, types, rows; bench/compare.py's comparison), on the
+sample archive and the pathologies, across runs, and after being killed at each point of its
+commit. One local SparkSession serves the whole module (a JVM start costs ~15 s)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import PATHOLOGIES, REPO, SAMPLE, event, query, run_load, write_ndjson
+from test_reliability import make_archive
+
+from bench.compare import compare
+from loader import LoadConfig
+from loader.spark import SPARK_CRASH_POINTS, committed, load_spark, open_lake, session
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def spark():
+    s = session("local[2]")
+    yield s
+    s.stop()
+
+
+def lake_as_duckdb(lake: Path, path: Path) -> Path:
+    """The committed lake copied into a DuckDB file, as the DuckDB loader lays it out."""
+    path.unlink(missing_ok=True)
+    con = duckdb.connect(str(path))
+    try:
+        open_lake(lake, con)
+    finally:
+        con.close()
+    return path
+
+
+def assert_same(db: Path, lake: Path, tmp_path: Path) -> None:
+    copy = lake_as_duckdb(lake, tmp_path / "lake.duckdb")
+    assert compare(str(db), str(copy)) == []
+    # not two empty warehouses: the event tables hold the rows the DuckDB loader loaded
+    loaded = query(db, "SELECT count(*) FROM _loader.seen_messages")[0][0]
+    assert loaded > 0 and query(copy, "SELECT count(*) FROM _loader.seen_messages")[0][0] == loaded
+
+
+def both(runs: list[list[Path]], tmp_path: Path, spark, **options) -> tuple[Path, Path, list]:
+    """The same runs with each engine: (DuckDB file, lake, the Spark runs' results)."""
+    db, lake = tmp_path / "warehouse.duckdb", tmp_path / "lake"
+    results = []
+    for paths in runs:
+        run_load(paths, db, **options)
+        results.append(load_spark([str(p) for p in paths], LoadConfig(**options), str(lake), spark))
+    return db, lake, results
+
+
+def test_sample_archive_equals_duckdb_and_a_rerun_is_a_noop(tmp_path, spark):
+    db, lake, (first,) = both([[SAMPLE / "segment-logs"]], tmp_path, spark)
+    assert first.summary()["files_loaded"] == 18 and first.summary()["duplicates"] > 0
+    assert_same(db, lake, tmp_path)
+    again = load_spark([str(SAMPLE / "segment-logs")], LoadConfig(), str(lake), spark)
+    assert again.summary()["files_loaded"] == 0 and again.summary()["files_skipped"] == 18
+    assert_same(db, lake, tmp_path)
+
+
+def test_sample_with_tracking_plan_and_pii_policy_equals_duckdb(tmp_path, spark):
+    """`make demo`'s load: blocked events are rejects, violations and hashed PII alike."""
+    db, lake, (result,) = both([[SAMPLE / "segment-logs"]], tmp_path, spark,
+                               tracking_plan=str(SAMPLE / "tracking_plan.json"), on_violation="block",
+                               pii_config=str(SAMPLE / "pii.json"))
+    assert result.summary()["blocked"] > 0
+    assert_same(db, lake, tmp_path)
+
+
+def test_pathologies_equal_duckdb_with_failed_files(tmp_path, spark):
+    """Every pathology fixture in one load, at the default reject ratio: some files fail and
+    keep every line as a reject, the rest load, as in the DuckDB loader."""
+    db, lake, (result,) = both([[PATHOLOGIES]], tmp_path, spark)
+    s = result.summary()
+    assert s["files_failed"] > 0 and s["files_loaded"] > 0
+    assert s["lines"] == s["rows_loaded"] + s["duplicates"] + s["rejects"]
+    assert_same(db, lake, tmp_path)
+
+
+def test_pathologies_loaded_whole_equal_duckdb(tmp_path, spark):
+    db, lake, _ = both([[PATHOLOGIES]], tmp_path, spark, max_reject_ratio=1.0)
+    assert_same(db, lake, tmp_path)
+
+
+def test_duplicates_across_files_and_runs_widening_and_users(tmp_path, spark):
+    """Cross-file retries, a column typed BIGINT by the first run and widened to DOUBLE by the
+    second (the first run's parts are rewritten), identifies feeding `users`."""
+    paths = make_archive(tmp_path / "in")
+    retries = write_ndjson(tmp_path / "in" / "retries.ndjson",  # copies of the first run's messages
+                           [event(i, event="Signed Up", properties={"price": "late copy"}) for i in range(1, 7)])
+    db, lake, (_first, second) = both([paths[:3], [*paths, retries]], tmp_path, spark)
+    assert second.summary()["files_skipped"] == 3 and second.summary()["duplicates"] >= 5
+    assert query(db, "SELECT count(*) FROM _loader.schema_changes WHERE change = 'widen'")[0][0] > 0
+    assert query(db, "SELECT count(*) FROM segment.users")[0][0] > 0
+    assert_same(db, lake, tmp_path)
+
+
+def test_streamed_files_batch_envelopes_and_type_conflicts(tmp_path, spark):
+    """Small batches: each file is streamed in several batches (a column typed by an early
+    batch discards what a later one cannot cast); a retried copy with an earlier receivedAt
+    in a later batch; a batch envelope."""
+    rng = random.Random(5)
+    lines = []
+    for i in range(400):  # gzip is read 16 KB at a time: noise makes that several batches
+        value = i if i < 200 else f"text {i}"  # BIGINT first, then strings: discards
+        lines.append(event(i, properties={"n": value, "plan": "pro", "noise": rng.randbytes(150).hex()}))
+    lines.append(event(5, receivedAt="2024-02-01T00:00:00.000Z", properties={"plan": "retried"}))
+    lines.append({"batch": [event(100), event(101, type="identify", traits={"email": "a@b"})],
+                  "sentAt": "2024-03-01T10:00:01Z", "receivedAt": "2024-03-01T10:00:02Z"})
+    a = write_ndjson(tmp_path / "in" / "a.ndjson.gz", lines)
+    b = write_ndjson(tmp_path / "in" / "b.ndjson", [event(i, properties={"n": i / 2}) for i in range(50, 70)])
+    db, lake, _ = both([[a, b]], tmp_path, spark, batch_bytes=2_000)
+    assert query(db, "SELECT count(*) FROM _loader.discards")[0][0] > 0
+    assert query(db, "SELECT plan FROM segment.signed_up WHERE id = 'm5'") == [("pro",)]  # first batch's
+    assert_same(db, lake, tmp_path)
+
+
+def test_interrupted_at_each_commit_point_then_rerun_equals_a_clean_load(tmp_path, spark, monkeypatch):
+    """Ctrl-C (SIGINT: no cleanup runs) at each named point of the commit in turn, each run
+    cleaning up after the one before: nothing is visible before the commit record, and the
+    lake ends equal to one clean load (the run killed after its commit record is complete)."""
+    paths = make_archive(tmp_path / "in", files=4)
+    db, lake = tmp_path / "warehouse.duckdb", tmp_path / "lake"
+    run_load(paths, db)
+    monkeypatch.setenv("SEGMENT_LOADER_CRASH_SIGNAL", "INT")
+    for point in SPARK_CRASH_POINTS:
+        monkeypatch.setenv("SEGMENT_LOADER_CRASH_AT", point)
+        with pytest.raises(KeyboardInterrupt):
+            load_spark([str(p) for p in paths], LoadConfig(), str(lake), spark)
+        assert bool(committed(lake)) == (point == "spark_after_commit"), point
+    monkeypatch.delenv("SEGMENT_LOADER_CRASH_AT")
+    again = load_spark([str(p) for p in paths], LoadConfig(), str(lake), spark)
+    assert again.summary()["files_loaded"] == 0 and again.summary()["files_skipped"] == 4
+    assert not (lake / "_staging").exists()
+    assert_same(db, lake, tmp_path)
+
+
+def test_killed_mid_publish_by_sigkill_then_rerun(tmp_path, spark):
+    """The CLI killed (SIGKILL, JVM and all) after it moved the first table into the lake:
+    the re-run removes the uncommitted load's folders and loads again, exactly once."""
+    paths = make_archive(tmp_path / "in", files=3)
+    db, lake = tmp_path / "warehouse.duckdb", tmp_path / "lake"
+    run_load(paths, db)
+    env = {**os.environ, "SEGMENT_LOADER_CRASH_AT": "spark_mid_publish", "PYSPARK_PYTHON": sys.executable}
+    # A session of its own, so that its JVM (which outlives the killed driver for a while)
+    # is ended with it.
+    proc = subprocess.Popen([sys.executable, "-m", "loader", "load", *map(str, paths), "--engine", "spark",
+                             "--lake", str(lake), "--spark-master", "local[1]"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+                            start_new_session=True)
+    try:
+        _out, err = proc.communicate(timeout=300)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    assert not committed(lake) and list(lake.glob("*/*/load=1"))  # published in part, not committed
+    again = load_spark([str(p) for p in paths], LoadConfig(), str(lake), spark)
+    assert again.summary()["files_loaded"] == 3
+    assert_same(db, lake, tmp_path)
+
+
+def test_cli_json_and_usage_errors(tmp_path):
+    """--engine spark keeps the CLI's --json shape and exit codes; it needs --lake."""
+    from conftest import cli
+
+    proc = cli("load", str(SAMPLE / "segment-logs"), "--engine", "spark", "--json")
+    assert proc.returncode == 2 and "--lake" in proc.stderr
+    proc = cli("load", str(SAMPLE / "segment-logs"), "--lake", str(tmp_path / "lake"))
+    assert proc.returncode == 2 and "--engine spark" in proc.stderr
