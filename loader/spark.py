@@ -32,6 +32,7 @@ atomic commit; the stages before it stay as they are.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import json
@@ -40,7 +41,10 @@ import queue
 import re
 import shutil
 import sys
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -55,6 +59,7 @@ from loader.config import LoadConfig
 from loader.errors import UsageError
 from loader.faults import crash_point
 from loader.normalize import TableSlice, combine_chunks, compute_connection
+from loader.objectstore import SPOOL_PREFIX, Spool
 from loader.read import InputFile, discover_files
 from loader.schema import Schema, file_slices, plan_schema
 from loader.spec import STATE_TABLES
@@ -87,6 +92,7 @@ class Shaped:
     lines: list[int]
     failed: set[int]
     steps: list[tuple[str, list[TableSlice]]]  # (path, slices with statistics only), in order
+    digests: list[str] = field(default_factory=list)  # SHA-256 of each object file as downloaded
 
     def light(self) -> Shaped:
         """Without the batches: what the driver needs to plan."""
@@ -98,6 +104,19 @@ def _stats_only(slices: list[TableSlice]) -> list[TableSlice]:
     return [replace(s, line=empty_lines, message_id=empty_ids, values={}, unnamed={}) for s in slices]
 
 
+@contextlib.contextmanager
+def _spooled(unit: Unit, wanted: set[int] | None = None) -> Iterator[tuple[Unit, Spool]]:
+    """The unit with its s3:// / gs:// files (those `wanted`, default all) downloaded into a
+    spool folder of this task's own (Spool, loader/objectstore.py), so concurrent tasks never
+    share one; local files pass through."""
+    wanted = {i for i, f in enumerate(unit.files) if f.origin is not None} if wanted is None else wanted
+    folder = Path(tempfile.gettempdir()) / f"{SPOOL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    files = tuple(replace(f, path=folder / f"{i}-{f.path.name}") if i in wanted else f
+                  for i, f in enumerate(unit.files))
+    with Spool([f for i, f in enumerate(files) if i in wanted]) as spool:
+        yield Unit(files), spool
+
+
 def shape_unit(index: int, unit: Unit, config: LoadConfig) -> tuple[Shaped, pa.Table]:
     """The loader's warehouse-free stages (stages.run_unit_stages) over one unit, then each
     file judged against the reject ratio; returns it and its message ids (message_id, seq:
@@ -107,23 +126,27 @@ def shape_unit(index: int, unit: Unit, config: LoadConfig) -> tuple[Shaped, pa.T
     hints: dict = {}
     timer = StageTimer()
     try:
-        if unit.combined:
+        if unit.combined:  # only local files are combined (batch.plan_units)
             try:
                 (batch,) = run_unit_stages(unit, config, con, hints, timer)
             except Exception:  # noqa: BLE001 - as pipeline._produce: its files one by one
                 batch = None
             if batch is not None:
                 return _judge_unit(index, unit, config, batch, batch.lines_per_file)
-        batches, errors = [], []
-        for f in unit.files:
-            mine: list[Batch] = []
-            try:
-                mine.extend(run_unit_stages(Unit((f,)), config, con, hints, timer))
-                errors.append(None)
-            except Exception as exc:  # noqa: BLE001 - the file's failure, recorded by the writer
-                errors.append(exc)
-            batches.append(mine)
-        return _judge_files(index, unit, config, batches, errors)
+        batches, errors, digests = [], [], []
+        with _spooled(unit) as (local, spool):
+            for f in local.files:
+                mine: list[Batch] = []
+                try:
+                    mine.extend(spool.reading(f, run_unit_stages(Unit((f,)), config, con, hints, timer)))
+                    errors.append(None)
+                except Exception as exc:  # noqa: BLE001 - the file's failure, recorded by the writer
+                    errors.append(exc)
+                batches.append(mine)
+                digests.append(spool.digest(f))
+        shaped, ids = _judge_files(index, unit, config, batches, errors)
+        shaped.digests = digests
+        return shaped, ids
     finally:
         con.close()
 
@@ -164,18 +187,27 @@ def _judge_files(index: int, unit: Unit, config: LoadConfig, batches: list[list[
 
 def write_unit(group, shaped: Shaped, hashes: dict) -> list[pipeline.FileResult]:
     """Write a shaped unit through the loader's own writer (pipeline._write_unit, or
-    _write_file per file) into `group`, a commit group over a task-local DuckDB."""
+    _write_file per file) into `group`, a commit group over a task-local DuckDB. An object
+    file that failed is downloaded again: its lines are kept as rejects."""
     progress = pipeline._Progress(replace(group.config, progress=None), len(shaped.unit.files),
                                   started=time.monotonic())
     if shaped.combined:
         return pipeline._write_unit(group, shaped.unit, shaped.batches[0], shaped.lines, hashes, progress)
     results = []
-    for f, batches, error in zip(shaped.unit.files, shaped.batches, shaped.errors, strict=True):
-        out: queue.Queue = queue.Queue()
-        for b in batches:
-            out.put(("batch", f, b))
-        out.put(("end", f, error))
-        results.append(pipeline._write_file(group, f, hashes[f.path], out, progress))
+    again = {i for i in shaped.failed if shaped.unit.files[i].origin is not None}
+    with _spooled(shaped.unit, again) as (local, spool):
+        for i, (f, batches, error) in enumerate(zip(local.files, shaped.batches, shaped.errors, strict=True)):
+            digest = (shaped.digests[i], f.origin.size) if f.origin is not None else hashes[f.path]
+            out: queue.Queue = queue.Queue()
+            for b in batches:
+                out.put(("batch", f, b))
+            out.put(("end", f, error))
+
+            def write_file(f=f, digest=digest, out=out) -> Iterator[None]:
+                results.append(pipeline._write_file(group, f, digest, out, progress))
+                yield None
+
+            list(spool.reading(f, write_file()) if i in again else write_file())
     return results
 
 
@@ -301,8 +333,6 @@ def load_spark(paths: list[str], config: LoadConfig, lake: str, spark=None) -> p
     lake_dir = Path(lake).resolve()
     lake_dir.mkdir(parents=True, exist_ok=True)
     files = discover_files(paths, config.since, config.exclude)
-    if any(f.origin is not None for f in files):
-        raise UsageError("--engine spark reads local or mounted paths only (s3:// input is not built yet)")
     _ = (config.compiled_plan, config.pii_policy)  # a bad one is a usage error, now
     spark = spark or session()
     loads = _recover(lake_dir)
@@ -313,7 +343,7 @@ def load_spark(paths: list[str], config: LoadConfig, lake: str, spark=None) -> p
     todo, hashes = _triage(files, config, lake_dir, loads, result)
     staging = lake_dir / "_staging" / str(load_id)
     staging.mkdir(parents=True)
-    sizes = {f.path: hashes[f.path][1] for f in todo}
+    sizes = {f.path: hashes[f.path][1] for f in todo if f.origin is None}  # objects: a unit each
     units = plan_units(todo, sizes, config.batch_bytes)
     sc = spark.sparkContext
     job_config = replace(config, progress=None)
@@ -359,7 +389,9 @@ def load_spark(paths: list[str], config: LoadConfig, lake: str, spark=None) -> p
 def _triage(files: list[InputFile], config: LoadConfig, lake: Path, loads: set[int],
             result: pipeline.LoadResult) -> tuple[list[InputFile], dict]:
     """The files to load, as the DuckDB loader chooses them: skip what the committed manifest
-    holds (same content), and files that failed before unchanged unless --retry-failed."""
+    holds (same content; an object: same ETag or generation, known by its listing), and
+    files that failed before unchanged unless --retry-failed. Returns them and
+    {path: (content hash, size)} (an object's hash is taken as it downloads)."""
     con = duckdb.connect()
     try:
         writer.ensure_metadata(con, config.schema)
@@ -367,24 +399,30 @@ def _triage(files: list[InputFile], config: LoadConfig, lake: Path, loads: set[i
             parts = table_files(lake, META, table, loads)
             if parts:
                 con.execute(f"INSERT INTO {META}.{table} BY NAME SELECT * FROM {_read(parts)}")
-        done = state.loaded_hashes(con)
-        failed_hashes = {} if config.retry_failed or config.force else \
-            state.failed_before(con, pipeline._judging(config))[0]
+        done, done_objects = state.loaded_hashes(con), state.loaded_objects(con)
+        failed_hashes, failed_objects = ({}, {}) if config.retry_failed or config.force else \
+            state.failed_before(con, pipeline._judging(config))
     finally:
         con.close()
     todo, hashes = [], {}
     for f in files:
-        try:
-            hashes[f.path] = state.content_hash(f.path)
-        except OSError as exc:
-            result.files.append(pipeline.FileResult(f.name, "failed", reason=pipeline._describe(f, exc)))
-            continue
-        h = hashes[f.path][0]
-        if h in done and not config.force:
-            result.files.append(pipeline.FileResult(f.name, "skipped", reason=f"already loaded (same content as {done[h]})"))
-        elif h in failed_hashes:
+        if f.origin is not None:
+            hashes[f.path] = ("", f.origin.size)
+            key, done_by, failed = (f.name, f.origin.version), done_objects, failed_objects
+            why = "already loaded (same ETag or generation)"
+        else:
+            try:
+                hashes[f.path] = state.content_hash(f.path)
+            except OSError as exc:
+                result.files.append(pipeline.FileResult(f.name, "failed", reason=pipeline._describe(f, exc)))
+                continue
+            key, done_by, failed = hashes[f.path][0], done, failed_hashes
+            why = f"already loaded (same content as {done.get(key)})"
+        if key in done_by and not config.force:
+            result.files.append(pipeline.FileResult(f.name, "skipped", reason=why))
+        elif key in failed:
             result.files.append(pipeline.FileResult(
-                f.name, "skipped", reason=f"{pipeline.SKIPPED_FAILED}: {failed_hashes[h]} (--retry-failed reads it again)"))
+                f.name, "skipped", reason=f"{pipeline.SKIPPED_FAILED}: {failed[key]} (--retry-failed reads it again)"))
         else:
             todo.append(f)
     return todo, hashes

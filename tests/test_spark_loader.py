@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def spark():
+def spark(s3):
+    """Started after the S3 server, so that its Python workers see AWS_ENDPOINT_URL."""
     s = session("local[2]")
     yield s
     s.stop()
@@ -76,6 +77,19 @@ def test_sample_with_tracking_plan_and_pii_policy_equals_duckdb(tmp_path, spark)
                                pii_config=str(SAMPLE / "pii.json"))
     assert result.summary()["blocked"] > 0
     assert_same(db, lake, tmp_path)
+
+
+def test_s3_bucket_equals_duckdb_and_a_rerun_downloads_nothing(tmp_path, spark, s3, sample_bucket):
+    """s3:// input: tasks download their own objects; the manifest keeps URIs and ETags."""
+    db, lake, (result,) = both([[sample_bucket]], tmp_path, spark)
+    assert result.summary()["files_loaded"] == 18
+    assert_same(db, lake, tmp_path)
+    copy = lake_as_duckdb(lake, tmp_path / "lake.duckdb")
+    assert query(copy, "SELECT path, etag, content_hash FROM _loader.files ORDER BY path") == \
+        query(db, "SELECT path, etag, content_hash FROM _loader.files ORDER BY path")
+    s3.reset()
+    again = load_spark([sample_bucket], LoadConfig(), str(lake), spark)
+    assert again.summary()["files_skipped"] == 18 and s3.object_gets() == []
 
 
 def test_pathologies_equal_duckdb_with_failed_files(tmp_path, spark):
