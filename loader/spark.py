@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
+import fcntl
 import json
 import os
 import queue
@@ -56,7 +57,7 @@ import pyarrow.parquet as pq
 from loader import __version__, dedup, pipeline, state, writer
 from loader.batch import FILE_SHIFT, LINE_MASK, Unit, plan_units, without_files
 from loader.config import LoadConfig
-from loader.errors import UsageError
+from loader.errors import DatabaseLockedError, UsageError
 from loader.faults import crash_point
 from loader.normalize import TableSlice, combine_chunks, compute_connection
 from loader.objectstore import SPOOL_PREFIX, Spool
@@ -335,6 +336,25 @@ def load_spark(paths: list[str], config: LoadConfig, lake: str, spark=None) -> p
     files = discover_files(paths, config.since, config.exclude)
     _ = (config.compiled_plan, config.pii_policy)  # a bad one is a usage error, now
     spark = spark or session()
+    with _only_writer(lake_dir):
+        return _load(files, config, lake_dir, spark, started)
+
+
+@contextlib.contextmanager
+def _only_writer(lake: Path) -> Iterator[None]:
+    """One load at a time per lake (as one writer per DuckDB file): a lock file held for the
+    run; the kernel releases it when the driver dies, however it dies."""
+    (lake / META).mkdir(parents=True, exist_ok=True)
+    with open(lake / META / "lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DatabaseLockedError(f"lake {lake} is being loaded by another run; run again when it has "
+                                      "finished (exit code 3 means: retry later)") from None
+        yield
+
+
+def _load(files: list[InputFile], config: LoadConfig, lake_dir: Path, spark, started: float) -> pipeline.LoadResult:
     loads = _recover(lake_dir)
     load_id = max(loads, default=0) + 1
     result = pipeline.LoadResult(load_id, str(lake_dir))
@@ -368,15 +388,16 @@ def load_spark(paths: list[str], config: LoadConfig, lake: str, spark=None) -> p
         if units:
             _losers(spark, ids_dir, table_files(lake_dir, META, "seen_messages", loads), str(losers_dir))
     schema_name = config.schema
-    by_index = {i: p for i, p in enumerate(unit_plans)}
+    plans_by_unit = sc.broadcast(unit_plans)  # sent once per executor, not with every task
 
     def write(shaped: Shaped) -> _Written:
         os.environ.pop(CRASH_ENV, None)
-        return _write_task(shaped, by_index[shaped.index], job_config, staging, losers_dir, schema_name)
+        return _write_task(shaped, plans_by_unit.value[shaped.index], job_config, staging, losers_dir, schema_name)
 
     with result.timer.stage("write"):
         written = sorted(shaped_rdd.map(write).collect(), key=lambda w: w.index) if units else []
     shaped_rdd.unpersist()
+    plans_by_unit.destroy()
     for w in written:
         result.files += w.files
         result.timer.merge(w.timer)

@@ -195,3 +195,18 @@ def test_cli_json_and_usage_errors(tmp_path):
     assert proc.returncode == 2 and "--lake" in proc.stderr
     proc = cli("load", str(SAMPLE / "segment-logs"), "--lake", str(tmp_path / "lake"))
     assert proc.returncode == 2 and "--engine spark" in proc.stderr
+
+
+def test_one_load_at_a_time_per_lake(tmp_path, spark):
+    """A second run on a lake being loaded stops at once with exit code 3's error."""
+    import fcntl
+
+    from loader.errors import DatabaseLockedError
+
+    lake = tmp_path / "lake"
+    (lake / "_loader").mkdir(parents=True)
+    with open(lake / "_loader" / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(DatabaseLockedError, match="another run"):
+            load_spark([str(SAMPLE / "segment-logs")], LoadConfig(), str(lake), spark)
+    assert not committed(lake)
