@@ -144,12 +144,15 @@ def route(con: duckdb.DuckDBPyConnection, checked: pa.Table) -> Routed:
         payload_calls = tuple(PAYLOAD_ROOT)
         call_tables = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in CALL_TABLES.items())
         with registered(con, event_tables=event_tables):
-            # In-batch duplicates are few: list their lines rather than rank the wide rows.
+            # In-batch duplicates are few: list their lines rather than rank the wide rows,
+            # and rank only the rows whose id occurs more than once (the rest rank first).
             messages = con.sql(
                 f"""
                 WITH dups AS (
                     SELECT line_no FROM (SELECT line_no, {IN_BATCH_RANK} AS dedup_rank
-                                         FROM checked_lines WHERE reason IS NULL)
+                                         FROM checked_lines WHERE reason IS NULL AND message_id IN (
+                                             SELECT message_id FROM checked_lines WHERE reason IS NULL
+                                             GROUP BY message_id HAVING count(*) > 1))
                     WHERE dedup_rank > 1)
                 SELECT c.* EXCLUDE (reason),
                        coalesce(t.tbl, CASE c.call {call_tables} END) AS tbl,
