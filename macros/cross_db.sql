@@ -138,6 +138,9 @@
   {{ return(adapter.dispatch('segment_hash_number', 'segment_warehouse')(expression)) }}
 {%- endmacro %}
 {% macro default__segment_hash_number(expression) -%}
+  {{ segment_not_ported('segment_hash_number') }}
+{%- endmacro %}
+{% macro duckdb__segment_hash_number(expression) -%}
   cast(hash({{ expression }}) % 1000000007 as {{ dbt.type_bigint() }})
 {%- endmacro %}
 {% macro spark__segment_hash_number(expression) -%}

@@ -53,6 +53,7 @@ class DbtResult:
 
     def __init__(self, proc: subprocess.CompletedProcess, target: Path) -> None:
         self.returncode = proc.returncode
+        self.target = target
         self.output = proc.stdout + proc.stderr
         path = target / "run_results.json"
         self.results: list[dict[str, Any]] = (
@@ -75,11 +76,12 @@ class DbtResult:
 
 def run_dbt(
     args: list[str], db: Path, workdir: Path, check: bool = True,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, project: Path = REPO,
 ) -> DbtResult:
     """Run `dbt <args>` against database `db`; target/log paths live under `workdir`.
 
-    `env` adds environment variables (the spark target's settings). dbt runs in its own
+    `env` adds environment variables (the spark target's settings); `project` is the dbt
+    project directory (a modified copy in the contract test). dbt runs in its own
     process group, killed whole on timeout: the spark target starts a JVM below dbt.
     """
     target = workdir / "target"
@@ -93,7 +95,7 @@ def run_dbt(
     }
     cmd = [
         str(DBT), *args,
-        "--project-dir", str(REPO), "--profiles-dir", str(REPO),
+        "--project-dir", str(project), "--profiles-dir", str(project),
         "--target-path", str(target), "--log-path", str(workdir / "logs"),
     ]
     with subprocess.Popen(cmd, env=full_env, cwd=workdir, stdout=subprocess.PIPE,

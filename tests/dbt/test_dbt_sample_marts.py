@@ -8,6 +8,8 @@ produced by running the models. After the late archive, an incremental build mus
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
 from decimal import Decimal
 from pathlib import Path
 
@@ -223,3 +225,78 @@ def test_incremental_sessions_rebuild_only_persons_whose_events_changed(first_bu
     # rebuilt: new or late events (Alice, Bob, Henry), merged persons (Erin, Grace)
     assert {p for p, marked in rows.items() if not marked} == {
         "usr_alice", "usr_bob_legacy", "usr_henry", "usr_erin", "usr_grace"}
+
+
+def _mart_descriptions(result: DbtResult) -> dict[str, tuple[str, dict[str, str]]]:
+    """{mart: (table description, {column: description})} as dbt rendered them (doc blocks)."""
+    nodes = json.loads((result.target / "manifest.json").read_text())["nodes"]
+    return {
+        node["name"]: (node["description"],
+                       {c["name"]: c["description"] for c in node["columns"].values()})
+        for node in nodes.values()
+        if node["resource_type"] == "model" and node["name"] in MARTS + ANALYST_MARTS
+    }
+
+
+def test_persist_docs_writes_every_mart_and_column_description_to_duckdb(first_build):
+    db, result = first_build
+    described = _mart_descriptions(result)
+    assert sorted(described) == sorted(MARTS + ANALYST_MARTS)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        for mart, (table_description, columns) in described.items():
+            comment = con.execute(
+                """select comment from duckdb_tables()
+                   where schema_name = 'analytics' and table_name = ?
+                   union all
+                   select comment from duckdb_views()
+                   where schema_name = 'analytics' and view_name = ?""",
+                [mart, mart]).fetchall()
+            assert comment == [(table_description,)], mart
+            assert table_description.strip(), mart
+            in_warehouse = dict(con.execute(
+                """select column_name, comment from duckdb_columns()
+                   where schema_name = 'analytics' and table_name = ?""", [mart]).fetchall())
+            # every column of the mart is described in YAML, and that text is its comment
+            assert set(in_warehouse) == set(columns), mart
+            assert all(text.strip() for text in columns.values()), mart
+            assert in_warehouse == columns, mart
+    finally:
+        con.close()
+
+
+def _drift(project: Path, model_path: str, column: str) -> None:
+    """Wrap a model so `column` becomes text: its SQL no longer matches its contract."""
+    sql = project / model_path
+    sql.write_text(f"select * replace (cast({column} as varchar) as {column}) from (\n"
+                   f"{sql.read_text()}\n) as drifted\n")
+
+
+def test_a_column_type_drift_fails_the_contract_and_leaves_the_mart_as_it_was(
+    first_build, tmp_path,
+):
+    project = tmp_path / "project"
+    for part in ["models", "macros", "seeds", "tests/dbt/singular"]:
+        shutil.copytree(REPO / part, project / part)
+    for name in ["dbt_project.yml", "profiles.yml"]:
+        shutil.copy(REPO / name, project / name)
+    _drift(project, "models/marts/users.sql", "order_count")
+    _drift(project, "models/marts/analytics/funnel_daily.sql", "session_count")
+    db = copy_db(first_build[0], tmp_path / "warehouse.duckdb")
+    result = run_dbt(["build", "--select", "users", "funnel_daily"], db, tmp_path / "run",
+                     check=False, project=project)
+    assert result.returncode != 0
+    statuses = result.statuses()
+    assert statuses["model.segment_warehouse.users"] == "error"
+    assert statuses["model.segment_warehouse.funnel_daily"] == "error"
+    for node in result.results:
+        if node["unique_id"].startswith("model."):
+            assert "contract" in node["message"], node["message"]
+    errors = {r["unique_id"].split(".")[-1]: r["message"] for r in result.results}
+    assert "order_count" in errors["users"] and "session_count" in errors["funnel_daily"]
+    types = query(db, """
+        select table_name, data_type from duckdb_columns()
+        where schema_name = 'analytics' and (table_name, column_name)
+            in (('users', 'order_count'), ('funnel_daily', 'session_count'))
+        order by 1""")
+    assert types == [("funnel_daily", "BIGINT"), ("users", "BIGINT")]

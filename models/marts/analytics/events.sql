@@ -10,7 +10,7 @@ select
     user_id,
     anonymous_id,
     session_id,
-    event_number_in_session,
+    cast(event_number_in_session as {{ dbt.type_bigint() }}) as event_number_in_session,
     event_at,
     {{ segment_utc_date('event_at') }} as event_date,
     source_id,

@@ -2,12 +2,12 @@
 -- day and how many of them reached each funnel step; conversion = ordering sessions / sessions.
 select
     session_date,
-    count(*) as session_count,
-    sum(case when furthest_step >= 1 then 1 else 0 end) as product_viewed_sessions,
-    sum(case when furthest_step >= 2 then 1 else 0 end) as product_added_sessions,
-    sum(case when furthest_step >= 3 then 1 else 0 end) as checkout_started_sessions,
-    sum(case when furthest_step >= 4 then 1 else 0 end) as order_completed_sessions,
-    cast(sum(case when furthest_step >= 4 then 1 else 0 end) as {{ dbt.type_float() }})
+    cast(count(*) as {{ dbt.type_bigint() }}) as session_count,
+    cast(sum(case when furthest_step >= 1 then 1 else 0 end) as {{ dbt.type_bigint() }}) as product_viewed_sessions,
+    cast(sum(case when furthest_step >= 2 then 1 else 0 end) as {{ dbt.type_bigint() }}) as product_added_sessions,
+    cast(sum(case when furthest_step >= 3 then 1 else 0 end) as {{ dbt.type_bigint() }}) as checkout_started_sessions,
+    cast(sum(case when furthest_step >= 4 then 1 else 0 end) as {{ dbt.type_bigint() }}) as order_completed_sessions,
+    cast(sum(case when furthest_step >= 4 then 1 else 0 end) as double)
         / count(*) as conversion_rate
 from {{ ref('funnel_sessions') }}
 group by session_date

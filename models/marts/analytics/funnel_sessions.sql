@@ -60,11 +60,11 @@ select
     product_added_at,
     checkout_started_at,
     order_completed_at,
-    case
+    cast(case
         when order_completed_at is not null then 4
         when checkout_started_at is not null then 3
         when product_added_at is not null then 2
         when product_viewed_at is not null then 1
         else 0
-    end as furthest_step
+    end as {{ dbt.type_bigint() }}) as furthest_step
 from joined

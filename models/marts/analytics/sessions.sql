@@ -81,15 +81,15 @@ pages as (
 select
     t.session_id,
     t.person_id,
-    t.session_number,
+    cast(t.session_number as {{ dbt.type_bigint() }}) as session_number,
     t.started_at,
     t.ended_at,
     {{ segment_utc_date('t.started_at') }} as session_date,
-    {{ dbt.datediff('t.started_at', 't.ended_at', 'second') }} as duration_seconds,
-    t.event_count,
-    t.page_view_count,
-    t.screen_view_count,
-    t.track_count,
+    cast({{ dbt.datediff('t.started_at', 't.ended_at', 'second') }} as {{ dbt.type_bigint() }}) as duration_seconds,
+    cast(t.event_count as {{ dbt.type_bigint() }}) as event_count,
+    cast(t.page_view_count as {{ dbt.type_bigint() }}) as page_view_count,
+    cast(t.screen_view_count as {{ dbt.type_bigint() }}) as screen_view_count,
+    cast(t.track_count as {{ dbt.type_bigint() }}) as track_count,
     landing.page_url as landing_page_url,
     landing.page_path as landing_page_path,
     exit_page.page_url as exit_page_url,
@@ -112,7 +112,7 @@ select
     t.is_cross_device,
     t.page_view_count + t.screen_view_count <= 1 and t.event_count = 1 as is_bounce,
     t.is_bot_person = 1 as is_bot_person,
-    t.events_fingerprint
+    cast(t.events_fingerprint as {{ dbt.type_bigint() }}) as events_fingerprint
 from totals as t
 inner join first_events as f on f.session_id = t.session_id
 left join pages as landing on landing.session_id = t.session_id and landing.first_rank = 1
