@@ -320,10 +320,10 @@ class _Group:
         if not self.open:
             return
         timer = self.result.timer
-        with timer.stage("dedup"):  # the group's one probe of history, inside flush
-            seen = writer.flush(self.con, self.config.schema, self.pending, load_id=self.load_id,
-                                since_load=self.since_load, timer=timer)
+        with timer.stage("dedup"):  # the group's one probe of history
+            hits = dedup.probe_history(self.con, load_id=self.load_id, since_load=self.since_load)
         with timer.stage("write"):
+            seen = writer.flush(self.con, self.config.schema, self.pending, hits, load_id=self.load_id)
             for file_id, counts in seen.items():
                 self.files[file_id].seen_before(counts)
                 state.record_seen_before(self.con, file_id, counts)

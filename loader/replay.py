@@ -63,9 +63,9 @@ def replay(config: LoadConfig, reasons: tuple[str, ...] = DEFAULT_REASONS) -> Lo
                     result.ran(batch)
                     result.schema_changes += [{**c.__dict__, "path": path} for c in batch.changes]
                     fr.add(batch, batch.counts[0])
-                since_load = dedup.window_start(con, config.dedup_window_days)
-                for counts in writer.flush(con, config.schema, pending, load_id=load_id,
-                                           since_load=since_load).values():
+                hits = dedup.probe_history(con, load_id=load_id,
+                                           since_load=dedup.window_start(con, config.dedup_window_days))
+                for counts in writer.flush(con, config.schema, pending, hits, load_id=load_id).values():
                     fr.seen_before(counts)  # one file: every history hit is its own
                 writer.refresh_state_tables(con, config.schema, schema)
                 state.record_replay(con, file_id, fr.rows_loaded, fr.duplicates, fr.discards, fr.rejects - len(lines))

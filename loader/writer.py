@@ -25,7 +25,6 @@ from loader.read import Rejection
 from loader.schema import Schema, SchemaChange
 from loader.spec import STATE_TABLES
 from loader.sql import ident, literal, table_ref
-from loader.timing import StageTimer, maybe
 
 if TYPE_CHECKING:
     from loader.stages import Batch
@@ -296,14 +295,13 @@ class SeenBefore:
     violations: int = 0
 
 
-def flush(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *, load_id: int,
-          since_load: int | None = None, timer: StageTimer | None = None) -> dict[int, SeenBefore]:
-    """Probe history once for the whole group, then insert everything pending that was not
-    loaded before: one statement per table. Returns, per file id, what was loaded before."""
-    hits = dedup.probe_history(con, load_id=load_id, since_load=since_load)
+def flush(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, hits: pa.Table, *,
+          load_id: int) -> dict[int, SeenBefore]:
+    """Insert everything pending except the rows `hits` (file_id, line: the group's probe of
+    history, `dedup.probe_history`) says were loaded before: one statement per table.
+    Returns, per file id, what was loaded before."""
     seen = _drop_seen_before(pending, hits) if hits.num_rows else {}
-    with maybe(timer, "write"):
-        _insert_pending(con, schema_name, pending, load_id=load_id)
+    _insert_pending(con, schema_name, pending, load_id=load_id)
     return seen
 
 
@@ -411,6 +409,11 @@ def write_rejections(
     con.unregister("batch_rejects")
 
 
+# Temp: the users / accounts keys the open transaction's identifies / groups change (written
+# by each batch, read by refresh_state_tables at the group's commit).
+TOUCHED_TABLE = "touched"
+
+
 def _note_touched_state(con: duckdb.DuckDBPyConnection, slice_: TableSlice, keep: pa.Array | None) -> None:
     """Remember which users / accounts this file's identifies / groups change."""
     for state, (source, key, _) in STATE_TABLES.items():
@@ -419,13 +422,13 @@ def _note_touched_state(con: duckdb.DuckDBPyConnection, slice_: TableSlice, keep
             keys = pc.unique(pc.drop_null(text if keep is None else text.filter(keep)))
             if len(keys):
                 con.register("touched_keys", pa.table({"k": keys}))
-                con.execute(f"INSERT INTO touched SELECT {literal(state)}, k FROM touched_keys")
+                con.execute(f"INSERT INTO {TOUCHED_TABLE} SELECT {literal(state)}, k FROM touched_keys")
                 con.unregister("touched_keys")
 
 
 def begin(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("BEGIN TRANSACTION")
-    con.execute("CREATE OR REPLACE TEMP TABLE touched (state VARCHAR, k VARCHAR)")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_TABLE} (state VARCHAR, k VARCHAR)")
     dedup.begin_group(con)
 
 
@@ -444,7 +447,7 @@ def refresh_state_tables(con: duckdb.DuckDBPyConnection, schema_name: str, schem
         rank = ident(RANK_COLUMN)
         picks = [f"max_by(s.{ident(c)}, s.{rank}) FILTER (WHERE s.{ident(c)} IS NOT NULL)" for c in cols]
         target = table_ref(schema_name, state)
-        touched = f"(SELECT k FROM touched WHERE state = {literal(state)})"
+        touched = f"(SELECT k FROM {TOUCHED_TABLE} WHERE state = {literal(state)})"
         con.execute(f"DELETE FROM {target} WHERE id IN {touched}")
         con.execute(
             f"INSERT INTO {target} (id{''.join(', ' + ident(c) for c in cols)}) "

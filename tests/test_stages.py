@@ -6,16 +6,21 @@ Naming (name -> table/column) has its own tables in test_naming.py.
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
+from loader import load, writer
 from loader.cast import cast_values
 from loader.config import LoadConfig
 from loader.normalize import ColumnStats, compute_connection, json_kinds
+from loader.pipeline import DrySink, WarehouseSink
+from loader.replay import replay
 from loader.schema import infer_type, may_discard, needs_widening
 from loader.spec import ColumnType, Kind
-from loader.stages import UNIT_STAGES, Batch, Context, lines_batch, run
+from loader.stages import STAGES, UNIT_STAGES, WAREHOUSE_STAGES, Batch, Context, lines_batch, run
 
 UTC = dt.UTC
 
@@ -188,3 +193,146 @@ def test_message_to_reject_reason(line, reason):
     batch = unit_stages(lines)
     assert [(r.line, r.reason, r.raw) for r in batch.rejections] == [(7, reason, line.encode())]
     assert batch.slices == []
+
+
+# --- the stage tuple: tracking plan, plan_schema + cast, dedup, the dry-run sink -------------
+
+
+def fixture_lines(*messages: dict | str) -> pa.Table:
+    """Lines 1..n of a batch, from messages (dicts as JSON) or raw text."""
+    raw = [m if isinstance(m, str) else json.dumps(m) for m in messages]
+    return pa.table({"line_no": pa.array(range(1, len(raw) + 1), pa.int64()), "raw": pa.array(raw, pa.string())})
+
+
+def track(i: int, event: str = "Order Completed", **properties) -> dict:
+    return {"messageId": f"m{i}", "type": "track", "event": event, "userId": f"u{i}",
+            "receivedAt": "2024-03-01T10:00:00Z", "properties": properties}
+
+
+def write_plan(tmp_path, on_violation: str) -> str:
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"rules": {"events": [{"name": "Order Completed", "rules": {"properties": {
+        "type": "object", "properties": {"currency": {"enum": ["USD", "EUR"]}}}}}]}}))
+    return str(path)
+
+
+# (plan's on_violation, currencies of lines 1-3) -> (lines rejected, violations, lines left in the event table)
+PLAN_FILTERS = [
+    ("allow", ["USD", "GBP", "EUR"], [], [2], [1, 2, 3]),
+    ("block", ["USD", "GBP", "EUR"], [2], [2], [1, 3]),
+    ("block", ["GBP", "GBP", "GBP"], [1, 2, 3], [1, 2, 3], []),
+    ("block", ["USD", "EUR", "USD"], [], [], [1, 2, 3]),
+]
+
+
+@pytest.mark.parametrize(("on_violation", "currencies", "rejected", "violating", "kept"), PLAN_FILTERS)
+def test_tracking_plan_stage_filters_the_batch(tmp_path, on_violation, currencies, rejected, violating, kept):
+    lines = fixture_lines(*(track(i, currency=c) for i, c in enumerate(currencies, start=1)))
+    batch = unit_stages(lines, config=LoadConfig(tracking_plan=write_plan(tmp_path, on_violation),
+                                                 on_violation=on_violation))
+    assert [(r.line, r.reason) for r in batch.rejections] == [(n, "tracking_plan_violation") for n in rejected]
+    assert sorted(batch.violations["line"].to_pylist()) == violating
+    assert sorted(batch.messages["line_no"].to_pylist()) == kept
+    lines_of = {s.table: sorted(s.line.to_pylist()) for s in batch.slices}
+    assert lines_of.get("order_completed", []) == kept
+    assert lines_of.get("tracks", []) == kept
+    assert batch.valid == len(kept)
+    assert batch.lines is None  # raw text released once the plan has had it
+
+
+def test_unit_stages_without_a_plan_keep_every_valid_line():
+    batch = unit_stages(fixture_lines(track(1, currency="GBP"), "not json", track(1, currency="USD")))
+    assert batch.stages == [s.name for s in UNIT_STAGES]
+    assert batch.violations is None
+    assert [(r.line, r.reason) for r in batch.rejections] == [(2, "malformed_json")]
+    # the in-batch copy of m1 with the same receivedAt: the first line wins
+    assert batch.messages["line_no"].to_pylist() == [1]
+    assert (batch.valid, batch.duplicates_in_batch) == (2, 1)
+
+
+def warehouse_stages(batch: Batch, sink) -> Batch:
+    return run(batch, WAREHOUSE_STAGES, Context(LoadConfig(), None, sink=sink))
+
+
+# (property value, the column's type in the warehouse) -> (type after plan_schema, stored value, discard reason)
+CAST_STAGE = [
+    (5, ColumnType.DOUBLE, ColumnType.DOUBLE, 5.0, None),
+    ("7", ColumnType.BIGINT, ColumnType.BIGINT, 7, None),
+    ("abc", ColumnType.BIGINT, ColumnType.BIGINT, None, "cannot cast varchar value to BIGINT"),
+    (1.5, ColumnType.BIGINT, ColumnType.DOUBLE, 1.5, None),  # widened by plan_schema, then cast
+    ([1, 2], ColumnType.VARCHAR, ColumnType.VARCHAR, "[1,2]", None),
+    (True, ColumnType.BOOLEAN, ColumnType.BOOLEAN, True, None),
+    ("2024-03-01", ColumnType.TIMESTAMPTZ, ColumnType.TIMESTAMPTZ, dt.datetime(2024, 3, 1, tzinfo=UTC), None),
+    ("soon", ColumnType.TIMESTAMPTZ, ColumnType.TIMESTAMPTZ, None, "cannot cast varchar value to TIMESTAMPTZ"),
+]
+
+
+@pytest.mark.parametrize(("value", "column_type", "planned", "stored", "reason"), CAST_STAGE)
+def test_plan_schema_and_cast_stages_store_or_discard(value, column_type, planned, stored, reason):
+    batch = unit_stages(fixture_lines(track(1, amount=value)))
+    sink = DrySink({"order_completed": {"amount": column_type}})
+    batch = run(batch, tuple(s for s in STAGES if s.name in ("plan_schema", "cast")), Context(LoadConfig(), None, sink=sink))
+    (rows,) = [r for r in batch.rows if r.slice.table == "order_completed"]
+    assert sink.schema["order_completed"]["amount"] == planned
+    assert rows.table["amount"].to_pylist() == [stored]
+    discards = [(d["column_name"][0].as_py(), d["reason"][0].as_py()) for d in rows.discards]
+    assert discards == ([] if reason is None else [("amount", reason)])
+
+
+def test_dry_run_sink_plans_the_schema_and_writes_nothing():
+    sink = DrySink({})
+    batch = warehouse_stages(unit_stages(fixture_lines(track(1, total=2, currency="USD"), track(2, total=2.5))), sink)
+    assert batch.stages == [s.name for s in STAGES]
+    created = {(c.table, c.column, c.new_type) for c in batch.changes if c.change == "add_column"}
+    assert {("order_completed", "total", "DOUBLE"), ("order_completed", "currency", "VARCHAR")} <= created
+    assert {c.table for c in batch.changes if c.change == "create_table"} >= {"order_completed", "tracks"}
+    assert sink.schema["order_completed"]["total"] == "DOUBLE"
+    assert batch.counts == []  # nothing persisted, nothing counted as loaded
+    assert sorted(batch.fresh["line_no"].to_pylist()) == [1, 2]
+
+
+def test_dedup_stage_keeps_only_messages_new_to_the_group():
+    """The same batch twice into one open group of a real warehouse: the second time every
+    row is a duplicate (kept out of the insert), its discards go, its counts say so."""
+    con = writer.connect(":memory:")
+    try:
+        writer.ensure_metadata(con, "segment")
+        writer.begin(con)
+        pending = writer.Pending()
+        schema: dict = {}
+        typing = fixture_lines(track(9, amount=1))  # amount becomes a BIGINT column
+        lines = fixture_lines(track(1, amount="abc"), track(2, amount=3), track(3, amount=4))
+        counts = []
+        for file_id, batch_lines in ((1, typing), (2, lines), (3, lines)):
+            sink = WarehouseSink(con, LoadConfig(), schema, pending,
+                                 [writer.FileRef(file_id, f"f{file_id}", batch_lines.num_rows)],
+                                 load_id=1, loaded_at=dt.datetime.now(UTC), change_file_id=file_id)
+            batch = warehouse_stages(unit_stages(batch_lines), sink)
+            counts.append([(c.loaded, c.duplicates, c.discards) for c in batch.counts])
+        assert all(r.keep is not None and not pc.any(r.keep).as_py() for r in batch.rows)
+        assert all(r.discards == [] for r in batch.rows)
+        assert schema["order_completed"]["amount"] == "BIGINT"
+        assert counts == [[(1, 0, 0)], [(3, 0, 1)], [(0, 3, 0)]]
+        assert [d["file_id"].to_pylist() for d in pending.discards] == [[2]]
+    finally:
+        con.close()
+
+
+def test_load_replay_and_dry_run_run_the_same_stage_tuple(tmp_path):
+    """Each reports the stages its batches ran: the names of STAGES, in order."""
+    names = [s.name for s in STAGES]
+    archive = tmp_path / "logs" / "a.ndjson"
+    archive.parent.mkdir()
+    archive.write_text("\n".join(json.dumps(track(i, currency=c)) for i, c in enumerate(["USD", "GBP"], 1)) + "\n")
+    db = tmp_path / "w.duckdb"
+    strict = write_plan(tmp_path, "block")
+    dry = load([str(archive)], LoadConfig(db_path=str(db), dry_run=True, tracking_plan=strict, on_violation="block"))
+    assert dry.summary()["stages"] == names
+    assert not db.exists()
+    loaded = load([str(archive)], LoadConfig(db_path=str(db), tracking_plan=strict, on_violation="block",
+                                             max_reject_ratio=1.0))
+    assert loaded.summary()["stages"] == names
+    assert (loaded.summary()["rows_loaded"], loaded.summary()["blocked"]) == (1, 1)
+    replayed = replay(LoadConfig(db_path=str(db)))  # no plan now: the blocked event loads
+    assert replayed.summary()["stages"] == names
+    assert replayed.summary()["rows_loaded"] == 1
