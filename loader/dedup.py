@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loader.batch import FILE_SHIFT, file_index, plain_lines
+from loader.normalize import combine_chunks
 
 # Over validated messages (loader/envelope.py: columns message_id, line_no and the envelope
 # field "receivedAt" as JSON text). In a batch of several small files (loader/batch.py) this
@@ -154,20 +155,16 @@ def line_mask(lines: pa.ChunkedArray, fresh_lines: pa.ChunkedArray):
     low = pc.min(lines).as_py() or 0
     high = pc.max(lines).as_py() or 0
     if high - low > 4 * len(lines) + 1024:  # sparse: batch envelopes (http_batch.py), units of files (batch.py)
-        fresh = _one_array(fresh_lines) if len(fresh_lines) else pa.array([], pa.int64())
-        return lambda slice_lines: pc.is_in(_one_array(slice_lines), value_set=fresh)
+        fresh = combine_chunks(fresh_lines) if len(fresh_lines) else pa.array([], pa.int64())
+        return lambda slice_lines: pc.is_in(combine_chunks(slice_lines), value_set=fresh)
     flags = np.zeros(high - low + 1, dtype=bool)
     if len(fresh_lines):
         flags[fresh_lines.to_numpy() - low] = True
 
     def keep(slice_lines) -> pa.Array:
-        return pa.array(flags[_one_array(slice_lines).to_numpy(zero_copy_only=False) - low])
+        return pa.array(flags[combine_chunks(slice_lines).to_numpy(zero_copy_only=False) - low])
 
     return keep
-
-
-def _one_array(array) -> pa.Array:
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def window_start(con: duckdb.DuckDBPyConnection, days: float | None) -> int | None:

@@ -3,8 +3,9 @@ loader/stages.py's STAGES, run by its one driver.
 
 Units of files go through UNIT_STAGES on reader threads while the main thread runs
 WAREHOUSE_STAGES over the previous batch (DuckDB and zlib release the GIL, so both cores
-work); a bounded queue keeps memory flat. Each file is one transaction: rows, rejects, discards, schema changes and its manifest
-row commit together, so a run killed at any point leaves only whole files behind.
+work); a bounded queue keeps memory flat. A file's rows, rejects, discards, schema changes
+and manifest row commit together (commit groups hold whole files), so a run killed at any
+point leaves only whole files behind.
 """
 
 from __future__ import annotations
