@@ -16,6 +16,7 @@ Load's reader threads, commit groups and spool wrap the tuple; they do not re-st
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
@@ -83,6 +84,7 @@ class Batch:
     fresh: pa.Table | None = None  # messages new to the open group (line_no, message_id, ...)
     counts: list = field(default_factory=list)  # per file: writer.BatchCounts
     stages: list[str] = field(default_factory=list)  # names of the stages run, in order
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage name, for this batch
 
     @property
     def files(self) -> int:
@@ -224,11 +226,14 @@ WAREHOUSE_STAGES = STAGES[5:]  # against a Sink
 
 
 def run(batch: Batch, stages: tuple[Stage, ...], ctx: Context) -> Batch:
-    """The one driver: each stage in order, timed, its name recorded in `batch.stages`."""
+    """The one driver: each stage in order, its name recorded in `batch.stages` and its
+    seconds in `batch.seconds` and in the load's timer (under `stage.timer`)."""
     for stage in stages:
+        started = time.perf_counter()
         with maybe(ctx.timer, stage.timer):
             batch = stage.run(batch, ctx)
         batch.stages.append(stage.name)
+        batch.seconds[stage.name] = batch.seconds.get(stage.name, 0.0) + time.perf_counter() - started
     return batch
 
 

@@ -240,9 +240,31 @@ def test_tracking_plan_stage_filters_the_batch(tmp_path, on_violation, currencie
     assert batch.lines is None  # raw text released once the plan has had it
 
 
+# receivedAt of two copies of one messageId (lines 1, 2) -> the line that wins the in-batch dedup
+IN_BATCH_COPIES = [
+    ("2024-03-01T10:00:00Z", "2024-03-01T09:00:00Z", 2),  # the earliest receivedAt
+    ("2024-03-01T09:00:00Z", "2024-03-01T10:00:00Z", 1),
+    ("2024-03-01T10:00:00Z", "2024-03-01T10:00:00Z", 1),  # a tie: line order
+    (None, "2024-03-01T10:00:00Z", 2),  # none (or not a timestamp) loses to any
+    ("soon", "2024-03-01T10:00:00Z", 2),
+    (None, None, 1),
+]
+
+
+@pytest.mark.parametrize(("first", "second", "winner"), IN_BATCH_COPIES)
+def test_route_stage_keeps_the_earliest_received_copy(first, second, winner):
+    copies = [{**track(1, currency=c), "receivedAt": r} for c, r in (("A", first), ("B", second))]
+    batch = unit_stages(fixture_lines(*copies))
+    assert batch.messages["line_no"].to_pylist() == [winner]
+    (events,) = [s for s in batch.slices if s.table == "order_completed"]
+    assert events.values["currency"].text.to_pylist() == ["A" if winner == 1 else "B"]
+    assert (batch.valid, batch.duplicates_in_batch) == (2, 1)
+
+
 def test_unit_stages_without_a_plan_keep_every_valid_line():
     batch = unit_stages(fixture_lines(track(1, currency="GBP"), "not json", track(1, currency="USD")))
     assert batch.stages == [s.name for s in UNIT_STAGES]
+    assert set(batch.seconds) == set(batch.stages)
     assert batch.violations is None
     assert [(r.line, r.reason) for r in batch.rejections] == [(2, "malformed_json")]
     # the in-batch copy of m1 with the same receivedAt: the first line wins
