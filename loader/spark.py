@@ -36,8 +36,10 @@ import contextlib
 import copy
 import datetime as dt
 import fcntl
+import io
 import json
 import os
+import pickle
 import queue
 import re
 import shutil
@@ -98,6 +100,47 @@ class Shaped:
     def light(self) -> Shaped:
         """Without the batches: what the driver needs to plan."""
         return replace(self, batches=[], errors=[None] * len(self.errors))
+
+
+class _ArrowPickler(pickle.Pickler):
+    """Pickles Arrow data through Arrow IPC, which writes only the rows of a slice: a shaped
+    batch's table slices are views of shared buffers, and pickle would copy the whole buffer
+    for every view (gigabytes for a 16 MB batch)."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, pa.Array):
+            return _unpack_array, (_ipc(pa.table({"c": obj})),)
+        if isinstance(obj, pa.ChunkedArray):
+            return _unpack_chunked, (_ipc(pa.table({"c": obj})),)
+        if isinstance(obj, pa.Table):
+            return _unpack_table, (_ipc(obj),)
+        return NotImplemented
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as out:
+        out.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _unpack_table(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(data).read_all()
+
+
+def _unpack_chunked(data: bytes) -> pa.ChunkedArray:
+    return _unpack_table(data).column(0)
+
+
+def _unpack_array(data: bytes) -> pa.Array:
+    return combine_chunks(_unpack_chunked(data))
+
+
+def pack(obj) -> bytes:
+    """`obj` as bytes (Arrow data compactly, see _ArrowPickler); `pickle.loads` reads it."""
+    buf = io.BytesIO()
+    _ArrowPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buf.getvalue()
 
 
 def _stats_only(slices: list[TableSlice]) -> list[TableSlice]:
@@ -375,11 +418,12 @@ def _load(files: list[InputFile], config: LoadConfig, lake_dir: Path, spark, sta
         shaped, ids = shape_unit(index, unit, job_config)
         os.makedirs(ids_dir, exist_ok=True)
         pq.write_table(ids, os.path.join(ids_dir, f"part-{index:06}.parquet"))
-        return shaped
+        return shaped.light(), pack(shaped)
 
     with result.timer.stage("shape"):
+        # Kept for the write stage (recomputed by Spark if an executor is lost)
         shaped_rdd = sc.parallelize(list(enumerate(units)), max(1, len(units))).map(shape).persist()
-        plans = sorted(shaped_rdd.map(lambda s: s.light()).collect(), key=lambda s: s.index)
+        plans = sorted(shaped_rdd.keys().collect(), key=lambda s: s.index)
     with result.timer.stage("plan"):
         unit_plans, final, changes = _plan(plans, base, load_id, _next_file_id(lake_dir, loads), hashes)
     result.schema_changes = changes
@@ -390,12 +434,13 @@ def _load(files: list[InputFile], config: LoadConfig, lake_dir: Path, spark, sta
     schema_name = config.schema
     plans_by_unit = sc.broadcast(unit_plans)  # sent once per executor, not with every task
 
-    def write(shaped: Shaped) -> _Written:
+    def write(packed: bytes) -> _Written:
         os.environ.pop(CRASH_ENV, None)
+        shaped: Shaped = pickle.loads(packed)
         return _write_task(shaped, plans_by_unit.value[shaped.index], job_config, staging, losers_dir, schema_name)
 
     with result.timer.stage("write"):
-        written = sorted(shaped_rdd.map(write).collect(), key=lambda w: w.index) if units else []
+        written = sorted(shaped_rdd.values().map(write).collect(), key=lambda w: w.index) if units else []
     shaped_rdd.unpersist()
     plans_by_unit.destroy()
     for w in written:
@@ -493,7 +538,7 @@ def _losers(spark, ids_dir: str, history: list[str], out: str) -> None:
     if history:
         first = first.join(spark.read.parquet(*history).select("message_id"), "message_id", "left_anti")
     losers = ids.select("message_id", "unit").distinct().join(first, ["message_id", "unit"], "left_anti")
-    losers.repartition("unit").write.partitionBy("unit").mode("overwrite").parquet(out)
+    losers.write.partitionBy("unit").mode("overwrite").parquet(out)
 
 
 def _write_task(shaped: Shaped, plan: _UnitPlan, config: LoadConfig, staging: Path, losers_dir: Path,

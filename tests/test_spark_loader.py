@@ -210,3 +210,26 @@ def test_one_load_at_a_time_per_lake(tmp_path, spark):
         with pytest.raises(DatabaseLockedError, match="another run"):
             load_spark([str(SAMPLE / "segment-logs")], LoadConfig(), str(lake), spark)
     assert not committed(lake)
+
+
+def test_shaped_batches_pack_compactly_and_round_trip(tmp_path):
+    """What the shape tasks hand to the write tasks: a batch's table slices are views of
+    shared Arrow buffers, which plain pickle copies whole for every view."""
+    import pickle
+
+    from loader.batch import Unit
+    from loader.read import discover_files
+    from loader.spark import pack
+    from loader.stages import run_unit_stages
+
+    lines = [event(i, event=f"Event {i % 40}", properties={"n": i, "s": "x" * 50}) for i in range(4000)]
+    path = write_ndjson(tmp_path / "many_tables.ndjson", lines)
+    (batch,) = run_unit_stages(Unit(tuple(discover_files([str(path)]))), LoadConfig())
+    assert len(batch.slices) > 40
+    packed = pack(batch)
+    # 1 MB of lines: 3.8 MB packed (one IPC stream per column), 63 MB pickled
+    assert len(packed) < 5 * path.stat().st_size < len(pickle.dumps(batch)) / 3
+    back = pickle.loads(packed)
+    for a, b in zip(batch.slices, back.slices, strict=True):
+        assert (a.table, a.line.to_pylist(), a.columns) == (b.table, b.line.to_pylist(), b.columns)
+        assert {c: v.text.to_pylist() for c, v in a.values.items()} == {c: v.text.to_pylist() for c, v in b.values.items()}
