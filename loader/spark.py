@@ -408,6 +408,8 @@ def _load(files: list[InputFile], config: LoadConfig, lake_dir: Path, spark, sta
     staging.mkdir(parents=True)
     sizes = {f.path: hashes[f.path][1] for f in todo if f.origin is None}  # objects: a unit each
     units = plan_units(todo, sizes, config.batch_bytes)
+    from pyspark import StorageLevel
+
     sc = spark.sparkContext
     job_config = replace(config, progress=None)
     ids_dir = str(staging / "ids")
@@ -422,7 +424,8 @@ def _load(files: list[InputFile], config: LoadConfig, lake_dir: Path, spark, sta
 
     with result.timer.stage("shape"):
         # Kept for the write stage (recomputed by Spark if an executor is lost)
-        shaped_rdd = sc.parallelize(list(enumerate(units)), max(1, len(units))).map(shape).persist()
+        shaped_rdd = (sc.parallelize(list(enumerate(units)), max(1, len(units))).map(shape)
+                      .persist(StorageLevel.MEMORY_AND_DISK))
         plans = sorted(shaped_rdd.keys().collect(), key=lambda s: s.index)
     with result.timer.stage("plan"):
         unit_plans, final, changes = _plan(plans, base, load_id, _next_file_id(lake_dir, loads), hashes)
