@@ -19,7 +19,7 @@ from test_reliability import make_archive
 
 from bench.compare import compare
 from loader import LoadConfig
-from loader.spark import SPARK_CRASH_POINTS, committed, load_spark, open_lake, session
+from loader.spark import SPARK_CRASH_POINTS, committed, load_spark, open_lake, session, table_files
 
 pytestmark = pytest.mark.slow
 
@@ -118,6 +118,12 @@ def test_duplicates_across_files_and_runs_widening_and_users(tmp_path, spark):
     assert query(db, "SELECT count(*) FROM _loader.schema_changes WHERE change = 'widen'")[0][0] > 0
     assert query(db, "SELECT count(*) FROM segment.users")[0][0] > 0
     assert_same(db, lake, tmp_path)
+    # Spark reads the lake too (timestamps with time zone, JSON, BLOB): the committed files
+    loads = set(committed(lake))
+    for schema, table in [("segment", "identifies"), ("segment", "users"), ("_loader", "rejects"),
+                          ("_loader", "seen_messages")]:
+        frame = spark.read.parquet(*table_files(lake, schema, table, loads))
+        assert frame.count() == query(db, f"SELECT count(*) FROM {schema}.{table}")[0][0] > 0, table
 
 
 def test_streamed_files_batch_envelopes_and_type_conflicts(tmp_path, spark):
