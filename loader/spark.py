@@ -26,7 +26,7 @@ manifest, as in the DuckDB loader, so a re-run after success is a no-op.
 
 The lake is plain Parquet on a filesystem every executor and the driver see (local disk in
 local mode, a shared mount on a cluster): directory renames are what make publishing cheap.
-A table format (Delta, Iceberg) would replace steps 5's renames and commit record by its own
+A table format (Delta, Iceberg) would replace step 5's renames and commit record by its own
 atomic commit; the stages before it stay as they are.
 """
 
@@ -80,7 +80,7 @@ FILE_IDS_PER_UNIT = 2  # a streamed file that fails takes a second file id (pipe
 _LOAD_DIR = re.compile(r"^load=(\d+)$")
 
 
-# ---- the one adapter to the loader's per-unit stages (loader/pipeline.py) ----------------
+# ---- the adapter to the loader's stages: run_unit_stages, pipeline._write_unit/_write_file ----
 
 @dataclass
 class Shaped:
@@ -96,6 +96,7 @@ class Shaped:
     failed: set[int]
     steps: list[tuple[str, list[TableSlice]]]  # (path, slices with statistics only), in order
     digests: list[str] = field(default_factory=list)  # SHA-256 of each object file as downloaded
+    timer: StageTimer = field(default_factory=StageTimer)  # the task's seconds per stage
 
     def light(self) -> Shaped:
         """Without the batches: what the driver needs to plan."""
@@ -176,7 +177,9 @@ def shape_unit(index: int, unit: Unit, config: LoadConfig) -> tuple[Shaped, pa.T
             except Exception:  # noqa: BLE001 - as pipeline._produce: its files one by one
                 batch = None
             if batch is not None:
-                return _judge_unit(index, unit, config, batch, batch.lines_per_file)
+                shaped, ids = _judge_unit(index, unit, config, batch, batch.lines_per_file)
+                shaped.timer = timer
+                return shaped, ids
         batches, errors, digests = [], [], []
         with _spooled(unit) as (local, spool):
             for f in local.files:
@@ -189,7 +192,7 @@ def shape_unit(index: int, unit: Unit, config: LoadConfig) -> tuple[Shaped, pa.T
                 batches.append(mine)
                 digests.append(spool.digest(f))
         shaped, ids = _judge_files(index, unit, config, batches, errors)
-        shaped.digests = digests
+        shaped.digests, shaped.timer = digests, timer
         return shaped, ids
     finally:
         con.close()
@@ -329,8 +332,10 @@ def _recover(lake: Path) -> set[int]:
 
 @dataclass
 class _UnitPlan:
-    schema_before: Schema
-    final: Schema
+    """What a write task needs from the driver's plan for its unit."""
+
+    schema_before: Schema  # the tables the unit may touch, as they stood before it
+    final: Schema  # every table after the whole load (parts are exported in these types)
     first_file_id: int
     load_id: int
     hashes: dict
@@ -422,15 +427,17 @@ def _load(files: list[InputFile], config: LoadConfig, lake_dir: Path, spark, sta
         pq.write_table(ids, os.path.join(ids_dir, f"part-{index:06}.parquet"))
         return shaped.light(), pack(shaped)
 
-    with result.timer.stage("shape"):
+    with result.timer.stage("spark_shape"):
         # Kept for the write stage (recomputed by Spark if an executor is lost)
         shaped_rdd = (sc.parallelize(list(enumerate(units)), max(1, len(units))).map(shape)
                       .persist(StorageLevel.MEMORY_AND_DISK))
         plans = sorted(shaped_rdd.keys().collect(), key=lambda s: s.index)
-    with result.timer.stage("plan"):
+    for shaped in plans:
+        result.timer.merge(shaped.timer)
+    with result.timer.stage("spark_plan"):
         unit_plans, final, changes = _plan(plans, base, load_id, _next_file_id(lake_dir, loads), hashes)
     result.schema_changes = changes
-    with result.timer.stage("dedup"):
+    with result.timer.stage("spark_dedup"):
         losers_dir = staging / "losers"
         if units:
             _losers(spark, ids_dir, table_files(lake_dir, META, "seen_messages", loads), str(losers_dir))
@@ -442,14 +449,14 @@ def _load(files: list[InputFile], config: LoadConfig, lake_dir: Path, spark, sta
         shaped: Shaped = pickle.loads(packed)
         return _write_task(shaped, plans_by_unit.value[shaped.index], job_config, staging, losers_dir, schema_name)
 
-    with result.timer.stage("write"):
+    with result.timer.stage("spark_write"):
         written = sorted(shaped_rdd.values().map(write).collect(), key=lambda w: w.index) if units else []
     shaped_rdd.unpersist()
     plans_by_unit.destroy()
     for w in written:
         result.files += w.files
         result.timer.merge(w.timer)
-    with result.timer.stage("commit"):
+    with result.timer.stage("spark_commit"):
         _commit(lake_dir, staging, load_id, loads, base, final, config, result, started)
     result.seconds = time.monotonic() - started
     return result
@@ -518,7 +525,10 @@ def _plan(plans: list[Shaped], base: Schema, load_id: int, first_file_id: int,
     unit_plans, changes = [], []
     next_id = first_file_id
     for shaped in plans:
-        before = copy.deepcopy(schema)
+        # the tables the unit's writer can touch: its slices' and the state tables with their sources
+        touched = {s.table for _, slices in shaped.steps for s in slices}
+        touched |= {t for state_table, (source, _k, _l) in STATE_TABLES.items() for t in (state_table, source)}
+        before = {t: dict(cols) for t, cols in schema.items() if t in touched}
         for path, slices in shaped.steps:
             changes += [asdict(c) | {"path": path} for c in plan_schema(schema, _Steps(slices))]
         mine = {f.path: hashes[f.path] for f in shaped.unit.files}
@@ -550,12 +560,9 @@ def _write_task(shaped: Shaped, plan: _UnitPlan, config: LoadConfig, staging: Pa
     con = writer.connect(":memory:", memory_limit_mb=config.warehouse_memory_mb)
     try:
         writer.ensure_metadata(con, schema_name)
-        touched = {s.table for _, slices in shaped.steps for s in slices}
-        touched |= {t for state_table, (source, _k, _l) in STATE_TABLES.items() for t in (state_table, source)}
         for table, cols in plan.schema_before.items():
-            if table in touched:
-                con.execute(f"CREATE TABLE {table_ref(schema_name, table)} "
-                            f"({', '.join(f'{ident(c)} {t}' for c, t in cols.items())})")
+            con.execute(f"CREATE TABLE {table_ref(schema_name, table)} "
+                        f"({', '.join(f'{ident(c)} {t}' for c, t in cols.items())})")
         con.execute(f"DROP SEQUENCE {META}.file_ids")
         con.execute(f"CREATE SEQUENCE {META}.file_ids START {int(plan.first_file_id)}")
         mine = losers_dir / f"unit={shaped.index}"
