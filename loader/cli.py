@@ -19,7 +19,7 @@ from collections import Counter
 import duckdb
 
 from loader import __version__, state, writer
-from loader.config import LoadConfig, default_db_path
+from loader.config import DEFAULT_MEMORY_MB, LoadConfig, default_db_path
 from loader.errors import LoaderError, UsageError
 from loader.pipeline import SKIPPED_FAILED, LoadResult, load
 from loader.publish import DEFAULT_SCHEMAS, publish
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p_load.add_argument("--source-id", help="source id for messages with no projectId outside the segment-logs/<source>/ layout")
     p_load.add_argument("--commit-every-rows", type=int, default=100_000, help="commit files in groups of about this many rows (default 100000; 1 = a transaction per file)")
     p_load.add_argument("--dedup-window", type=float, metavar="DAYS", help="count a message as a duplicate only if a run of the last DAYS days loaded its messageId (Segment's windowed semantics; default: no window, every id ever loaded)")
-    p_load.add_argument("--memory-limit-mb", type=int, default=1024, help="DuckDB memory for the load, in MB (default 1024: 256 per reader thread, the rest for the warehouse); it spills to disk past it")
+    p_load.add_argument("--memory-limit-mb", type=int, default=DEFAULT_MEMORY_MB, help="DuckDB memory for the load, in MB (default 768: 256 per reader thread, the rest for the warehouse); it spills to disk past it")
     p_load.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb", help="duckdb (default): load into the --db file; spark: run the stages as Spark tasks and write Parquet lake tables under --lake (loader/spark.py)")
     p_load.add_argument("--lake", metavar="DIR", help="with --engine spark: the lake folder (a path the driver and every executor see)")
     p_load.add_argument("--spark-master", default=None, metavar="URL", help="with --engine spark: Spark master (default: spark-submit's, else local[2])")
@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p_replay.add_argument("--reason", action="append", metavar="REASON",
                           help=f"replay rejects with this reason (repeatable; default {DEFAULT_REASONS[0]})")
     p_replay.add_argument("--source-id", help="as for load")
-    p_replay.add_argument("--memory-limit-mb", type=int, default=1024, help="as for load")
+    p_replay.add_argument("--memory-limit-mb", type=int, default=DEFAULT_MEMORY_MB, help="as for load")
     _control_options(p_replay)
     _output_options(p_replay)
 

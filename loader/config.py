@@ -9,6 +9,8 @@ from functools import cached_property
 
 DEFAULT_DB = "warehouse.duckdb"
 READER_MEMORY_MB = 256
+# Two readers and the warehouse, 256 MB each (bench/README.md, "Peak memory").
+DEFAULT_MEMORY_MB = 768
 # The loader's own records, and DuckDB's built-in schemas: events must never be written there.
 RESERVED_SCHEMAS = frozenset({"_loader", "main", "information_schema", "pg_catalog", "temp", "system"})
 
@@ -30,7 +32,7 @@ class LoadConfig:
     source_id: str | None = None  # when neither projectId nor the path gives one
     commit_every_rows: int = 100_000  # files are committed in groups of about this many rows
     dedup_window_days: float | None = None  # only ids loaded by runs of the last N days count
-    memory_limit_mb: int = 1024  # DuckDB's share, see warehouse_memory_mb / reader_memory_mb
+    memory_limit_mb: int = DEFAULT_MEMORY_MB  # DuckDB's share, see warehouse_memory_mb / reader_memory_mb
     progress: Callable[[dict], None] | None = None
     tracking_plan: str | None = None  # a Segment Protocols plan (JSON/YAML) to validate events with
     on_violation: str = "allow"  # allow: load and record the violation; block: reject (replayable)
@@ -83,11 +85,13 @@ class LoadConfig:
 
         return load_policy(self.pii_config)
 
-    # A reader needs room for one batch (and a 10 MB line): 256 MB of the default; the
-    # warehouse gets the rest, which is also the cache DuckDB fills as the warehouse grows.
+    # A reader needs room for one batch (and a 10 MB line): 256 MB of the default. The
+    # warehouse gets the rest, which is also the cache DuckDB fills as the warehouse grows:
+    # a load only appends, so a bigger cache bought nothing but peak memory (1.37 GB at 1M
+    # events with 512 MB, 0.95 GB with 256 MB; bench/README.md).
     @property
     def reader_memory_mb(self) -> int:
-        return min(READER_MEMORY_MB, self.memory_limit_mb // 4)
+        return min(READER_MEMORY_MB, self.memory_limit_mb // 3)
 
     @property
     def warehouse_memory_mb(self) -> int:
