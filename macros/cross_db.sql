@@ -187,6 +187,16 @@
   {{ return('merge') }}
 {%- endmacro %}
 
+{#
+  True where an incremental build can delete or replace rows by key (DuckDB; Spark on
+  Delta/Iceberg/Hudi), false on Spark plain Parquet (insert_overwrite of whole partitions
+  only). Models whose incremental builds move old rows (a merge re-attributes history) are
+  tables where this is false.
+#}
+{% macro segment_rows_replaceable() -%}
+  {{ return(segment_incremental_strategy() != 'insert_overwrite') }}
+{%- endmacro %}
+
 
 {#
   Where clause of an incremental model on load_id (columns load_id, message_id of `alias`):

@@ -11,8 +11,11 @@
   pre_hook deletes those persons' rows first. A late event that joins two sessions, or an
   identify that moves anonymous sessions to a known person, therefore gives the same rows as
   a full refresh. Unattributed events (no usable id) are one group with no session.
+  On Spark with plain Parquet rows cannot be deleted, so there the model is a table, rebuilt
+  in full every run (segment_rows_replaceable).
 -#}
 {{ config(
+    materialized=('incremental' if segment_rows_replaceable() else 'table'),
     incremental_strategy='append',
     pre_hook="{{ analytics_delete_changed_persons(ref('int_events_joined_to_persons'), '1', 'event_fingerprint') }}",
 ) }}

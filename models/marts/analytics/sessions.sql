@@ -6,11 +6,12 @@
   out unless var analytics_include_bots.
 
   Incremental per person like int_events_sessionized: persons whose events
-  changed (count and checksum differ) are deleted by the pre_hook and rebuilt.
+  changed (count and checksum differ) are deleted by the pre_hook and rebuilt. A table on
+  Spark with plain Parquet (no row deletes there), rebuilt in full every run.
 -#}
 {%- set bots_filter = 'true' if var('analytics_include_bots') else 'not is_bot_person' %}
 {{ config(
-    materialized='incremental',
+    materialized=('incremental' if segment_rows_replaceable() else 'table'),
     incremental_strategy='append',
     on_schema_change='append_new_columns',
     pre_hook="{{ analytics_delete_changed_persons(ref('int_events_sessionized'), 'event_count', 'events_fingerprint', 'person_id is not null and " ~ bots_filter ~ "') }}",
