@@ -5,9 +5,11 @@ Parquet (export_parquet.py: DuckDB COPY) and defined on Spark as views over thos
 segment_raw_parquet, the project's on-run-start hook); then the project is built on local
 Spark (pyspark, dbt-spark's session method, a Derby metastore and a warehouse directory in
 tmp) and on DuckDB. Every mart and intermediate table must hold the same rows on both
-engines. Then the late archive is loaded and the incremental event spine is built again on
-both: on plain Parquet Spark adds new load_id partitions (insert_overwrite) and must still
-equal DuckDB's delete+insert (the other models are full rebuilds from the spine).
+engines. Then the late archive is loaded and every incremental model (and the identity models
+between them) is built a second time on both: on plain Parquet Spark adds new load_id
+partitions to the event spine and context (insert_overwrite), rebuilds the models whose
+incremental builds change old rows (person attribution, sessions: tables there), and must
+still equal DuckDB's incremental delete+insert / per-person builds.
 
 Spark's tables are read back from their Parquet files with DuckDB (no second JVM). Every
 data test runs on Spark, and so does every unit test except those of
@@ -42,11 +44,17 @@ from dbt_helpers import (
 
 pytestmark = pytest.mark.slow
 
-# First build: every model and data test. After the late archive only the incremental spine
-# is built again (every other model is a full rebuild from it, proven equal by the first build).
+# First build: every model and data test. After the late archive, a second build of every
+# model that is incremental on DuckDB and of the identity models between them (the other
+# models are tables on both engines, proven equal by the first build).
+LATE_MODELS = [
+    "int_events_unioned", "int_events_contextualized", "int_identity_links_unioned",
+    "int_identifiers_mapped_to_persons", "int_events_mapped_to_persons",
+    "int_events_sessionized", "sessions",
+]
 COMMANDS = {
     "first": ["build", "--exclude-resource-type", "unit_test"],
-    "late": ["run", "--select", "int_events_unioned"],
+    "late": ["run", "--select", *LATE_MODELS],
 }
 # Unit tests need the models' input tables to exist (dict fixtures take their column types),
 # so they run after the first build. Not on Spark: the identity rounds (module docstring).
@@ -139,7 +147,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         duck = run_dbt(COMMANDS[stage], db, work / f"duckdb_{stage}")
         spark = run_on_spark(COMMANDS[stage], work, dbt_vars)
         rows = {}
-        for model in SCHEMAS if stage == "first" else ["int_events_unioned"]:
+        for model in SCHEMAS if stage == "first" else LATE_MODELS:
             table = duckdb_rows(db, model)
             # a view has no files of its own: its rows are those of the tables it reads
             rows[model] = table and (table[0], table[1], spark_rows(work, model, table[0], table[2]))
@@ -163,7 +171,7 @@ def test_spark_build_passes_every_node_the_duckdb_build_runs(builds, stage):
 
 
 @pytest.mark.parametrize(("stage", "model"), [
-    *[("first", model) for model in SCHEMAS], ("late", "int_events_unioned")])
+    *[("first", model) for model in SCHEMAS], *[("late", model) for model in LATE_MODELS]])
 def test_spark_table_equals_duckdb_row_for_row(builds, stage, model):
     if builds[stage]["rows"][model] is None:  # a view (events, page_views): its table is compared
         assert builds[stage]["rows"]["int_events_sessionized"] is not None
