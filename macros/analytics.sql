@@ -86,35 +86,147 @@
 {%- endmacro %}
 
 {#
-  Person keys whose events in `source` (rows: person_id, event_fingerprint; one per event)
-  differ from what `target` was built from (rows: person_id, `target_count`,
-  `target_fingerprint` columns summed per person). Used by the incremental analytics models:
-  only these persons are rebuilt, and their old rows are deleted first (pre_hook). A person
-  whose events moved elsewhere (an identify merged them) differs too: it has rows in
-  `target` and none in `source`. NULL person ids (unattributed events) are one key, '~'.
+  Session ids whose events in `source` (int_events_sessionized rows passing `source_filter`)
+  differ from what `target` (the sessions mart: one row per session with event_count,
+  events_fingerprint, session_number, person_id, is_bot_person) was built from: a new or
+  vanished session, other events (count or order-independent checksum), another number or
+  person, a bot flag that flipped. Used by the sessions mart: only these sessions are
+  rebuilt, and their old rows are deleted first (pre_hook).
 #}
-{% macro analytics_changed_persons(source, target, target_count, target_fingerprint, source_filter='true') -%}
-  select coalesce(s.person_key, t.person_key) as person_key
+{% macro analytics_changed_sessions(source, target, source_filter='true') -%}
+  select coalesce(s.session_id, t.session_id) as session_id
   from (
-    select coalesce(person_id, '~') as person_key, count(*) as n, sum(event_fingerprint) as fp
+    select session_id, min(person_id) as person_id, min(session_number) as session_number,
+      count(*) as n, sum(event_fingerprint) as fp,
+      max(case when is_bot_person then 1 else 0 end) as is_bot_person
     from {{ source }}
-    where {{ source_filter }}
-    group by coalesce(person_id, '~')
+    where session_id is not null and {{ source_filter }}
+    group by session_id
   ) as s
   full outer join (
-    select coalesce(person_id, '~') as person_key, sum({{ target_count }}) as n, sum({{ target_fingerprint }}) as fp
+    select session_id, person_id, session_number, event_count as n, events_fingerprint as fp,
+      case when is_bot_person then 1 else 0 end as is_bot_person
     from {{ target }}
-    group by coalesce(person_id, '~')
-  ) as t on t.person_key = s.person_key
-  where s.person_key is null or t.person_key is null or s.n <> t.n or s.fp <> t.fp
+  ) as t on t.session_id = s.session_id
+  where s.session_id is null or t.session_id is null or s.n <> t.n or s.fp <> t.fp
+    or s.person_id <> t.person_id or s.session_number <> t.session_number
+    or s.is_bot_person <> t.is_bot_person
 {%- endmacro %}
 
-{# pre_hook of the incremental analytics models: delete the rows of changed persons. #}
-{% macro analytics_delete_changed_persons(source, target_count, target_fingerprint, source_filter='true') -%}
+{# pre_hook of the sessions mart: delete the rows of changed sessions. #}
+{% macro analytics_delete_changed_sessions(source, source_filter='true') -%}
   {%- if is_incremental() -%}
   delete from {{ this }}
-  where coalesce(person_id, '~') in (
-    {{ analytics_changed_persons(source, this, target_count, target_fingerprint, source_filter) }}
+  where session_id in (
+    {{ analytics_changed_sessions(source, this, source_filter) }}
+  )
+  {%- else -%}
+  select 1
+  {%- endif -%}
+{%- endmacro %}
+
+{#
+  pre_hook of int_events_sessionized: delete the stored rows that an incremental build must
+  sessionize again, so that what stays is, per person, a run of unchanged sessions that no
+  changed event can touch. A person's changed events are those of `source` (rows: message_id,
+  person_id, event_at, is_bot_user_agent) not stored under that person, and the stored rows
+  whose message is no longer the person's. Deleted per person with a change: every session
+  that ends less than var analytics_session_timeout_minutes before the earliest changed
+  event (a later session too, being later), all sessions if the person's bot flags change,
+  and the changed unattributed rows (NULL person: no sessions). No-op on a full build.
+#}
+{% macro analytics_delete_stale_sessions(source) -%}
+  {%- if is_incremental() -%}
+  {%- set timeout = var('analytics_session_timeout_minutes') | int -%}
+  delete from {{ this }}
+  where message_id in (
+    with
+
+    current_rows as (
+      select message_id, coalesce(person_id, '~') as person_key, event_at, is_bot_user_agent
+      from {{ source }}
+    ),
+
+    stored_rows as (
+      select message_id, coalesce(person_id, '~') as person_key, event_at, session_id,
+        is_bot_person, bot_reason
+      from {{ this }}
+    ),
+
+    arrived as (
+      select c.person_key, c.event_at
+      from current_rows as c
+      where not exists (
+        select 1 from stored_rows as s
+        where s.message_id = c.message_id and s.person_key = c.person_key
+      )
+    ),
+
+    departed as (
+      select s.message_id, s.person_key, s.event_at
+      from stored_rows as s
+      where not exists (
+        select 1 from current_rows as c
+        where c.message_id = s.message_id and c.person_key = s.person_key
+      )
+    ),
+
+    cuts as (
+      select person_key, min(event_at) as cut_at
+      from (
+        select person_key, event_at from arrived
+        union all
+        select person_key, event_at from departed
+      ) as changed
+      where person_key <> '~'
+      group by person_key
+    ),
+
+    -- bot flags as int_events_sessionized derives them, over the person's current events
+    per_minute as (
+      select c.person_key, {{ dbt.date_trunc('minute', 'c.event_at') }} as event_minute,
+        count(*) as event_count,
+        max(case when c.is_bot_user_agent then 1 else 0 end) as has_bot_user_agent
+      from current_rows as c
+      inner join cuts on cuts.person_key = c.person_key
+      group by c.person_key, {{ dbt.date_trunc('minute', 'c.event_at') }}
+    ),
+
+    current_flags as (
+      select person_key,
+        case
+          when max(has_bot_user_agent) = 1 then 'user_agent'
+          when max(case when event_count > {{ var('analytics_bot_max_events_per_minute') | int }} then 1 else 0 end) = 1
+            then 'event_rate'
+        end as bot_reason
+      from per_minute
+      group by person_key
+    ),
+
+    stored_flags as (
+      select s.person_key, max(s.bot_reason) as bot_reason
+      from stored_rows as s
+      inner join cuts on cuts.person_key = s.person_key
+      group by s.person_key
+    ),
+
+    session_ends as (
+      select s.person_key, s.session_id, max(s.event_at) as ended_at
+      from stored_rows as s
+      inner join cuts on cuts.person_key = s.person_key
+      group by s.person_key, s.session_id
+    )
+
+    select e.message_id
+    from stored_rows as e
+    inner join session_ends as se on se.person_key = e.person_key and se.session_id = e.session_id
+    inner join cuts as c on c.person_key = e.person_key
+    left join current_flags as cf on cf.person_key = e.person_key
+    left join stored_flags as sf on sf.person_key = e.person_key
+    where {{ dbt.dateadd('minute', timeout, 'se.ended_at') }} >= c.cut_at
+      or coalesce(cf.bot_reason, '') <> coalesce(sf.bot_reason, '')
+    union all
+    select message_id from departed where person_key = '~'
   )
   {%- else -%}
   select 1

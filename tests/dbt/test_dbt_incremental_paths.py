@@ -7,6 +7,8 @@ the second load brings
 - a cancel of an order completed in the first load;
 - a third user id on an anonymous id, which crosses var identity_max_user_ids_per_anonymous_id
   (set to 2 here): the device becomes a shared device although all its users are one person;
+- a late page 20 minutes after a stored session (it joins that session), and a new session of
+  a person whose stored session stays (numbered on from it);
 then the incremental build must equal a --full-refresh build, every table and view.
 """
 
@@ -66,6 +68,8 @@ SECOND = [
             properties={"order_id": "O-ann-2"}),
     message("track", "n06", "2024-05-07T10:10:00", userId="cid", event="Order Cancelled",
             properties={"order_id": "O-cid-1"}),
+    # late: 20 minutes after Cid's stored session of the first day ended, so it joins it
+    message("page", "n11", "2024-05-06T12:50:00", userId="cid", properties={"path": "/late"}),
     # a third user id of Dan's person on device D: over the cap, D becomes a shared device
     message("identify", "n07", "2024-05-07T11:00:00", anonymousId="anon-d", userId="dan-3"),
     message("alias", "n08", "2024-05-07T11:01:00", userId="dan", previousId="dan-3"),
@@ -135,6 +139,17 @@ def test_the_second_load_hits_the_hard_paths(builds):
                                  where identifier = 'anon-d'""") == [(True,)]
     assert query(incremental, """select attribution_rule, person_id from analytics_intermediate.int_events_mapped_to_persons
                                  where message_id = 'm13'""") == [("shared_device_latest_identification", "dan")]
+    # Cid's late page extends the first day's session; Dan's new session is his second
+    assert query(incremental, """select person_id, session_number,
+                                   strftime(timezone('UTC', started_at), '%m-%d %H:%M'),
+                                   strftime(timezone('UTC', ended_at), '%m-%d %H:%M')
+                                 from analytics.sessions where person_id in ('cid', 'dan')
+                                 order by 1, 2""") == [
+        ("cid", 1, "05-06 12:00", "05-06 12:50"),
+        ("cid", 2, "05-07 10:00", "05-07 10:10"),
+        ("dan", 1, "05-06 13:20", "05-06 13:30"),
+        ("dan", 2, "05-07 11:05", "05-07 11:05"),
+    ]
 
 
 def test_incremental_build_equals_full_refresh_in_every_relation(builds):

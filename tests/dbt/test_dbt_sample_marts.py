@@ -188,10 +188,10 @@ def test_every_order_is_placed_in_a_session(first_build):
     assert query(first_build[0], "select count(*), count(session_id) from analytics.orders") == [(11, 11)]
 
 
-def test_late_build_rebuilt_only_the_persons_whose_events_changed(late_build):
+def test_late_build_rebuilt_only_the_sessions_whose_events_changed(late_build):
     _, result = late_build
-    for model in ("int_events_sessionized", "sessions"):
-        assert "changed_persons" in result.compiled_code(model)
+    assert "kept_sessions" in result.compiled_code("int_events_sessionized")
+    assert "changed_sessions" in result.compiled_code("sessions")
 
 
 def test_demo_summary_shows_sessions_channels_and_the_funnel(first_build):

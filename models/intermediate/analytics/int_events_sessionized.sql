@@ -5,19 +5,24 @@
   previous one (a gap of exactly the timeout continues the session). Identify, group and
   alias calls are not in the input, so they neither start nor extend sessions.
 
-  Incremental per person: a build rebuilds every person whose set of events changed since
-  the last build (new events, late events, events an identify or alias moved to or away
-  from them), detected by count and checksum (macro analytics_changed_persons); the
-  pre_hook deletes those persons' rows first. A late event that joins two sessions, or an
-  identify that moves anonymous sessions to a known person, therefore gives the same rows as
-  a full refresh. Unattributed events (no usable id) are one group with no session.
+  Incremental per person, from the first session an event changed: for every person whose
+  events differ from the stored rows (new or late events, events an identify or alias moved
+  to or away from them; compared message by message), the pre_hook deletes the stored
+  sessions that end less than the timeout before the person's earliest changed event, and
+  all of them if the person's bot flags changed (macro analytics_delete_stale_sessions).
+  The build then sessionizes only the person's events that are not stored any more,
+  numbering on from the sessions kept: the first of them starts a session in a full refresh
+  too (the last kept event is more than the timeout earlier), so a late event that joins two
+  sessions, or an identify that moves anonymous sessions to a known person, gives the same
+  rows as a full refresh, while a person's new session after a visit rewrites that session
+  only. Unattributed events (no usable id) have no session: only changed ones are rewritten.
   On Spark with plain Parquet rows cannot be deleted, so there the model is a table, rebuilt
   in full every run (segment_rows_replaceable).
 -#}
 {{ config(
     materialized=('incremental' if segment_rows_replaceable() else 'table'),
     incremental_strategy='append',
-    pre_hook="{{ analytics_delete_changed_persons(ref('int_events_joined_to_persons'), '1', 'event_fingerprint') }}",
+    pre_hook="{{ analytics_delete_stale_sessions(ref('int_events_joined_to_persons')) }}",
 ) }}
 {%- set timeout = var('analytics_session_timeout_minutes') | int %}
 
@@ -28,17 +33,39 @@ source_events as (
 ),
 
 {% if is_incremental() %}
-changed_persons as (
-    {{ analytics_changed_persons(ref('int_events_joined_to_persons'), this, '1', 'event_fingerprint') }}
-),
-
+-- after the pre_hook the table holds each person's unchanged sessions: sessionize the rest
 scope as (
     select e.*
     from source_events as e
-    inner join changed_persons as c on c.person_key = coalesce(e.person_id, '~')
+    where not exists (
+        select 1 from {{ this }} as kept
+        where kept.message_id = e.message_id
+            and coalesce(kept.person_id, '~') = coalesce(e.person_id, '~')
+    )
+),
+
+-- where each person's numbering goes on from
+kept_sessions as (
+    select
+        person_id,
+        max(session_number) as kept_session_count
+    from {{ this }}
+    where person_id is not null and person_id in (select person_id from scope)
+    group by person_id
+),
+
+-- bot flags are over all of a person's events, kept ones too
+flag_events as (
+    select e.*
+    from source_events as e
+    where e.person_id in (select person_id from scope)
 ),
 {% else %}
 scope as (
+    select * from source_events
+),
+
+flag_events as (
     select * from source_events
 ),
 {% endif %}
@@ -49,7 +76,7 @@ per_minute as (
         {{ dbt.date_trunc('minute', 'event_at') }} as event_minute,
         count(*) as event_count,
         max(case when is_bot_user_agent then 1 else 0 end) as has_bot_user_agent
-    from scope
+    from flag_events
     where person_id is not null
     group by person_id, {{ dbt.date_trunc('minute', 'event_at') }}
 ),
@@ -133,7 +160,11 @@ sessionized as (
     select
         n.message_id,
         {{ dbt.hash('s.first_message_id') }} as session_id,
+        {% if is_incremental() -%}
+        n.session_number + coalesce(k.kept_session_count, 0) as session_number,
+        {%- else -%}
         n.session_number,
+        {%- endif %}
         n.person_event_number - n.session_start_number + 1 as event_number_in_session,
         n.is_session_start = 1 as is_session_start,
         v.view_number_in_session,
@@ -144,6 +175,9 @@ sessionized as (
     inner join session_starts as s
         on s.person_id = n.person_id and s.person_event_number = n.session_start_number
     left join views as v on v.message_id = n.message_id
+    {% if is_incremental() -%}
+    left join kept_sessions as k on k.person_id = n.person_id
+    {%- endif %}
 )
 
 select

@@ -5,16 +5,17 @@
   landing and exit pages are its first and last page calls. Persons flagged as bots are left
   out unless var analytics_include_bots.
 
-  Incremental per person like int_events_sessionized: persons whose events
-  changed (count and checksum differ) are deleted by the pre_hook and rebuilt. A table on
-  Spark with plain Parquet (no row deletes there), rebuilt in full every run.
+  Incremental by session: the sessions whose events, number, person or bot flag differ from
+  the stored row (macro analytics_changed_sessions; new and vanished sessions too) are
+  deleted by the pre_hook and rebuilt, the others are kept. A table on Spark with plain
+  Parquet (no row deletes there), rebuilt in full every run.
 -#}
 {%- set bots_filter = 'true' if var('analytics_include_bots') else 'not is_bot_person' %}
 {{ config(
     materialized=('incremental' if segment_rows_replaceable() else 'table'),
     incremental_strategy='append',
     on_schema_change='append_new_columns',
-    pre_hook="{{ analytics_delete_changed_persons(ref('int_events_sessionized'), 'event_count', 'events_fingerprint', 'person_id is not null and " ~ bots_filter ~ "') }}",
+    pre_hook="{{ analytics_delete_changed_sessions(ref('int_events_sessionized'), 'person_id is not null and " ~ bots_filter ~ "') }}",
 ) }}
 
 with
@@ -26,15 +27,14 @@ source_events as (
 ),
 
 {% if is_incremental() %}
-changed_persons as (
-    {{ analytics_changed_persons(ref('int_events_sessionized'), this, 'event_count', 'events_fingerprint',
-                                 'person_id is not null and ' ~ bots_filter) }}
+changed_sessions as (
+    {{ analytics_changed_sessions(ref('int_events_sessionized'), this, 'person_id is not null and ' ~ bots_filter) }}
 ),
 
 scope as (
     select e.*
     from source_events as e
-    inner join changed_persons as c on c.person_key = e.person_id
+    inner join changed_sessions as c on c.session_id = e.session_id
 ),
 {% else %}
 scope as (
