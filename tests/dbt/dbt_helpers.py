@@ -133,6 +133,15 @@ def write_late_archive(outdir: Path) -> Path:
     return outdir / "segment-logs"
 
 
+def query(db: Path, sql: str) -> list[tuple]:
+    """Rows of `sql` on database `db`, opened read-only."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 def copy_db(src: Path, dst: Path) -> Path:
     shutil.copyfile(src, dst)
     wal = Path(str(src) + ".wal")

@@ -18,9 +18,8 @@ import gzip
 import json
 from pathlib import Path
 
-import duckdb
 import pytest
-from dbt_helpers import copy_db, load_archive, run_dbt, table_difference
+from dbt_helpers import copy_db, load_archive, query, run_dbt, table_difference
 
 pytestmark = pytest.mark.slow
 VARS = ["--vars", "{identity_max_user_ids_per_anonymous_id: 2}"]
@@ -88,21 +87,9 @@ def write_archive(root: Path, day_ms: int, messages: list[dict]) -> Path:
 
 def relations(db: Path) -> list[str]:
     """Every table and view the project builds (seeds and staging views included)."""
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        rows = con.execute("""select table_schema, table_name from information_schema.tables
-                              where table_schema like 'analytics%' order by 1, 2""").fetchall()
-    finally:
-        con.close()
+    rows = query(db, """select table_schema, table_name from information_schema.tables
+                        where table_schema like 'analytics%' order by 1, 2""")
     return [f"{schema}.{name}" for schema, name in rows]
-
-
-def query(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture(scope="module")

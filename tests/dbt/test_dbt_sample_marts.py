@@ -26,6 +26,7 @@ from dbt_helpers import (
     assert_matches_expected,
     copy_db,
     load_archive,
+    query,
     run_dbt,
     table_difference,
     write_late_archive,
@@ -67,14 +68,6 @@ def late_build(stages):
 @pytest.fixture(scope="module")
 def full_refresh_build(stages):
     return stages["full_refresh"][0]
-
-
-def query(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_first_build_runs_models_data_tests_and_unit_tests(first_build):
