@@ -5,7 +5,8 @@
 
 `STAGES` is that tuple; load (`pipeline.py`), replay (`replay.py`) and the dry run all run it
 through `run`. A `Batch` carries everything a stage needs and produces as named, typed fields;
-no stage reads what another left in a database by name.
+no stage reads what another left in a database by name (the open commit group's state in the
+warehouse connection is the sink's: `dedup.GROUP_TABLE`, `writer.TOUCHED_TABLE`).
 
 The first five stages (`UNIT_STAGES`) need no warehouse: `run_unit_stages` runs them over one
 unit of input files (a file, or several small ones read as one batch), on a compute
