@@ -146,7 +146,7 @@ def load(paths: list[str], config: LoadConfig | None = None) -> LoadResult:
     return result
 
 
-def _produce(units: list[Unit], config: LoadConfig, out: queue.Queue, stop: threading.Event,
+def produce(units: list[Unit], config: LoadConfig, out: queue.Queue, stop: threading.Event,
              timer: StageTimer, spool: Spool) -> None:
     """Worker thread: UNIT_STAGES over each of its units, in order: ("unit", unit, batch)
     when its files were read as one batch, else each file's batches then ("end", file, error)."""
@@ -193,7 +193,7 @@ def _read_in_background(units: list[Unit], config: LoadConfig, spool: Spool):
     queues = [queue.Queue(maxsize=QUEUE_DEPTH) for _ in range(READERS)]
     timers = [StageTimer() for _ in range(READERS)]
     threads = [
-        threading.Thread(target=_produce, args=(units[r::READERS], config, queues[r], stop, timers[r], spool),
+        threading.Thread(target=produce, args=(units[r::READERS], config, queues[r], stop, timers[r], spool),
                          daemon=True)
         for r in range(READERS)
     ]
@@ -221,11 +221,11 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
         writer.ensure_metadata(con, config.schema)
         result.load_id = load_id = state.start_load(
             con, __version__, {"paths": [f.name for f in files], "force": config.force,
-                               "judging": _judging(config)})
+                               "judging": judging_settings(config)})
         done_before = state.loaded_hashes(con)
         done_objects = state.loaded_objects(con)
         failed_hashes, failed_objects = ({}, {}) if config.retry_failed or config.force else \
-            state.failed_before(con, _judging(config))
+            state.failed_before(con, judging_settings(config))
         hashes = _hash_all(files)
         todo: list[InputFile] = []
         for f in files:
@@ -244,13 +244,13 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
                     f"{SKIPPED_FAILED}: {error} (--retry-failed reads it again)")))
             else:
                 todo.append(f)
-        group = _Group(con, config, load_id, result, writer.read_schema(con, config.schema))
+        group = CommitGroup(con, config, load_id, result, writer.read_schema(con, config.schema))
         spool = Spool(todo)  # object files: downloaded a few ahead of the readers
         # Small local files of one source are read, shaped and written together (batch.py).
         units = plan_units(todo, {f.path: h[1] for f in todo if f.origin is None
                                   and not isinstance(h := hashes[f.path], OSError)}, config.batch_bytes)
         queues, stop, threads, timers = _read_in_background(units, config, spool)
-        progress = _Progress(config, len(todo), started=time.monotonic())
+        progress = Progress(config, len(todo), started=time.monotonic())
         try:
             for i, unit in enumerate(units):
                 out = queues[i % READERS]
@@ -259,18 +259,18 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
                     batch = first[2]
                     lines = batch.lines_per_file
                     if sum(lines) <= config.commit_every_rows:
-                        result.files += _write_unit(group, unit, batch, lines, hashes, progress)
+                        result.files += write_unit(group, unit, batch, lines, hashes, progress)
                     else:  # a group smaller than the unit: its files are written, and grouped, one by one
                         everyone = set(range(len(unit.files)))
                         for k in sorted(everyone):
                             part = without_files(batch, everyone - {k})
-                            result.files += _write_unit(group, unit, part, lines, hashes, progress, only=k)
+                            result.files += write_unit(group, unit, part, lines, hashes, progress, only=k)
                             if group.full():
                                 group.commit()
                 else:
                     for f in unit.files:
                         digest = (spool.digest, f.origin.size) if f.origin is not None else hashes[f.path]
-                        result.files.append(_write_file(group, f, digest, out, progress, first))
+                        result.files.append(write_file(group, f, digest, out, progress, first))
                         first = None
                 if group.full():
                     group.commit()
@@ -294,7 +294,7 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
         con.close()
 
 
-class _Group:
+class CommitGroup:
     """Consecutive files written in one transaction, committed when it holds enough rows.
 
     Every file in it is whole (its rows, rejects, discards, schema changes and manifest row),
@@ -407,7 +407,7 @@ class DrySink:
         return []
 
 
-def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress, first_item=None) -> FileResult:
+def write_file(group: CommitGroup, f: InputFile, digest, out: queue.Queue, progress, first_item=None) -> FileResult:
     """Write one file into the group. A file that fits in one batch is checked against the
     reject ratio before anything is written; a longer file gets a transaction of its own, so
     that failing it rolls back only its rows."""
@@ -429,7 +429,7 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress,
     if streaming:
         group.commit()
     if error is None and not streaming:
-        error = _reject_ratio_error(f, config, batches[0].lines_read if batches else 0,
+        error = reject_ratio_error(f, config, batches[0].lines_read if batches else 0,
                                     batches[0].rejections if batches else [])
     if error is not None and not streaming:
         return _record_failure(group, f, digest, fr, error, batches)
@@ -456,7 +456,7 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress,
             first_rejects += [r for r in batch.rejections if r.reason != REJECT_REASON][: max(0, 3 - len(first_rejects))]
             progress.batch(fr.lines, counts.loaded)
         if streaming and error is None:
-            error = _reject_ratio_error(f, config, fr.lines, first_rejects, rejects=fr.rejects - fr.blocked)
+            error = reject_ratio_error(f, config, fr.lines, first_rejects, rejects=fr.rejects - fr.blocked)
         if error is not None:  # only a streaming file gets here: it is alone in its group
             group.rollback()
             return _record_failure(group, f, digest, fr, error, [])
@@ -474,7 +474,7 @@ def _write_file(group: _Group, f: InputFile, digest, out: queue.Queue, progress,
         return _record_failure(group, f, digest, fr, exc, [])
 
 
-def _write_unit(group: _Group, unit: Unit, batch: Batch, lines: list[int], hashes: dict,
+def write_unit(group: CommitGroup, unit: Unit, batch: Batch, lines: list[int], hashes: dict,
                 progress, only: int | None = None) -> list[FileResult]:
     """Write small files read as one batch: each file is judged against the reject ratio on
     its own (a failing one loses its rows, keeps its manifest row), the rest are written with
@@ -488,7 +488,7 @@ def _write_unit(group: _Group, unit: Unit, batch: Batch, lines: list[int], hashe
     failed = {}
     for i in mine:
         f = unit.files[i]
-        error = _reject_ratio_error(f, config, lines[i], rejects[i])
+        error = reject_ratio_error(f, config, lines[i], rejects[i])
         if error is not None:
             failed[i] = _record_failure(group, f, hashes[f.path], FileResult(f.name, "failed", lines=lines[i]),
                                         error, [_Known(rejects[i])])
@@ -535,7 +535,7 @@ class _Known:
 SKIPPED_FAILED = "failed before, unchanged"
 
 
-def _judging(config: LoadConfig) -> dict:
+def judging_settings(config: LoadConfig) -> dict:
     """The settings that decide whether a file fails: a file that failed under the same ones
     and has not changed would fail again."""
     return {"max_reject_ratio": config.max_reject_ratio, "max_event_bytes": config.max_event_bytes,
@@ -554,7 +554,7 @@ def _close_early(con, load_id: int, files_seen: int, result: LoadResult, exc: Ba
         pass
 
 
-def _reject_ratio_error(f: InputFile, config: LoadConfig, lines: int, first_rejects: list,
+def reject_ratio_error(f: InputFile, config: LoadConfig, lines: int, first_rejects: list,
                         rejects: int | None = None) -> Exception | None:
     """Events the tracking plan blocked are a policy, not a broken file: they do not count."""
     first_rejects = [r for r in first_rejects if r.reason != REJECT_REASON]
@@ -569,7 +569,7 @@ def _reject_ratio_error(f: InputFile, config: LoadConfig, lines: int, first_reje
     )
 
 
-def _describe(f: InputFile, exc: Exception) -> str:
+def describe_failure(f: InputFile, exc: Exception) -> str:
     if isinstance(exc, OSError):
         text = str(exc.strerror or exc)
         if f.origin is None and f.path.is_symlink() and not f.path.exists():
@@ -610,12 +610,12 @@ def _manifest_row(f: InputFile, digest, fr: FileResult) -> dict:
     }
 
 
-def _record_failure(group: _Group | None, f: InputFile, digest, fr: FileResult, exc: Exception,
+def _record_failure(group: CommitGroup | None, f: InputFile, digest, fr: FileResult, exc: Exception,
                     batches: list, *, con=None, load_id: int | None = None) -> FileResult:
     """A failed file: none of its rows is kept, every line it has is a reject (its own reason,
     else `file_failed`), so lines = rows + duplicates + rejects holds, and its manifest row
     says why."""
-    failed = FileResult(f.name, "failed", reason=_describe(f, exc))
+    failed = FileResult(f.name, "failed", reason=describe_failure(f, exc))
     if group is None:  # it could not even be read for its hash: no lines to keep
         con.execute("BEGIN TRANSACTION")
         state.record_file(con, state.next_file_id(con), load_id, _manifest_row(f, digest, failed))
@@ -628,7 +628,7 @@ def _record_failure(group: _Group | None, f: InputFile, digest, fr: FileResult, 
     return failed
 
 
-def _keep_failed_lines(group: _Group, f: InputFile, file_id: int, error: str, batches: list) -> int:
+def _keep_failed_lines(group: CommitGroup, f: InputFile, file_id: int, error: str, batches: list) -> int:
     """Read the failed file again and keep each line as a reject; lines whose own problem is
     known keep that reason. Returns how many lines were kept (those that could be read)."""
     known = {r.line: r for b in batches for r in b.rejections if r.reason != REJECT_REASON}
@@ -672,7 +672,7 @@ def _dry_run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> 
             try:
                 done = state.content_hash(f.path)[0] in done_before
             except OSError as exc:
-                result.files.append(FileResult(f.name, "failed", reason=_describe(f, exc)))
+                result.files.append(FileResult(f.name, "failed", reason=describe_failure(f, exc)))
                 continue
         if done and not config.force:
             result.files.append(FileResult(f.name, "skipped", reason="already loaded"))
@@ -696,13 +696,13 @@ def _dry_run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> 
                         fr.violations += batch.violations.num_rows if batch.violations is not None else 0
                         fr.blocked += sum(r.reason == REJECT_REASON for r in batch.rejections)
                 except OSError as exc:
-                    fr = FileResult(f.name, "failed", reason=_describe(f, exc))
+                    fr = FileResult(f.name, "failed", reason=describe_failure(f, exc))
                 result.files.append(fr)
     finally:
         ctx.con.close()
 
 
-class _Progress:
+class Progress:
     """Rows and rows/s on stderr when it is a terminal, through config.progress otherwise."""
 
     def __init__(self, config: LoadConfig, files: int, started: float) -> None:

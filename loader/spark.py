@@ -76,11 +76,11 @@ UNIT_META = ("rejects", "discards", "schema_changes", "name_map", "violations", 
 CRASH_ENV = "SEGMENT_LOADER_CRASH_AT"
 # Named points of the driver's commit (SEGMENT_LOADER_CRASH_AT=<point>, loader/faults.py)
 SPARK_CRASH_POINTS = ("spark_before_publish", "spark_mid_publish", "spark_before_commit", "spark_after_commit")
-FILE_IDS_PER_UNIT = 2  # a streamed file that fails takes a second file id (pipeline._write_file)
+FILE_IDS_PER_UNIT = 2  # a streamed file that fails takes a second file id (pipeline.write_file)
 _LOAD_DIR = re.compile(r"^load=(\d+)$")
 
 
-# ---- the adapter to the loader's stages: run_unit_stages, pipeline._write_unit/_write_file ----
+# ---- the adapter to the loader's stages: run_unit_stages, pipeline.write_unit/_write_file ----
 
 @dataclass
 class Shaped:
@@ -174,7 +174,7 @@ def shape_unit(index: int, unit: Unit, config: LoadConfig) -> tuple[Shaped, pa.T
         if unit.combined:  # only local files are combined (batch.plan_units)
             try:
                 (batch,) = run_unit_stages(unit, config, con, hints, timer)
-            except Exception:  # noqa: BLE001 - as pipeline._produce: its files one by one
+            except Exception:  # noqa: BLE001 - as pipeline.produce: its files one by one
                 batch = None
             if batch is not None:
                 shaped, ids = _judge_unit(index, unit, config, batch, batch.lines_per_file)
@@ -204,7 +204,7 @@ def _judge_unit(index: int, unit: Unit, config: LoadConfig, batch: Batch,
     for r in batch.rejections:
         rejects[r.line >> FILE_SHIFT].append(replace(r, line=r.line & LINE_MASK))
     failed = {i for i, f in enumerate(unit.files)
-              if pipeline._reject_ratio_error(f, config, lines[i], rejects[i]) is not None}
+              if pipeline.reject_ratio_error(f, config, lines[i], rejects[i]) is not None}
     kept = without_files(batch, failed) if failed else batch
     per_file = file_slices({}, kept, len(unit.files))
     steps = [(f.name, _stats_only(per_file[i])) for i, f in enumerate(unit.files) if i not in failed]
@@ -220,7 +220,7 @@ def _judge_files(index: int, unit: Unit, config: LoadConfig, batches: list[list[
     for i, f in enumerate(unit.files):
         rejections = [r for b in batches[i] for r in b.rejections]
         read = sum(b.lines_read for b in batches[i])
-        if errors[i] is not None or pipeline._reject_ratio_error(f, config, read, rejections) is not None:
+        if errors[i] is not None or pipeline.reject_ratio_error(f, config, read, rejections) is not None:
             failed.add(i)
             continue
         steps += [(f.name, _stats_only(b.slices)) for b in batches[i]]
@@ -233,13 +233,13 @@ def _judge_files(index: int, unit: Unit, config: LoadConfig, batches: list[list[
 
 
 def write_unit(group, shaped: Shaped, hashes: dict) -> list[pipeline.FileResult]:
-    """Write a shaped unit through the loader's own writer (pipeline._write_unit, or
+    """Write a shaped unit through the loader's own writer (pipeline.write_unit, or
     _write_file per file) into `group`, a commit group over a task-local DuckDB. An object
     file that failed is downloaded again: its lines are kept as rejects."""
-    progress = pipeline._Progress(replace(group.config, progress=None), len(shaped.unit.files),
+    progress = pipeline.Progress(replace(group.config, progress=None), len(shaped.unit.files),
                                   started=time.monotonic())
     if shaped.combined:
-        return pipeline._write_unit(group, shaped.unit, shaped.batches[0], shaped.lines, hashes, progress)
+        return pipeline.write_unit(group, shaped.unit, shaped.batches[0], shaped.lines, hashes, progress)
     results = []
     again = {i for i in shaped.failed if shaped.unit.files[i].origin is not None}
     with _spooled(shaped.unit, again) as (local, spool):
@@ -251,7 +251,7 @@ def write_unit(group, shaped: Shaped, hashes: dict) -> list[pipeline.FileResult]
             out.put(("end", f, error))
 
             def write_file(f=f, digest=digest, out=out) -> Iterator[None]:
-                results.append(pipeline._write_file(group, f, digest, out, progress))
+                results.append(pipeline.write_file(group, f, digest, out, progress))
                 yield None
 
             list(spool.reading(f, write_file()) if i in again else write_file())
@@ -477,7 +477,7 @@ def _triage(files: list[InputFile], config: LoadConfig, lake: Path, loads: set[i
                 con.execute(f"INSERT INTO {META}.{table} BY NAME SELECT * FROM {_read(parts)}")
         done, done_objects = state.loaded_hashes(con), state.loaded_objects(con)
         failed_hashes, failed_objects = ({}, {}) if config.retry_failed or config.force else \
-            state.failed_before(con, pipeline._judging(config))
+            state.failed_before(con, pipeline.judging_settings(config))
     finally:
         con.close()
     todo, hashes = [], {}
@@ -490,7 +490,7 @@ def _triage(files: list[InputFile], config: LoadConfig, lake: Path, loads: set[i
             try:
                 hashes[f.path] = state.content_hash(f.path)
             except OSError as exc:
-                result.files.append(pipeline.FileResult(f.name, "failed", reason=pipeline._describe(f, exc)))
+                result.files.append(pipeline.FileResult(f.name, "failed", reason=pipeline.describe_failure(f, exc)))
                 continue
             key, done_by, failed = hashes[f.path][0], done, failed_hashes
             why = f"already loaded (same content as {done.get(key)})"
@@ -571,7 +571,7 @@ def _write_task(shaped: Shaped, plan: _UnitPlan, config: LoadConfig, staging: Pa
             dedup._record(con, f"(SELECT {dedup.key_sql('message_id')} AS key, message_id, -1 AS file_id, "
                                f"-1 AS load_id FROM {rows})")
         result = pipeline.LoadResult(plan.load_id, "")
-        group = pipeline._Group(con, config, plan.load_id, result, writer.read_schema(con, schema_name))
+        group = pipeline.CommitGroup(con, config, plan.load_id, result, writer.read_schema(con, schema_name))
         files = write_unit(group, shaped, plan.hashes)
         group.commit()
         _export(con, schema_name, plan.final, plan.load_id, staging, shaped.index)
@@ -620,7 +620,7 @@ def _commit(lake: Path, staging: Path, load_id: int, loads: set[int], base: Sche
                     "VALUES (?, now() - to_microseconds(?::BIGINT), 'running', ?, ?)",
                     [load_id, int((time.monotonic() - started) * 1e6), __version__,
                      json.dumps({"paths": [f.path for f in result.files], "engine": "spark",
-                                 "force": config.force, "judging": pipeline._judging(config)}, sort_keys=True)])
+                                 "force": config.force, "judging": pipeline.judging_settings(config)}, sort_keys=True)])
         result.seconds = time.monotonic() - started
         state.finish_load(con, load_id, "failed" if result.failed else "succeeded", result.summary())
         _copy(con, f"SELECT * FROM {META}.loads", staging / META / "loads" / "part.parquet")
