@@ -39,6 +39,7 @@ from loader.timing import StageTimer, maybe
 
 if TYPE_CHECKING:
     from loader.config import LoadConfig
+    from loader.writer import BatchCounts
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Batch:
     changes: list[SchemaChange] = field(default_factory=list)
     rows: list[CastRows] = field(default_factory=list)
     fresh: pa.Table | None = None  # messages new to the open group (line_no, message_id, ...)
-    counts: list = field(default_factory=list)  # per file: writer.BatchCounts
+    counts: list[BatchCounts] = field(default_factory=list)  # per file
     stages: list[str] = field(default_factory=list)  # names of the stages run, in order
     seconds: dict[str, float] = field(default_factory=dict)  # per stage name, for this batch
 
@@ -103,7 +104,7 @@ class Sink(Protocol):
         group holds (history is probed once, when the group commits)."""
         ...
 
-    def write(self, batch: Batch) -> list:
+    def write(self, batch: Batch) -> list[BatchCounts]:
         """Persist the batch (DDL, rows, rejects, discards, violations, names); return the
         counts (writer.BatchCounts) of each of its files."""
         ...
