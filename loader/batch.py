@@ -41,7 +41,7 @@ class Unit:
 def plan_units(files: list[InputFile], sizes: dict, batch_bytes: int) -> list[Unit]:
     """Group consecutive small NDJSON files into units of about `batch_bytes` of text; every
     other file is a unit of its own. `sizes` maps a path to its size on disk (absent: large).
-    Order is kept: the first copy of a message loaded still wins."""
+    Order is kept: among copies received at the same time, the first file's still wins."""
     units: list[Unit] = []
     pending: list[InputFile] = []
     estimate = 0

@@ -1,10 +1,11 @@
 """Exactly-once rows: messageId is the key, with no time window unless the user asks for one.
 
-Within a batch the copy with the earliest receivedAt wins (ties: line order); across batches,
-files and runs the first copy loaded wins. A commit group checks its batches against each
-other as they arrive (a small temp table of the group's ids) and against the history ONCE, at
-its commit, in the same transaction as the insert: the cost of history is paid per group,
-not per batch or file.
+Among the copies of a message in one commit group (its files' batches, as they arrive) the
+earliest receivedAt wins (ties: file, then line order): a later batch's earlier copy
+supersedes the one the group already holds, which moves to its file's duplicates at the
+commit. Against history (earlier groups and runs) the first copy loaded wins. The group is
+checked against history ONCE, at its commit, in the same transaction as the insert: the cost
+of history is paid per group, not per batch or file.
 
 History is one 128-bit key per loaded message (`_loader.seen_keys`), compact and cheap to
 scan. The key's 13th hex digit (a UUID's version nibble) says what it is:
@@ -32,7 +33,7 @@ from loader.normalize import combine_chunks
 
 # Over validated messages (loader/envelope.py: columns message_id, line_no and the envelope
 # field "receivedAt" as JSON text). In a batch of several small files (loader/batch.py) this
-# ranks within each file only; the group lets the first file win among them after the
+# ranks within each file only; the group picks the earliest copy among them after the
 # tracking plan (fresh_in_group), as loading the files one by one would (a copy blocked in
 # one file does not make the next one a duplicate).
 IN_BATCH_RANK = (
@@ -44,6 +45,7 @@ SEEN_KEYS = "_loader.seen_keys"
 SEEN_TEXTS = "_loader.seen_texts"
 SEEN_VIEW = "_loader.seen_messages"
 GROUP_TABLE = "group_messages"  # temp: the ids the open commit group holds
+RUN_TABLE = "run_messages"  # temp: the ids earlier groups of this run committed, with receivedAt
 
 # The hash of an id that is not a UUID, as SQL over `{}` (a VARCHAR); any 128-bit value
 # will do, since hits are confirmed on the text. Tests swap it to force collisions.
@@ -108,36 +110,59 @@ def _record(con: duckdb.DuckDBPyConnection, keyed: str) -> None:
 
 
 def begin_group(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {GROUP_TABLE} (message_id VARCHAR, file_id BIGINT, line BIGINT)")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {GROUP_TABLE} "
+                "(message_id VARCHAR, file_id BIGINT, line BIGINT, received_at TIMESTAMPTZ, tbl VARCHAR)")
+    # Created in the run's first group's transaction: a rollback of that group drops it too.
+    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {RUN_TABLE} (key UHUGEINT, message_id VARCHAR, "
+                "received_at TIMESTAMPTZ, file_id BIGINT, line BIGINT, tbl VARCHAR, load_id BIGINT)")
 
 
-def fresh_in_group(con: duckdb.DuckDBPyConnection, messages: pa.Table, *, file_id: int | None = None) -> pa.Table:
-    """The batch's messages (line_no, message_id) that no earlier batch of the open group
-    holds; they join the group. History is checked once, at the group's commit. A batch of
-    several small files gives each row's `file_id` and `line` in the file as columns instead
-    of `file_id`; a message in several of its files is fresh in the first only."""
+# The copy of a message that wins among several: the earliest receivedAt (none: last), then
+# the earliest file and line (a unit's line numbers carry the file's index in their high bits).
+EARLIEST_FIRST = "received_at NULLS LAST, line_no"
+
+
+def fresh_in_group(con: duckdb.DuckDBPyConnection, messages: pa.Table, *,
+                   file_id: int | None = None) -> tuple[pa.Table, pa.Table]:
+    """Split the batch's messages (line_no, message_id, received_at, tbl) against the open group:
+    returns the messages that win (new to the group, or earlier than the group's copy: they
+    join the group) and the (file_id, line) of the group's copies they supersede (those rows
+    become duplicates of their files at the commit). History is checked once, at the
+    group's commit. A batch of several small files gives each row's `file_id` and `line` in
+    the file as columns instead of `file_id`; among its own copies of a message the earliest
+    wins (EARLIEST_FIRST)."""
     con.register("batch_messages", messages)
     if file_id is None:
-        fresh = con.sql(
-            f"SELECT m.line_no, m.message_id, m.file_id, m.line FROM batch_messages m "
-            f"ANTI JOIN {GROUP_TABLE} g ON g.message_id = m.message_id "
-            "QUALIFY row_number() OVER (PARTITION BY m.message_id ORDER BY m.line_no) = 1"
-        ).to_arrow_table()
-        rows = "message_id, file_id, line"
+        batch = (f"(SELECT * FROM batch_messages QUALIFY row_number() OVER "
+                 f"(PARTITION BY message_id ORDER BY {EARLIEST_FIRST}) = 1)")
+        rows = "message_id, file_id, line, received_at, tbl"
+        columns = "m.line_no, m.message_id, m.received_at, m.tbl, m.file_id, m.line"
     else:
-        fresh = con.sql(
-            f"SELECT m.line_no, m.message_id FROM batch_messages m "
-            f"ANTI JOIN {GROUP_TABLE} g ON g.message_id = m.message_id"
-        ).to_arrow_table()
-        rows = f"message_id, {int(file_id)}, line_no"
+        batch = "batch_messages"  # ids are unique: the in-batch dedup (envelope.route) ran
+        rows = f"message_id, {int(file_id)}, line_no, received_at, tbl"
+        columns = "m.line_no, m.message_id, m.received_at, m.tbl"
+    # A group's copy stays unless this one was received strictly earlier: the group's copy
+    # comes from an earlier file or line, so it wins a tie.
+    winners = con.sql(
+        f"SELECT {columns}, g.file_id AS superseded_file_id, g.line AS superseded_line "
+        f"FROM {batch} m LEFT JOIN {GROUP_TABLE} g ON g.message_id = m.message_id "
+        "WHERE g.message_id IS NULL OR m.received_at < g.received_at "
+        "OR (g.received_at IS NULL AND m.received_at IS NOT NULL)"
+    ).to_arrow_table()
     con.unregister("batch_messages")
+    superseded = pa.table({"file_id": winners["superseded_file_id"], "line": winners["superseded_line"]})
+    superseded = superseded.filter(pc.is_valid(superseded["file_id"]))
+    fresh = winners.drop_columns(["superseded_file_id", "superseded_line"])
     con.register("fresh_messages", fresh)
+    if superseded.num_rows:
+        con.execute(f"DELETE FROM {GROUP_TABLE} WHERE message_id IN (SELECT message_id FROM fresh_messages)")
     con.execute(f"INSERT INTO {GROUP_TABLE} SELECT {rows} FROM fresh_messages")
     con.unregister("fresh_messages")
-    return fresh
+    return fresh, superseded
 
 
-def fresh_in_files(con: duckdb.DuckDBPyConnection, messages: pa.Table, file_ids: list[int]) -> pa.Table:
+def fresh_in_files(con: duckdb.DuckDBPyConnection, messages: pa.Table,
+                   file_ids: list[int]) -> tuple[pa.Table, pa.Table]:
     """`fresh_in_group` for a batch whose line numbers carry the index of their file in
     `file_ids` (loader/batch.py); most batches have one file."""
     if len(file_ids) == 1:
@@ -178,14 +203,18 @@ def window_start(con: duckdb.DuckDBPyConnection, days: float | None) -> int | No
     return first if first is not None else 1 << 62
 
 
-def probe_history(con: duckdb.DuckDBPyConnection, *, load_id: int, since_load: int | None = None) -> pa.Table:
-    """One probe of the whole group against history: return (file_id, line) of the group's
-    messages loaded before (by a load >= `since_load` when a window is set), and record the
-    others as loaded by `load_id`. Only the key hits of hashed ids read their texts."""
+def probe_history(con: duckdb.DuckDBPyConnection, *, load_id: int,
+                  since_load: int | None = None) -> tuple[pa.Table, pa.Table]:
+    """One probe of the whole group against history (loads >= `since_load` when a window is
+    set). Returns the (file_id, line) of the group's messages loaded before, and the copies
+    an earlier group of THIS run committed that a group's copy supersedes, having been
+    received earlier (message_id, file_id, line, tbl of the committed copy: the writer
+    removes them, `writer.remove_superseded`). Records the group's other messages as loaded
+    by `load_id`. Only the key hits of hashed ids read their texts."""
     window = "" if since_load is None else f" WHERE load_id >= {int(since_load)}"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE group_keys AS
-        SELECT {key_sql('message_id')} AS key, message_id, file_id, line FROM {GROUP_TABLE}""")
+        SELECT {key_sql('message_id')} AS key, message_id, file_id, line, received_at, tbl FROM {GROUP_TABLE}""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE group_hits AS
         SELECT g.* FROM group_keys g SEMI JOIN (SELECT key FROM {SEEN_KEYS}{window}) s ON s.key = g.key""")
@@ -211,8 +240,36 @@ def probe_history(con: duckdb.DuckDBPyConnection, *, load_id: int, since_load: i
         con.execute("ALTER TABLE confirmed_hits RENAME TO group_hits")
     _record(con, f"(SELECT g.key, g.message_id, g.file_id, {int(load_id)} AS load_id FROM group_keys g "
                  "ANTI JOIN group_hits h ON h.file_id = g.file_id AND h.line = g.line)")
+    # Among this run's copies the earliest receivedAt wins (ties: the committed one, from an
+    # earlier file). A hit on a copy an earlier group of this run committed, received later
+    # than the group's, is superseded: the group's copy stays, and history's row moves to
+    # its file (a hashed key twin in the same file, a 124-bit collision, would move too:
+    # harmless, texts decide hits).
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE run_superseded AS
+        SELECT h.key, h.message_id, h.file_id AS new_file_id, h.line AS new_line,
+               r.file_id, r.line, r.tbl
+        FROM group_hits h JOIN {RUN_TABLE} r
+          ON r.key = h.key AND r.load_id = {int(load_id)} AND (r.message_id IS NULL OR r.message_id = h.message_id)
+        WHERE h.received_at < r.received_at OR (r.received_at IS NULL AND h.received_at IS NOT NULL)""")
+    superseded = con.sql("SELECT message_id, file_id, line, tbl FROM run_superseded").to_arrow_table()
+    if superseded.num_rows:
+        for table in (SEEN_KEYS, SEEN_TEXTS):
+            texts = " AND t.message_id = s.message_id" if table == SEEN_TEXTS else ""
+            con.execute(f"""
+                UPDATE {table} t SET file_id = s.new_file_id FROM run_superseded s
+                WHERE t.key = s.key AND t.file_id = s.file_id AND t.load_id = {int(load_id)}{texts}""")
+        con.execute(f"DELETE FROM {RUN_TABLE} r USING run_superseded s "
+                    f"WHERE r.load_id = {int(load_id)} AND r.file_id = s.file_id AND r.line = s.line")
+        con.execute("DELETE FROM group_hits h USING run_superseded s "
+                    "WHERE h.file_id = s.new_file_id AND h.line = s.new_line")
+    con.execute(f"""
+        INSERT INTO {RUN_TABLE}
+        SELECT g.key, CASE WHEN {is_hashed_sql('g.key')} THEN g.message_id END, g.received_at, g.file_id,
+               g.line, g.tbl, {int(load_id)}
+        FROM group_keys g ANTI JOIN group_hits h ON h.file_id = g.file_id AND h.line = g.line""")
     hits = con.sql("SELECT file_id, line FROM group_hits").to_arrow_table()
-    for table in ("group_keys", "group_hits"):
+    for table in ("group_keys", "group_hits", "run_superseded"):
         con.execute(f"DROP TABLE {table}")
     con.execute(f"DELETE FROM {GROUP_TABLE}")
-    return hits
+    return hits, superseded

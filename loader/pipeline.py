@@ -307,6 +307,7 @@ class CommitGroup:
         self.open = False
         self.changes: list[dict] = []
         self.files: dict[int, FileResult] = {}  # file id -> its counts, for the history probe
+        self.run_files: dict[int, FileResult] = {}  # the same for the run's committed groups
         self.since_load = dedup.window_start(con, config.dedup_window_days)
 
     def begin(self) -> None:
@@ -321,12 +322,11 @@ class CommitGroup:
         if not self.open:
             return
         timer = self.result.timer
-        with timer.stage("dedup"):  # the group's one probe of history
-            hits = dedup.probe_history(self.con, load_id=self.load_id, since_load=self.since_load)
+        seen, earlier = writer.settle_group(self.con, self.config.schema, self.pending, load_id=self.load_id,
+                                            since_load=self.since_load, timer=timer)
         with timer.stage("write"):
-            seen = writer.flush(self.con, self.config.schema, self.pending, hits, load_id=self.load_id)
-            for file_id, counts in seen.items():
-                self.files[file_id].seen_before(counts)
+            for file_id, counts in [*seen.items(), *earlier.items()]:
+                (self.files.get(file_id) or self.run_files[file_id]).seen_before(counts)
                 state.record_seen_before(self.con, file_id, counts)
             writer.refresh_state_tables(self.con, self.config.schema, self.schema)
         crash_point("before_commit")
@@ -336,6 +336,7 @@ class CommitGroup:
         self.open = False
         self.result.schema_changes += self.changes
         self.changes = []
+        self.run_files.update(self.files)
         self.files = {}
 
     def write(self, batch: Batch, files: list[writer.FileRef], loaded_at: dt.datetime, change_file_id: int,
@@ -378,7 +379,10 @@ class WarehouseSink:
         self.before_write = before_write
 
     def fresh(self, batch: Batch) -> pa.Table:
-        return dedup.fresh_in_files(self.con, batch.messages, [f.file_id for f in self.files])
+        fresh, superseded = dedup.fresh_in_files(self.con, batch.messages, [f.file_id for f in self.files])
+        if superseded.num_rows:  # the group's earlier copies of these become duplicates at the commit
+            self.pending.superseded.append(superseded)
+        return fresh
 
     def write(self, batch: Batch) -> list[writer.BatchCounts]:
         writer.apply_changes(self.con, self.config.schema, batch.changes, load_id=self.load_id,

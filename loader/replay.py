@@ -42,6 +42,7 @@ def replay(config: LoadConfig, reasons: tuple[str, ...] = DEFAULT_REASONS) -> Lo
             con, __version__, {"replay": list(reasons), "tracking_plan": config.tracking_plan,
                                "pii_config": config.pii_config})
         schema = writer.read_schema(con, config.schema)
+        replayed: dict[int, FileResult] = {}
         for file_id, path in state.rejected_files(con, reasons):
             lines, kept = state.rejected_lines(con, file_id, reasons)
             fr = FileResult(path, "loaded", lines=len(lines))
@@ -63,10 +64,14 @@ def replay(config: LoadConfig, reasons: tuple[str, ...] = DEFAULT_REASONS) -> Lo
                     result.ran(batch)
                     result.schema_changes += [{**c.__dict__, "path": path} for c in batch.changes]
                     fr.add(batch, batch.counts[0])
-                hits = dedup.probe_history(con, load_id=load_id,
-                                           since_load=dedup.window_start(con, config.dedup_window_days))
-                for counts in writer.flush(con, config.schema, pending, hits, load_id=load_id).values():
+                seen, earlier = writer.settle_group(
+                    con, config.schema, pending, load_id=load_id,
+                    since_load=dedup.window_start(con, config.dedup_window_days))
+                for counts in seen.values():
                     fr.seen_before(counts)  # one file: every history hit is its own
+                for earlier_id, counts in earlier.items():  # a file replayed before in this run
+                    replayed[earlier_id].seen_before(counts)
+                    state.record_seen_before(con, earlier_id, counts)
                 writer.refresh_state_tables(con, config.schema, schema)
                 state.record_replay(con, file_id, fr.rows_loaded, fr.duplicates, fr.discards, fr.rejects - len(lines))
                 crash_point("before_commit")
@@ -76,6 +81,7 @@ def replay(config: LoadConfig, reasons: tuple[str, ...] = DEFAULT_REASONS) -> Lo
                 raise
             fr.reason = f"{kept} reject(s) kept: not UTF-8" if kept else ""
             result.files.append(fr)
+            replayed[file_id] = fr
         state.finish_load(con, load_id, "succeeded", result.summary())
         con.execute("CHECKPOINT")
     finally:

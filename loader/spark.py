@@ -198,6 +198,9 @@ def shape_unit(index: int, unit: Unit, config: LoadConfig) -> tuple[Shaped, pa.T
         con.close()
 
 
+RECEIVED_AT = pa.timestamp("us", tz="UTC")  # the messages' receivedAt (dedup's order), as Arrow
+
+
 def _judge_unit(index: int, unit: Unit, config: LoadConfig, batch: Batch,
                 lines: list[int]) -> tuple[Shaped, pa.Table]:
     rejects: list[list] = [[] for _ in unit.files]
@@ -209,14 +212,14 @@ def _judge_unit(index: int, unit: Unit, config: LoadConfig, batch: Batch,
     per_file = file_slices({}, kept, len(unit.files))
     steps = [(f.name, _stats_only(per_file[i])) for i, f in enumerate(unit.files) if i not in failed]
     ids = pa.table({"message_id": kept.messages["message_id"], "unit": pa.repeat(pa.scalar(index, pa.int32()), kept.messages.num_rows),
-                    "seq": kept.messages["line_no"]})
+                    "seq": kept.messages["line_no"], "received_at": kept.messages["received_at"]})
     shaped = Shaped(index, unit, True, [batch], [None] * len(unit.files), lines, failed, steps)
     return shaped, ids
 
 
 def _judge_files(index: int, unit: Unit, config: LoadConfig, batches: list[list[Batch]],
                  errors: list) -> tuple[Shaped, pa.Table]:
-    failed, steps, ids = set(), [], []
+    failed, steps, ids, received = set(), [], [], []
     for i, f in enumerate(unit.files):
         rejections = [r for b in batches[i] for r in b.rejections]
         read = sum(b.lines_read for b in batches[i])
@@ -225,9 +228,11 @@ def _judge_files(index: int, unit: Unit, config: LoadConfig, batches: list[list[
             continue
         steps += [(f.name, _stats_only(b.slices)) for b in batches[i]]
         ids += [combine_chunks(b.messages["message_id"]) for b in batches[i]]
+        received += [combine_chunks(b.messages["received_at"]) for b in batches[i]]
     message_ids = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
     table = pa.table({"message_id": message_ids, "unit": pa.repeat(pa.scalar(index, pa.int32()), len(message_ids)),
-                      "seq": pa.array(np.arange(len(message_ids), dtype=np.int64))})
+                      "seq": pa.array(np.arange(len(message_ids), dtype=np.int64)),
+                      "received_at": pa.concat_arrays(received) if received else pa.array([], RECEIVED_AT)})
     lines = [sum(b.lines_read for b in bs) for bs in batches]
     return Shaped(index, unit, False, batches, errors, lines, failed, steps), table
 
@@ -540,13 +545,14 @@ def _plan(plans: list[Shaped], base: Schema, load_id: int, first_file_id: int,
 
 
 def _losers(spark, ids_dir: str, history: list[str], out: str) -> None:
-    """Per unit, the message ids it must not load: the first copy of an id in file order
-    wins, unless a committed load holds it (the distributed anti-join against history)."""
+    """Per unit, the message ids it must not load: the copy with the earliest receivedAt
+    wins (none: last; ties: file order), as in the DuckDB loader (loader/dedup.py), unless a
+    committed load holds it (the distributed anti-join against history)."""
     from pyspark.sql import functions as F
 
     ids = spark.read.parquet(ids_dir)
     first = (ids.groupBy("message_id")
-             .agg(F.min(F.struct("unit", "seq")).alias("w"))
+             .agg(F.min(F.struct(F.col("received_at").isNull(), "received_at", "unit", "seq")).alias("w"))
              .select("message_id", F.col("w.unit").alias("unit")))
     if history:
         first = first.join(spark.read.parquet(*history).select("message_id"), "message_id", "left_anti")

@@ -77,7 +77,7 @@ class Batch:
     # shape: standard columns (grouped by table), one slice per table, and the winners' ids
     envelope: pa.Table | None = None
     slices: list[TableSlice] = field(default_factory=list)
-    messages: pa.Table | None = None  # line_no, message_id
+    messages: pa.Table | None = None  # line_no, message_id, received_at (dedup's order), tbl
     # tracking_plan: every violation (VIOLATION_SCHEMA); blocked events moved to `rejections`
     violations: pa.Table | None = None
     # plan_schema, cast, dedup, write
@@ -150,7 +150,8 @@ def shape(batch: Batch, ctx: Context) -> Batch:
     standard = envelope.standard_columns(ctx.con, batch.routed, batch.source_id or ctx.config.source_id)
     name_map = list(batch.name_map)
     env, slices = normalize.shape(ctx.con, batch.routed, standard, name_map, ctx.hints)
-    messages = pa.table({"line_no": env["line_no"], "message_id": env["message_id"]})
+    messages = pa.table({"line_no": env["line_no"], "message_id": env["message_id"],
+                         "received_at": env["received_at#ts"], "tbl": env["tbl"]})
     return replace(batch, routed=None, envelope=env, slices=slices, messages=messages, name_map=name_map)
 
 

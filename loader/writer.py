@@ -23,8 +23,9 @@ from loader.errors import DatabaseLockedError, UsageError
 from loader.normalize import TableSlice, combine_chunks
 from loader.read import Rejection
 from loader.schema import Schema, SchemaChange
-from loader.spec import STATE_TABLES
+from loader.spec import CALL_TABLES, STATE_TABLES, TRACKS_TABLE
 from loader.sql import ident, literal, table_ref
+from loader.timing import StageTimer, maybe
 
 if TYPE_CHECKING:
     from loader.stages import Batch
@@ -183,6 +184,8 @@ class Pending:
     origins: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
     discards: list[pa.Table] = field(default_factory=list)
     violations: list[pa.Table] = field(default_factory=list)
+    # (file_id, line) of pending rows that a later, earlier-received copy superseded
+    superseded: list[pa.Table] = field(default_factory=list)
     rows: int = 0
     nbytes: int = 0
 
@@ -298,10 +301,60 @@ class SeenBefore:
 def flush(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, hits: pa.Table, *,
           load_id: int) -> dict[int, SeenBefore]:
     """Insert everything pending except the rows `hits` (file_id, line: the group's probe of
-    history, `dedup.probe_history`) says were loaded before: one statement per table.
-    Returns, per file id, what was loaded before."""
+    history, `dedup.probe_history`) says were loaded before, and those a later copy in the
+    group superseded (`pending.superseded`): one statement per table. Returns, per file id,
+    what was loaded before or superseded (duplicates now)."""
+    hits = pa.concat_tables([hits.select(["file_id", "line"]), *pending.superseded]) if pending.superseded else hits
     seen = _drop_seen_before(pending, hits) if hits.num_rows else {}
     _insert_pending(con, schema_name, pending, load_id=load_id)
+    return seen
+
+
+def settle_group(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *, load_id: int,
+                 since_load: int | None, timer: StageTimer | None = None,
+                 ) -> tuple[dict[int, SeenBefore], dict[int, SeenBefore]]:
+    """A commit group's exactly-once work, in its transaction: one probe of history, the
+    removal of this run's committed copies that the group's earlier-received copies
+    supersede, and the insert of what stays. Returns, per file id, what the group's files
+    lose to history or to a superseding copy, and what files of earlier groups of the run
+    lose to the group."""
+    with maybe(timer, "dedup"):
+        hits, superseded = dedup.probe_history(con, load_id=load_id, since_load=since_load)
+        earlier = remove_superseded(con, schema_name, superseded, load_id=load_id)
+    with maybe(timer, "write"):
+        return flush(con, schema_name, pending, hits, load_id=load_id), earlier
+
+
+def remove_superseded(con: duckdb.DuckDBPyConnection, schema_name: str, superseded: pa.Table, *,
+                      load_id: int) -> dict[int, SeenBefore]:
+    """Delete the rows this run committed that later-arriving, earlier-received copies
+    supersede (`dedup.probe_history`: message_id, file_id, line, tbl), with their discards
+    and violations; the users/accounts they touched are refreshed. Returns per file id what
+    moves from its loaded rows to its duplicates."""
+    if not superseded.num_rows:
+        return {}
+    seen: dict[int, SeenBefore] = {}
+    con.register("superseded_rows", superseded)
+    try:
+        for (tbl,) in con.execute("SELECT DISTINCT tbl FROM superseded_rows").fetchall():
+            ids = f"load_id = {int(load_id)} AND id IN (SELECT message_id FROM superseded_rows WHERE tbl = {literal(tbl)})"
+            for state, (source, key, _) in STATE_TABLES.items():
+                if tbl == source:  # the refresh must also see the user/account the old copy set
+                    con.execute(f"INSERT INTO {TOUCHED_TABLE} SELECT {literal(state)}, {ident(key)} "
+                                f"FROM {table_ref(schema_name, tbl)} WHERE {ids} AND {ident(key)} IS NOT NULL")
+            con.execute(f"DELETE FROM {table_ref(schema_name, tbl)} WHERE {ids}")
+            if tbl not in CALL_TABLES.values():  # a track: `tracks` holds it too
+                con.execute(f"DELETE FROM {table_ref(schema_name, TRACKS_TABLE)} WHERE {ids}")
+        for file_id, n in con.execute("SELECT file_id, count(*) FROM superseded_rows GROUP BY ALL").fetchall():
+            seen[file_id] = SeenBefore(rows=n)
+        for name, extra in (("discards", ""), ("violations", " AND t.action <> 'block'")):
+            where = (f"t.load_id = {int(load_id)} AND t.file_id = s.file_id AND t.line = s.line{extra}")
+            for file_id, n in con.execute(f"SELECT t.file_id, count(*) FROM _loader.{name} t "
+                                          f"JOIN superseded_rows s ON {where} GROUP BY ALL").fetchall():
+                setattr(seen[file_id], name, n)
+            con.execute(f"DELETE FROM _loader.{name} t USING superseded_rows s WHERE {where}")
+    finally:
+        con.unregister("superseded_rows")
     return seen
 
 
@@ -332,6 +385,7 @@ def _insert_pending(con: duckdb.DuckDBPyConnection, schema_name: str, pending: P
     pending.origins.clear()
     pending.discards.clear()
     pending.violations.clear()
+    pending.superseded.clear()
     pending.rows = pending.nbytes = 0
 
 

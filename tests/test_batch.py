@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import event, query, run_load, write_ndjson
 
 from bench.compare import compare
+from loader import batch
 from loader.batch import FILE_SHIFT, Unit, encode_line, file_index, plain_lines, plan_units
 from loader.read import InputFile
 
@@ -16,17 +18,16 @@ SCHEMA_AND_MANIFEST = """
     WHERE table_schema = 'segment' ORDER BY table_name, ordinal_position"""
 
 
-def _files(tmp_path: Path) -> list[Path]:
+def _files(tmp_path: Path, resent_at: str) -> list[Path]:
     """Three small files whose values only type alike when read in file order: `n` is an
     integer in the first file and text in the second, `price` an integer then a fraction; m2
-    comes again in file 2 with an earlier receivedAt (the first file still wins)."""
+    comes again in file 2, received at `resent_at` (the first copy's is 2024-03-01T10:00)."""
     day = tmp_path / "segment-logs" / "src1" / "1709251200000"
-    early = "2024-02-01T00:00:00.000Z"
     return [
         write_ndjson(day / "a.json.gz", [event(1, properties={"n": 1, "price": 3}),
                                          event(2, properties={"n": 2}, context={"ip": "1.1.1.1"})]),
         write_ndjson(day / "b.json.gz", [event(3, properties={"n": "three", "price": 3.5}),
-                                         event(2, receivedAt=early, properties={"n": 99}),
+                                         event(2, receivedAt=resent_at, properties={"n": 99}),
                                          event(4, event="Order Completed", context={"locale": "en"}),
                                          "not json"]),
         write_ndjson(day / "c.json.gz", [event(5, type="identify", traits={"plan": "pro"}),
@@ -34,26 +35,44 @@ def _files(tmp_path: Path) -> list[Path]:
     ]
 
 
-def test_small_files_read_together_give_the_warehouse_of_one_by_one_loads(tmp_path):
-    files = _files(tmp_path)
+# m2 re-sent later (as Segment's archive has it: the first file wins) or received earlier
+# (the re-sent copy wins: among a run's copies the earliest receivedAt does). The reference
+# warehouse: the files loaded one by one, by runs of one file each when the order of the
+# runs gives the same winner, else by one run that reads each file as a batch of its own.
+CASES = {
+    "later": ("2024-03-02T00:00:00.000Z", 2, [("a.json.gz", 2, 2, 0, 0), ("b.json.gz", 4, 2, 1, 1)], 2),
+    "earlier": ("2024-02-01T00:00:00.000Z", 99, [("a.json.gz", 2, 1, 1, 0), ("b.json.gz", 4, 3, 0, 1)], 1),
+}
+
+
+@pytest.mark.parametrize("resent", CASES)
+def test_small_files_read_together_give_the_warehouse_of_one_by_one_loads(tmp_path, monkeypatch, resent):
+    resent_at, m2_n, counts_ab, seen_a = CASES[resent]
+    files = _files(tmp_path, resent_at)
     together, one_by_one = tmp_path / "together.duckdb", tmp_path / "one.duckdb"
     result = run_load([str(tmp_path / "segment-logs")], together)
-    for f in files:
-        run_load([str(f)], one_by_one)
+    if resent == "later":
+        for f in files:
+            run_load([str(f)], one_by_one)
+    else:
+        monkeypatch.setattr(batch, "SMALL_FILE_BYTES", 0)  # every file a batch of its own
+        assert not any(u.combined for u in plan_units(
+            [InputFile(f, "ndjson", "src1") for f in files], {f: f.stat().st_size for f in files}, 16 << 20))
+        run_load(files, one_by_one)
     assert compare(str(together), str(one_by_one)) == []
     assert query(together, SCHEMA_AND_MANIFEST) == query(one_by_one, SCHEMA_AND_MANIFEST)
     assert query(together, "SELECT id, n, price FROM segment.signed_up ORDER BY id") == [
-        ("m1", 1, 3.0), ("m2", 2, None), ("m3", None, 3.5)]
+        ("m1", 1, 3.0), ("m2", m2_n, None), ("m3", None, 3.5)]
     assert query(together, "SELECT column_name, line, raw_value FROM _loader.discards") == [("n", 1, "three")]
     # One manifest row per file, each with its own counts: lines = rows + duplicates + rejects.
     assert [(Path(f.path).name, f.lines, f.rows_loaded, f.duplicates, f.rejects) for f in result.files] == [
-        ("a.json.gz", 2, 2, 0, 0), ("b.json.gz", 4, 2, 1, 1), ("c.json.gz", 2, 1, 1, 0)]
+        *counts_ab, ("c.json.gz", 2, 1, 1, 0)]
     assert query(together, "SELECT path, line, reason FROM _loader.rejects") == [(str(files[1].resolve()), 4,
                                                                                    "malformed_json")]
     manifest = query(together, "SELECT f.path, f.rows_loaded, count(s.message_id) FROM _loader.files f "
                                "LEFT JOIN _loader.seen_messages s USING (file_id) GROUP BY ALL ORDER BY 1")
     assert [(Path(p).name, rows, seen) for p, rows, seen in manifest] == [
-        ("a.json.gz", 2, 2), ("b.json.gz", 2, 2), ("c.json.gz", 1, 1)]
+        ("a.json.gz", seen_a, seen_a), ("b.json.gz", 4 - seen_a, 4 - seen_a), ("c.json.gz", 1, 1)]
 
 
 def test_a_small_file_over_the_reject_ratio_fails_alone(tmp_path, db):

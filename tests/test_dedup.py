@@ -7,7 +7,7 @@ import duckdb
 import pytest
 from conftest import cli, event, query, run_load, write_ndjson
 
-from loader import dedup, writer
+from loader import batch, dedup, writer
 
 LOWER = "0f4f3a2c-1b2d-4c3e-8f9a-0123456789ab"
 UPPER = LOWER.upper()
@@ -46,20 +46,20 @@ def test_history_view_gives_every_id_back_as_sent(tmp_path, db):
     assert query(db, "SELECT count(*) FROM _loader.seen_texts") == [(4,)]  # the ids that are not UUIDs
 
 
-# (file, line, messageId, receivedAt) -> kept. One run; the first copy loaded across
-# batches/files wins, within a file the earliest receivedAt (ties: line order).
+# (file, line, messageId, receivedAt) -> kept. One run: among all its copies the earliest
+# receivedAt wins (ties: file, then line order), whichever batch, file or commit group holds it.
 FIXTURE = [
     ("a", 1, "m1", "2024-03-01T10:00:05Z", False),
-    ("a", 2, "m1", "2024-03-01T10:00:01Z", True),  # earliest in its file
+    ("a", 2, "m1", "2024-03-01T10:00:01Z", False),  # earliest in its file, but b:1 is earlier
     ("a", 3, "m2", "2024-03-01T10:00:00Z", True),  # tie: first line
     ("a", 4, "m2", "2024-03-01T10:00:00Z", False),
     ("a", 5, LOWER, "2024-03-01T10:00:00Z", True),
     ("a", 6, UPPER, "2024-03-01T10:00:00Z", True),  # another spelling: another id
-    ("b", 1, "m1", "2024-03-01T09:00:00Z", False),  # earlier, but file a was loaded first
-    ("b", 2, LOWER, "2024-03-01T10:00:00Z", False),
+    ("b", 1, "m1", "2024-03-01T09:00:00Z", True),  # a later file, but received earliest
+    ("b", 2, LOWER, "2024-03-01T10:00:00Z", False),  # tie: the first file
     ("b", 3, "m3", None, False),  # no receivedAt sorts last
-    ("b", 4, "m3", "2024-03-01T10:00:00Z", True),
-    ("c", 1, "m3", "2024-03-01T08:00:00Z", False),
+    ("b", 4, "m3", "2024-03-01T10:00:00Z", False),
+    ("c", 1, "m3", "2024-03-01T08:00:00Z", True),
     ("c", 2, UPPER, "2024-03-01T10:00:00Z", False),
     ("c", 3, "m4", "2024-03-01T10:00:00Z", True),
 ]
@@ -85,14 +85,22 @@ def test_fixture_table_in_one_run(tmp_path, db, group_rows):
         assert (f.rows_loaded, f.duplicates) == (sum(r[4] for r in rows), sum(not r[4] for r in rows))
     assert sorted(query(db, "SELECT path, rows_loaded, duplicates FROM _loader.files")) == sorted(
         (f.path, f.rows_loaded, f.duplicates) for f in result.files)
+    # `tracks` holds the same winners; history holds each id once, under the winner's file
+    assert query(db, "SELECT count(*) FROM segment.tracks t SEMI JOIN segment.signed_up s ON s.id = t.id "
+                     "AND s.received_at = t.received_at") == [(len(kept),)]
+    assert query(db, "SELECT count(*) FROM segment.tracks") == [(len(kept),)]
+    winners = {mid: f"{tmp_path / f}.ndjson" for f, _, mid, _, keep in FIXTURE if keep}
+    assert dict(query(db, "SELECT s.message_id, f.path FROM _loader.seen_messages s "
+                          "JOIN _loader.files f USING (file_id)")) == winners
 
 
 def test_first_copy_loaded_across_runs_wins(tmp_path, db):
+    """Across runs the first copy loaded wins, however early a later run's copy was received."""
     first, second = _write_fixture(tmp_path / "1", FIXTURE[:6]), _write_fixture(tmp_path / "2", FIXTURE[6:])
     run_load(first, db)
     result = run_load(second, db)
-    assert [(f.rows_loaded, f.duplicates) for f in result.files] == [(1, 3), (1, 2)]
-    kept = sorted(f"{f}:{line}" for f, line, *_, keep in FIXTURE if keep)
+    assert [(f.rows_loaded, f.duplicates) for f in result.files] == [(0, 4), (2, 1)]  # b:1 came too late
+    kept = ["a:2", "a:3", "a:5", "a:6", "c:1", "c:3"]
     assert sorted(r[0] for r in query(db, 'SELECT "at" FROM segment.signed_up')) == kept
     assert query(db, "SELECT count(*), count(DISTINCT message_id) FROM _loader.seen_messages") == [(6, 6)]
 
@@ -130,6 +138,37 @@ def test_history_duplicates_drop_their_discards_and_violations(tmp_path, db):
     assert query(db, "SELECT message_id FROM _loader.violations") == [("m2",)]
     assert query(db, "SELECT rows_loaded, duplicates, discards FROM _loader.files WHERE path = ?",
                  [str(again)]) == [(1, 1, 1)]
+
+
+@pytest.mark.parametrize("group_rows", [1, 100_000])
+@pytest.mark.parametrize("one_batch", [True, False])
+def test_earlier_received_copy_in_a_later_file_supersedes(tmp_path, db, monkeypatch, group_rows, one_batch):
+    """The superseded copy leaves with everything it brought: its row, its discards and
+    tracking-plan violations, its say in `users`; its file counts it as a duplicate. The same
+    whether the two files share a batch, a commit group, or neither."""
+    if not one_batch:
+        monkeypatch.setattr(batch, "SMALL_FILE_BYTES", 0)  # every file a batch of its own
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"rules": {"identify": {"type": "object", "properties": {"traits": {
+        "type": "object", "properties": {"seats": {"type": "integer"}}}}}}}))
+    run_load([write_ndjson(tmp_path / "0.ndjson", [identify(0, seats=1)])], db)  # seats: BIGINT
+    late = write_ndjson(tmp_path / "a.ndjson", [identify(1, plan="free", seats="many", at="10:00:05")])
+    early = write_ndjson(tmp_path / "b.ndjson", [identify(1, plan="pro", seats=2, at="09:00:00")])
+    result = run_load([late, early], db, commit_every_rows=group_rows, tracking_plan=str(plan))
+    counts = [(f.rows_loaded, f.duplicates, f.discards, f.violations) for f in result.files]
+    assert counts == [(0, 1, 0, 0), (1, 0, 0, 0)]
+    assert query(db, "SELECT path, rows_loaded, duplicates, discards FROM _loader.files WHERE load_id = 2 "
+                     "ORDER BY path") == [(str(late), 0, 1, 0), (str(early), 1, 0, 0)]
+    assert query(db, "SELECT plan, seats FROM segment.identifies WHERE id = 'm1'") == [("pro", 2)]
+    assert query(db, "SELECT plan, seats FROM segment.users WHERE id = 'u1'") == [("pro", 2)]
+    assert query(db, "SELECT count(*) FROM _loader.discards") == [(0,)]
+    assert query(db, "SELECT count(*) FROM _loader.violations") == [(0,)]
+    assert query(db, "SELECT rows_loaded, duplicates FROM _loader.loads WHERE load_id = 2") == [(1, 1)]
+
+
+def identify(i: int, *, at: str = "10:00:00", **traits) -> dict:
+    return {"messageId": f"m{i}", "type": "identify", "userId": f"u{i}", "traits": traits,
+            "receivedAt": f"2024-03-01T{at}Z", "timestamp": "2024-03-01T10:00:00Z"}
 
 
 def _to_text_layout(db):

@@ -142,7 +142,7 @@ def test_streamed_files_batch_envelopes_and_type_conflicts(tmp_path, spark):
     b = write_ndjson(tmp_path / "in" / "b.ndjson", [event(i, properties={"n": i / 2}) for i in range(50, 70)])
     db, lake, _ = both([[a, b]], tmp_path, spark, batch_bytes=2_000)
     assert query(db, "SELECT count(*) FROM _loader.discards")[0][0] > 0
-    assert query(db, "SELECT plan FROM segment.signed_up WHERE id = 'm5'") == [("pro",)]  # first batch's
+    assert query(db, "SELECT plan FROM segment.signed_up WHERE id = 'm5'") == [("retried",)]  # received earliest
     assert_same(db, lake, tmp_path)
 
 
