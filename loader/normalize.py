@@ -131,22 +131,24 @@ def shape(
     envelope: pa.Table,
     name_map: list[NameMapping],
     shape_hints: dict | None = None,
+    paths: dict[str, str] | None = None,
 ) -> tuple[pa.Table, list[TableSlice]]:
     """Shape routed messages (loader/envelope.py `route`, line order) into one slice per
     table. `envelope` holds their standard columns (`standard_columns`, same order); it is
     returned grouped by table (in line order within), so each table's standard columns are a
     zero-copy slice of it. Column name mappings are added to `name_map`. `shape_hints`, kept
-    by the caller between batches, makes a stable shape cheap to find."""
+    by the caller between batches, makes a stable shape cheap to find. `paths`, when given,
+    gets each root's path: FAST or CAREFUL (see `_shape_root`)."""
     order = pc.sort_indices(envelope, [("tbl", "ascending"), ("line_no", "ascending")])
     env = envelope.take(order)
     hints = shape_hints if shape_hints is not None else {}
+    runs = _runs(env["tbl"])
     con.register(MESSAGES_VIEW, messages)
     try:
-        roots = [_flatten(con, root, order, hints.setdefault(root, set())) for root in ("context", "payload")]
+        roots = [_shape_root(con, root, order, hints, runs, paths) for root in ("context", "payload")]
     finally:
         con.unregister(MESSAGES_VIEW)
     slices: list[TableSlice] = []
-    runs = _runs(env["tbl"])
     for tbl, (start, length) in runs.items():
         call = env["call"][start].as_py()
         root_name = PAYLOAD_ROOT.get(call, TRAITS_ROOT)
@@ -189,6 +191,9 @@ class FlatRoot:
     extra_position: dict[tuple[str, ...], int]
     containers: set[tuple[str, ...]]  # paths that hold objects whose keys became columns
     order: pa.Array  # the envelope's permutation (rows grouped by table)
+    # Leaves the fast path took from the hints without asking (see _flatten): `_prepare`
+    # checks that none of them holds an object this batch.
+    assumed: frozenset[tuple[str, ...]] = frozenset()
     _cache: dict = field(default_factory=dict)
     _segments: dict = field(default_factory=dict)  # (path, table) -> (offset, length)
 
@@ -235,11 +240,20 @@ class FlatRoot:
                 seg_len.append(length)
             raws.append(raw.take(pa.array(np.concatenate(picks) if picks else np.empty(0, np.int64))))
         text, kind = json_kinds(pa.concat_arrays(raws))
+        lengths = np.asarray(seg_len, dtype=np.int64)
+        leaf_codes = np.repeat(np.asarray(seg_leaf, dtype=np.int32), lengths)
+        if self.assumed:
+            # A leaf taken from the hints that holds a non-empty object (above MAX_DEPTH) in
+            # some row is really a container this batch: the careful path must find its keys.
+            is_assumed = np.asarray([p in self.assumed and len(p) < MAX_DEPTH for p in paths], dtype=bool)
+            if is_assumed.any() and len(leaf_codes):
+                suspect = pc.and_(pa.array(is_assumed[leaf_codes]),
+                                  pc.and_(pc.equal(kind, "OBJECT"), pc.not_equal(text, "{}")))
+                if pc.any(pc.fill_null(suspect, False)).as_py():
+                    raise ShapeChanged(self.root)
         # An object at a leaf was flattened into its own columns when the path is also a
         # container; otherwise it lies past MAX_DEPTH and is the value itself, as JSON. An
         # empty object is no value at all.
-        lengths = np.asarray(seg_len, dtype=np.int64)
-        leaf_codes = np.repeat(np.asarray(seg_leaf, dtype=np.int32), lengths)
         is_container = np.asarray([p in self.containers for p in paths], dtype=bool)
         container = pa.array(is_container[leaf_codes]) if len(leaf_codes) else pa.array([], pa.bool_())
         drop = pc.fill_null(pc.and_(pc.equal(kind, "OBJECT"), pc.or_(container, pc.equal(text, "{}"))), False)
@@ -260,19 +274,65 @@ class FlatRoot:
         return [p for p in paths if p not in self.extra_position]
 
 
+class ShapeChanged(Exception):
+    """A leaf the fast path took from the hints holds an object: redo the root carefully."""
+
+
+FAST = "fast"
+CAREFUL = "careful"
+
+
+def _shape_root(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array, hints: dict,
+                runs: dict[str, tuple[int, int]], paths: dict[str, str] | None) -> FlatRoot:
+    """One root's leaves by the ONE dispatch between the two ways of finding them:
+
+    - FAST, once earlier batches left hints: `json_keys` is asked only at the known objects
+      (a handful of paths), and their known leaf keys are taken as leaves without asking each
+      one; `_prepare` then proves it (a leaf holding a non-empty object raises ShapeChanged).
+    - CAREFUL otherwise, or when that proof fails: `json_keys` at every known path.
+
+    Both give the same FlatRoot; the path taken is recorded in `paths[root]`."""
+    known = hints.setdefault(root, set())
+    known_objects = hints.get(root + "#objects")
+    if known_objects is not None:
+        try:
+            flat = _flatten(con, root, order, known, known_objects)
+            flat._prepare(runs)
+            if paths is not None:
+                paths[root] = FAST
+            return flat
+        except ShapeChanged:
+            pass
+    objects: set[tuple[str, ...]] = set()
+    flat = _flatten(con, root, order, known, objects_found=objects)
+    if len(known) < MAX_KNOWN_PATHS:
+        hints[root + "#objects"] = objects | (known_objects or set())
+    if paths is not None:
+        paths[root] = CAREFUL
+    return flat
+
+
 def _flatten(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array,
-             known: set[tuple[str, ...]] | None = None) -> FlatRoot:
+             known: set[tuple[str, ...]] | None = None,
+             known_objects: set[tuple[str, ...]] | None = None,
+             objects_found: set[tuple[str, ...]] | None = None) -> FlatRoot:
     """Discover every leaf path under `root`: `json_keys` at a path is NULL when absent, []
     for a scalar, array or empty object, and the keys of a non-empty object. Paths `known`
     from earlier batches are asked in the first pass, so a stable shape costs one parse;
     each pass after that only follows keys not seen before. Then one parse extracts every
-    leaf."""
+    leaf.
+
+    With `known_objects` (the fast path, see `_shape_root`) only those are asked in the first
+    pass: a key under them that is a known leaf is taken as a leaf of the tables whose rows
+    hold it (FlatRoot.assumed) rather than asked. `objects_found` receives the objects seen."""
     known = known if known is not None else set()
     tables: dict[str, set[tuple[str, ...]]] = {}
-    objects: set[tuple[str, ...]] = set()
+    objects: set[tuple[str, ...]] = objects_found if objects_found is not None else set()
     scalars: set[tuple[str, ...]] = set()
+    assumed: set[tuple[str, ...]] = set()
     asked: set[tuple[str, ...]] = set()
-    frontier = sorted({()} | known)
+    leaves_known = known - known_objects if known_objects is not None else set()
+    frontier = sorted({()} | (known_objects if known_objects is not None else known))
     while frontier:
         asked.update(frontier)
         ptrs = [pointer(p) for p in frontier]
@@ -288,15 +348,21 @@ def _flatten(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array,
         ).fetchall()
         next_frontier: set[tuple[str, ...]] = set()
         for tbl, i, leafy, sub in rows:
-            path = frontier[i]
-            if not path:  # the root object itself
-                next_frontier.update((k,) for k in sub or () if (k,) not in asked)
-                continue
+            path = frontier[i]  # () is the root object itself
             deep = len(path) >= MAX_DEPTH
-            if sub and not deep:
+            if sub and path and not deep:
                 objects.add(path)
-                next_frontier.update(path + (k,) for k in sub if path + (k,) not in asked)
-            if leafy or (sub and deep):
+            if sub and not deep:
+                for child in (path + (k,) for k in sub):
+                    if child in asked:
+                        continue
+                    if child in leaves_known:  # fast path: a leaf, proven by _prepare
+                        assumed.add(child)
+                        scalars.add(child)
+                        tables.setdefault(tbl, set()).add(child)
+                    else:
+                        next_frontier.add(child)
+            if path and (leafy or (sub and deep)):
                 scalars.add(path)
                 tables.setdefault(tbl, set()).add(path)
         frontier = sorted(next_frontier)
@@ -326,7 +392,7 @@ def _flatten(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array,
         result = _as_table(con.sql(f"SELECT {', '.join(select)} FROM msgs ORDER BY line_no").to_arrow_table())
         struct = result["s"] if structure else None
         extra = result["x"] if awkward else None
-    return FlatRoot(root, tables, struct, extra, extra_position, objects, order)
+    return FlatRoot(root, tables, struct, extra, extra_position, objects, order, frozenset(assumed))
 
 
 def _awkward_paths(paths: set[tuple[str, ...]]) -> set[tuple[str, ...]]:

@@ -78,6 +78,7 @@ class Batch:
     envelope: pa.Table | None = None
     slices: list[TableSlice] = field(default_factory=list)
     messages: pa.Table | None = None  # line_no, message_id, received_at (dedup's order), tbl
+    paths: dict[str, str] = field(default_factory=dict)  # root (context, payload) -> FAST or CAREFUL
     # tracking_plan: every violation (VIOLATION_SCHEMA); blocked events moved to `rejections`
     violations: pa.Table | None = None
     # plan_schema, cast, dedup, write
@@ -149,10 +150,12 @@ def shape(batch: Batch, ctx: Context) -> Batch:
     """Standard columns, flattened fields and their type statistics, one slice per table."""
     standard = envelope.standard_columns(ctx.con, batch.routed, batch.source_id or ctx.config.source_id)
     name_map = list(batch.name_map)
-    env, slices = normalize.shape(ctx.con, batch.routed, standard, name_map, ctx.hints)
+    paths: dict[str, str] = {}
+    env, slices = normalize.shape(ctx.con, batch.routed, standard, name_map, ctx.hints, paths)
     messages = pa.table({"line_no": env["line_no"], "message_id": env["message_id"],
                          "received_at": env["received_at#ts"], "tbl": env["tbl"]})
-    return replace(batch, routed=None, envelope=env, slices=slices, messages=messages, name_map=name_map)
+    return replace(batch, routed=None, envelope=env, slices=slices, messages=messages, name_map=name_map,
+                   paths=paths)
 
 
 def tracking_plan(batch: Batch, ctx: Context) -> Batch:

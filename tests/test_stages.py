@@ -358,3 +358,136 @@ def test_load_replay_and_dry_run_run_the_same_stage_tuple(tmp_path):
     replayed = replay(LoadConfig(db_path=str(db)))  # no plan now: the blocked event loads
     assert replayed.summary()["stages"] == names
     assert replayed.summary()["rows_loaded"] == 1
+
+
+# --- shaping: the fast path (known shape) gives what the careful path gives ------------------
+
+
+def shape_facts(batch: Batch) -> dict:
+    """Everything shaping hands on, as plain values: per slice its rows, values (text, kind,
+    typed), type statistics and unnamed keys; and the column name mappings."""
+    def column(v) -> tuple:
+        return (v.text.to_pylist(), v.kind.to_pylist(), v.typed.to_pylist() if v.typed is not None else None)
+
+    return {
+        "slices": {s.table: (s.call, s.line.to_pylist(), s.message_id.to_pylist(),
+                             {c: column(v) for c, v in s.values.items()},
+                             {c: (st.types, st.sources) for c, st in s.columns.items()},
+                             {p: column(v) for p, v in s.unnamed.items()}) for s in batch.slices},
+        "names": sorted((m.kind, m.table, m.original, m.name) for m in batch.name_map),
+        "rejects": [(r.line, r.reason) for r in batch.rejections],
+    }
+
+
+def shaped_after(warm_up: pa.Table, lines: pa.Table) -> tuple[Batch, Batch]:
+    """`lines` through UNIT_STAGES twice: after `warm_up` on the same context (its shape hints
+    known: the fast path may run), and alone (no hints: the careful path runs)."""
+    con = compute_connection(256)
+    try:
+        ctx = Context(LoadConfig(), con)
+        run(lines_batch(warm_up, "src"), UNIT_STAGES, ctx)
+        warm = run(lines_batch(lines, "src"), UNIT_STAGES, ctx)
+        cold = run(lines_batch(lines, "src"), UNIT_STAGES, Context(LoadConfig(), con))
+    finally:
+        con.close()
+    assert cold.paths == {"context": "careful", "payload": "careful"}
+    assert shape_facts(warm) == shape_facts(cold)
+    return warm, cold
+
+
+def nested(depth: int) -> dict:
+    value: dict | int = 1
+    for i in range(depth):
+        value = {f"d{i}": value}
+    return value
+
+
+EVERY_KIND = {
+    "s": 'quote " backslash \\ newline \n tab \t', "u": "é ✓ 😀 \u0000x", "plain": "text",
+    "big": 18446744073709551616, "huge": 123456789012345678901234567890, "neg": -9223372036854775808,
+    "f": 1.5, "sci": 1e300, "z": -0.0, "t": True, "no": False, "n": None,
+    "arr": [1, "x", None], "empty_arr": [], "empty_obj": {}, "obj": {"k": {"deep": 1}, "when": "2024-03-01"},
+    "deep": nested(10), "Case": 1, "case": "two", "": "empty key", "mixed": 1,
+}
+# Raw JSON the json module does not write: 1.50 stays 1.50, 1e400 overflows a double, -0.
+RAW_NUMBERS = '"p150":1.50,"p400":1e400,"m0":-0,"e":1E+2'
+CONTEXT = {"library": {"name": "analytics.js", "version": "2.0"}, "ip": "1.2.3.4", "Ip": "case"}
+
+
+def every_kind_line(i: int, event: str = "E", **props) -> str:
+    message = {**track(i, event=event, **{**EVERY_KIND, **props}), "context": CONTEXT}
+    text = json.dumps(message)
+    return text.replace('"properties": {', '"properties": {' + RAW_NUMBERS + ",", 1)
+
+
+# The kind of a leaf differing between rows, or new keys, or a known object turning scalar:
+# the fast path runs and agrees with the careful one.
+FAST_CASES = [
+    ("the same shape", [every_kind_line(1), every_kind_line(2, "F")]),
+    ("kinds conflicting across rows", [every_kind_line(1, mixed="one"), every_kind_line(2, mixed=True),
+                                       every_kind_line(3, mixed=[1]), every_kind_line(4, mixed=2.5)]),
+    ("new keys, new objects", [every_kind_line(1, brand_new={"inner": {"x": "y"}}, Mixed="new")]),
+    ("a known object now a scalar", [every_kind_line(1, obj=5), every_kind_line(2)]),
+    ("a known object now empty", [every_kind_line(1, obj={})]),
+    ("a malformed line among them", [every_kind_line(1), "{not json", every_kind_line(3)]),
+]
+
+
+@pytest.mark.parametrize(("case", "raw"), FAST_CASES, ids=[c[0] for c in FAST_CASES])
+def test_fast_path_equals_careful_path(case, raw):
+    warm_up = fixture_lines(every_kind_line(1), every_kind_line(2, "F"))
+    warm, _ = shaped_after(warm_up, fixture_lines(*raw))
+    assert warm.paths == {"context": "fast", "payload": "fast"}, case
+
+
+def test_fast_path_values_are_those_sent():
+    """Spot checks on the shared result, so equality above is not equality of two wrong things."""
+    warm, _ = shaped_after(fixture_lines(every_kind_line(1)), fixture_lines(every_kind_line(2)))
+    (event,) = [s for s in warm.slices if s.table == "e"]
+    got = {c: (event.values[c].text[0].as_py(), event.values[c].kind[0].as_py())
+           for c in ("s", "u", "big", "huge", "p150", "p400", "m0", "t", "arr", "obj_k_deep", "context_library_name")}
+    assert got == {
+        "s": (EVERY_KIND["s"], Kind.VARCHAR), "u": (EVERY_KIND["u"], Kind.VARCHAR),
+        "big": ("18446744073709551616", Kind.UBIGINT), "huge": ("123456789012345678901234567890", Kind.UBIGINT),
+        # DuckDB's JSON writer re-renders numbers (today's behaviour, on both paths)
+        "p150": ("1.5", Kind.DOUBLE), "p400": ("1e400", Kind.DOUBLE), "m0": ("0", Kind.UBIGINT),
+        "t": ("true", Kind.BOOLEAN), "arr": ('[1,"x",null]', Kind.ARRAY), "obj_k_deep": ("1", Kind.UBIGINT),
+        "context_library_name": ("analytics.js", Kind.VARCHAR),
+    }
+    assert event.columns["huge"].types == {Kind.HUGEINT: 1}
+    assert event.columns["mixed"].types == {Kind.UBIGINT: 1}
+    # keys equal but for case, and the empty key, are still told apart (extracted by pointer)
+    assert {s for c in ("case", "context_ip") for s in event.columns[c].sources} == {
+        "/properties/Case", "/properties/case", "/context/Ip", "/context/ip"}
+    assert list(event.unnamed) == ["/properties/"]
+
+
+# A leaf the hints know as a scalar now holds an object: that root falls back to the careful
+# path (its keys must be found), the other root stays fast.
+FALLBACKS = [
+    ("payload leaf becomes an object", [every_kind_line(1, mixed={"now": "object"})],
+     {"context": "fast", "payload": "careful"}),
+    ("payload leaf is an object in one row only", [every_kind_line(1), every_kind_line(2, plain={"a": 1})],
+     {"context": "fast", "payload": "careful"}),
+    ("context leaf becomes an object", [every_kind_line(1).replace('"ip": "1.2.3.4"', '"ip": {"v4": "1.2.3.4"}')],
+     {"context": "careful", "payload": "fast"}),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "paths"), FALLBACKS, ids=[c[0] for c in FALLBACKS])
+def test_fallback_to_careful_path(case, raw, paths):
+    warm_up = fixture_lines(every_kind_line(1), every_kind_line(2, "F"))
+    warm, _ = shaped_after(warm_up, fixture_lines(*raw))
+    assert warm.paths == paths, case
+
+
+def test_first_batch_takes_the_careful_path_and_leaves_hints_for_the_fast_one():
+    con = compute_connection(256)
+    try:
+        ctx = Context(LoadConfig(), con)
+        first = run(lines_batch(fixture_lines(every_kind_line(1)), "src"), UNIT_STAGES, ctx)
+        second = run(lines_batch(fixture_lines(every_kind_line(2)), "src"), UNIT_STAGES, ctx)
+    finally:
+        con.close()
+    assert first.paths == {"context": "careful", "payload": "careful"}
+    assert second.paths == {"context": "fast", "payload": "fast"}
