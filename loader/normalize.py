@@ -8,15 +8,18 @@ the schema stage can type new columns from every value of the batch.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from loader.naming import column_name
+
+# A leaf's column name depends only on its path and table kind: named once, not every batch.
+_column_name = functools.lru_cache(maxsize=1 << 16)(column_name)
 from loader.spec import (
     ALL_STANDARD,
     COMMON_COLUMNS,
@@ -77,6 +80,7 @@ class NameMapping:
     name: str
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the same few hundred paths come back every batch
 def pointer(path: tuple[str, ...]) -> str:
     """JSON pointer for a key path: unambiguous for keys holding '.', '"', '/' or '~'."""
     return "".join("/" + k.replace("~", "~0").replace("/", "~1") for k in path)
@@ -165,14 +169,15 @@ def _as_table(result) -> pa.Table:
 
 def _runs(column: pa.ChunkedArray) -> dict[str, tuple[int, int]]:
     """Start and length of each value's run in a sorted column."""
-    values = column.to_pylist()
-    runs: dict[str, tuple[int, int]] = {}
-    start = 0
-    for i in range(1, len(values) + 1):
-        if i == len(values) or values[i] != values[start]:
-            runs[values[start]] = (start, i - start)
-            start = i
-    return runs
+    values = combine_chunks(column)
+    n = len(values)
+    if n == 0:
+        return {}
+    changes = pc.not_equal(values.slice(1), values.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    starts = np.concatenate(([0], np.flatnonzero(changes) + 1))
+    lengths = np.diff(np.concatenate((starts, [n])))
+    names = values.take(pa.array(starts)).to_pylist()
+    return {name: (int(start), int(length)) for name, start, length in zip(names, starts, lengths)}
 
 
 @dataclass
@@ -239,28 +244,31 @@ class FlatRoot:
                 seg_table.append(table_code[table])
                 seg_len.append(length)
             raws.append(raw.take(pa.array(np.concatenate(picks) if picks else np.empty(0, np.int64))))
-        text, kind = json_kinds(pa.concat_arrays(raws))
+        text, codes = _json_text_and_codes(pa.concat_arrays(raws))
         lengths = np.asarray(seg_len, dtype=np.int64)
         leaf_codes = np.repeat(np.asarray(seg_leaf, dtype=np.int32), lengths)
-        if self.assumed:
-            # A leaf taken from the hints that holds a non-empty object (above MAX_DEPTH) in
-            # some row is really a container this batch: the careful path must find its keys.
-            is_assumed = np.asarray([p in self.assumed and len(p) < MAX_DEPTH for p in paths], dtype=bool)
-            if is_assumed.any() and len(leaf_codes):
-                suspect = pc.and_(pa.array(is_assumed[leaf_codes]),
-                                  pc.and_(pc.equal(kind, "OBJECT"), pc.not_equal(text, "{}")))
-                if pc.any(pc.fill_null(suspect, False)).as_py():
+        objects_at = np.flatnonzero(codes == _OBJECT)
+        if len(objects_at):
+            empty = pc.equal(text.take(pa.array(objects_at)), "{}").to_numpy(zero_copy_only=False)
+            if self.assumed:
+                # A leaf taken from the hints that holds a non-empty object (above MAX_DEPTH)
+                # in some row is a container this batch: the careful path must find its keys.
+                is_assumed = np.asarray([p in self.assumed and len(p) < MAX_DEPTH for p in paths], dtype=bool)
+                if (is_assumed[leaf_codes[objects_at]] & ~empty).any():
                     raise ShapeChanged(self.root)
-        # An object at a leaf was flattened into its own columns when the path is also a
-        # container; otherwise it lies past MAX_DEPTH and is the value itself, as JSON. An
-        # empty object is no value at all.
-        is_container = np.asarray([p in self.containers for p in paths], dtype=bool)
-        container = pa.array(is_container[leaf_codes]) if len(leaf_codes) else pa.array([], pa.bool_())
-        drop = pc.fill_null(pc.and_(pc.equal(kind, "OBJECT"), pc.or_(container, pc.equal(text, "{}"))), False)
-        if pc.any(drop).as_py():
-            text, kind = pc.if_else(drop, None, text), pc.if_else(drop, None, kind)
+            # An object at a leaf was flattened into its own columns when the path is also a
+            # container; otherwise it lies past MAX_DEPTH and is the value itself, as JSON. An
+            # empty object is no value at all.
+            is_container = np.asarray([p in self.containers for p in paths], dtype=bool)
+            drop_at = objects_at[is_container[leaf_codes[objects_at]] | empty]
+            if len(drop_at):
+                codes[drop_at] = _NULL
+                drop = np.zeros(len(codes), bool)
+                drop[drop_at] = True
+                text = pc.if_else(pa.array(drop), None, text)
+        kind = _kind_names(codes)
         counts = _type_counts(text, kind, leaf_codes, np.repeat(np.asarray(seg_table, dtype=np.int32), lengths),
-                              table_names)
+                              table_names, codes)
         position = 0
         per_leaf = np.zeros(len(paths), np.int64)
         np.add.at(per_leaf, np.asarray(seg_leaf, dtype=np.int64), lengths)
@@ -416,41 +424,89 @@ def _json_dumps(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+# Kinds by code (json_kinds, _type_counts): the first byte of a JSON value decides most.
+_KIND_NAMES = [Kind.VARCHAR, Kind.BOOLEAN, Kind.ARRAY, Kind.OBJECT, Kind.DOUBLE, Kind.BIGINT, Kind.UBIGINT]
+_KIND_ARRAY = pa.array([str(k) for k in _KIND_NAMES], pa.string())
+_VARCHAR, _BOOLEAN, _ARRAY, _OBJECT, _DOUBLE, _BIGINT, _UBIGINT = range(len(_KIND_NAMES))
+_NULL = -1
+_FIRST_BYTE_KIND = np.full(256, _UBIGINT, np.int8)  # digits, and anything else that is no JSON start
+for _byte, _code in ((b'"', _VARCHAR), (b"t", _BOOLEAN), (b"f", _BOOLEAN), (b"[", _ARRAY), (b"{", _OBJECT),
+                     (b"n", _NULL), (b"-", _BIGINT)):
+    _FIRST_BYTE_KIND[_byte[0]] = _code
+
+
+def _string_parts(array: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A string array's offsets (n + 1), data bytes and validity, as numpy views (no copy)."""
+    array = combine_chunks(array)
+    if pa.types.is_large_string(array.type):
+        array = array.cast(pa.string())
+    n = len(array)
+    _, offsets_buf, data_buf = array.buffers()
+    offsets = np.frombuffer(offsets_buf, np.int32, n + 1, array.offset * 4) if offsets_buf else np.zeros(n + 1, np.int32)
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    valid = array.is_valid().to_numpy(zero_copy_only=False) if array.null_count else np.ones(n, bool)
+    return offsets, data, valid
+
+
+def kind_codes(json_text: pa.Array) -> np.ndarray:
+    """Each JSON text's kind as a code into _KIND_NAMES (_NULL for null and JSON null), from
+    its first byte; a number is DOUBLE when it has a fraction or an exponent."""
+    offsets, data, valid = _string_parts(json_text)
+    starts, ends = offsets[:-1], offsets[1:]
+    present = valid & (ends > starts)
+    first = np.zeros(len(starts), np.uint8)  # an empty text counts as a number, as before
+    first[present] = data[starts[present]]
+    codes = _FIRST_BYTE_KIND[first]
+    codes[~valid] = _NULL
+    numbers = np.flatnonzero(valid & ((codes == _UBIGINT) | (codes == _BIGINT)))
+    if len(numbers):  # numbers are short: the regex runs over them only
+        subset = combine_chunks(json_text).take(pa.array(numbers))
+        fractional = pc.match_substring_regex(subset, r"[.eE]").to_numpy(zero_copy_only=False)
+        codes[numbers[fractional]] = _DOUBLE
+    return codes
+
+
 def json_kinds(json_text: pa.Array) -> tuple[pa.Array, pa.Array]:
     """Split JSON texts into the value as text (strings unquoted) and its JSON type."""
-    first = pc.utf8_slice_codeunits(json_text, 0, 1)
-    is_number = pc.invert(pc.is_in(first, _NON_NUMBER_STARTS))
-    fractional = pc.match_substring_regex(json_text, r"[.eE]")
-    kind = pc.case_when(
-        pc.make_struct(
-            pc.equal(first, '"'),
-            pc.is_in(first, _BOOLEAN_STARTS),
-            pc.equal(first, "["),
-            pc.equal(first, "{"),
-            pc.and_(is_number, fractional),
-            pc.and_(is_number, pc.equal(first, "-")),
-            is_number,
-        ),
-        "VARCHAR", "BOOLEAN", "ARRAY", "OBJECT", "DOUBLE", "BIGINT", "UBIGINT",
-    )
-    kind = pc.if_else(pc.equal(json_text, "null"), None, kind)
-    is_string = pc.fill_null(pc.equal(kind, "VARCHAR"), False)
-    text = pc.if_else(is_string, pc.utf8_slice_codeunits(json_text, 1, -1), json_text)
-    text = pc.if_else(pc.is_null(kind), None, text)
-    escaped = pc.and_(is_string, pc.match_substring(json_text, "\\"))
-    if pc.any(escaped).as_py():
-        # Rare: strings with escapes (quotes, backslashes, control characters) are decoded
-        # one by one; everything else stayed vectorised.
-        import json
-
-        decoded = [json.loads(j) if e else t for j, t, e in zip(
-            json_text.to_pylist(), text.to_pylist(), escaped.to_pylist())]
-        text = pa.array(decoded, pa.string())
-    return text, kind
+    text, codes = _json_text_and_codes(json_text)
+    return text, _kind_names(codes)
 
 
-_NON_NUMBER_STARTS = pa.array(['"', "t", "f", "[", "{", "n"])
-_BOOLEAN_STARTS = pa.array(["t", "f"])
+def _kind_names(codes: np.ndarray) -> pa.Array:
+    return _KIND_ARRAY.take(pa.array(codes, pa.int8(), mask=codes == _NULL))
+
+
+def _json_text_and_codes(json_text: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """json_kinds with the kinds as codes: the quotes of strings are cut out of the data
+    buffer in one numpy pass (no per-value work), escapes are decoded for the few that have one."""
+    json_text = combine_chunks(json_text)
+    codes = kind_codes(json_text)
+    offsets, data, _ = _string_parts(json_text)
+    n = len(codes)
+    is_string = codes == _VARCHAR
+    keep = np.ones(len(data), bool)
+    keep[offsets[:-1][is_string]] = False
+    keep[offsets[1:][is_string] - 1] = False
+    removed = np.concatenate(([0], np.cumsum(is_string, dtype=np.int64) * 2))
+    new_offsets = (offsets.astype(np.int64) - offsets[0] - removed).astype(np.int32)
+    new_data = data[offsets[0]:offsets[-1]][keep[offsets[0]:offsets[-1]]]
+    is_null = codes == _NULL
+    validity = pa.py_buffer(np.packbits(~is_null, bitorder="little")) if is_null.any() else None
+    text = pa.StringArray.from_buffers(n, pa.py_buffer(new_offsets), pa.py_buffer(new_data), validity)
+    backslashes = np.flatnonzero(data[offsets[0]:offsets[-1]] == ord("\\")) + offsets[0]
+    if len(backslashes):
+        holders = np.unique(np.searchsorted(offsets, backslashes, side="right") - 1)
+        holders = holders[is_string[holders]]
+        if len(holders):
+            # Rare: strings with escapes (quotes, backslashes, control characters) are decoded
+            # one by one; everything else stayed vectorised.
+            import json
+
+            escaped = np.zeros(n, bool)
+            escaped[holders] = True
+            decoded = pa.array([json.loads(v) for v in json_text.take(pa.array(holders)).to_pylist()], pa.string())
+            text = pc.replace_with_mask(text, pa.array(escaped), decoded)
+    return text, codes
 
 
 def _slice(
@@ -482,7 +538,7 @@ def _slice(
     for flat in roots:
         label = "context" if flat.root == "context" else payload_root
         for path in sorted(flat.tables.get(tbl, ())):
-            name = column_name(path, context=flat.root == "context", standard=RESERVED_FOR[call])
+            name = _column_name(path, context=flat.root == "context", standard=RESERVED_FOR[call])
             if name is not None:
                 sources.setdefault(name, []).append((flat, path, pointer((label,) + path)))
             else:  # no column can be named after it: its values go to the discards
@@ -512,39 +568,49 @@ def combine_chunks(array) -> pa.Array:
 
 
 def _type_counts(text: pa.Array, kind: pa.Array, leaf_codes: np.ndarray, table_codes: np.ndarray,
-                 tables: list[str]) -> dict[int, dict[str, dict[str, int]]]:
+                 tables: list[str], codes: np.ndarray | None = None) -> dict[int, dict[str, dict[str, int]]]:
     """For leaf values stacked one after another (`leaf_codes` and `table_codes` say whose
     each is): per leaf and table, the JSON types of every value; strings that are all
-    ISO-8601 timestamps count as TIMESTAMP, integers beyond 64 bits as HUGEINT."""
-    frame = pl.DataFrame({
-        "leaf": leaf_codes,
-        "tbl": table_codes,
-        "kind": pl.from_arrow(kind),
-    })
-    flags = []
-    if pc.any(pc.equal(kind, "VARCHAR")).as_py():
-        iso = pc.and_(pc.equal(kind, "VARCHAR"), pc.match_substring_regex(text, "^" + ISO_TIMESTAMP_RE + "$"))
-        frame = frame.with_columns(iso=pl.from_arrow(iso))
-        flags.append(pl.col("iso").sum().alias("iso"))
-    if pc.any(pc.equal(kind, "UBIGINT")).as_py():
-        length = pc.utf8_length(text)
-        huge = pc.and_(pc.equal(kind, "UBIGINT"), pc.or_(
-            pc.greater(length, 19), pc.and_(pc.equal(length, 19), pc.greater(text, "9223372036854775807"))))
-        frame = frame.with_columns(huge=pl.from_arrow(huge))
-        flags.append(pl.col("huge").sum().alias("huge"))
-    grouped = frame.drop_nulls("kind").group_by(["leaf", "tbl", "kind"]).agg(pl.len().alias("n"), *flags)
-    counts: dict[int, dict[str, dict[str, int]]] = {}
-    for row in grouped.iter_rows(named=True):
-        per_table = counts.setdefault(row["leaf"], {}).setdefault(tables[row["tbl"]], {})
-        kind_name, n = row["kind"], row["n"]
-        if kind_name == "VARCHAR" and row.get("iso") == n:
-            kind_name = "TIMESTAMP"
-        elif kind_name == "UBIGINT" and row.get("huge"):
-            per_table["HUGEINT"] = row["huge"]
-            n -= row["huge"]
+    ISO-8601 timestamps count as TIMESTAMP, integers beyond 64 bits as HUGEINT. `codes`:
+    the kinds as json_kinds' codes, when the caller has them (else read from `kind`).
+
+    Counted with numpy over one integer key per value (leaf, table, kind); the regexes run
+    over the strings and the integers only."""
+    if codes is None:
+        codes = pc.fill_null(pc.index_in(kind, _KIND_ARRAY), _NULL).to_numpy(zero_copy_only=False).astype(np.int8)
+    present = np.flatnonzero(codes != _NULL)
+    if not len(present):
+        return {}
+    n_kinds, n_tables = len(_KIND_NAMES), max(len(tables), 1)
+    group = (leaf_codes.astype(np.int64) * n_tables + table_codes) * n_kinds
+    keys = group[present] + codes[present]
+    unique, counts = np.unique(keys, return_counts=True)
+
+    def flagged(kind_code: int, test) -> dict[int, int]:
+        rows = np.flatnonzero(codes == kind_code)
+        if not len(rows):
+            return {}
+        hit = test(combine_chunks(text).take(pa.array(rows))).to_numpy(zero_copy_only=False)
+        hit_keys, hit_counts = np.unique(group[rows[hit]] + kind_code, return_counts=True)
+        return dict(zip(hit_keys.tolist(), hit_counts.tolist()))
+
+    iso = flagged(_VARCHAR, lambda t: pc.match_substring_regex(t, "^" + ISO_TIMESTAMP_RE + "$"))
+    huge = flagged(_UBIGINT, lambda t: pc.or_(pc.greater(pc.utf8_length(t), 19), pc.and_(
+        pc.equal(pc.utf8_length(t), 19), pc.greater(t, "9223372036854775807"))))
+    out: dict[int, dict[str, dict[str, int]]] = {}
+    for key, n in zip(unique.tolist(), counts.tolist()):
+        code = key % n_kinds
+        leaf, table = divmod(key // n_kinds, n_tables)
+        per_table = out.setdefault(leaf, {}).setdefault(tables[table], {})
+        kind_name = str(_KIND_NAMES[code])
+        if code == _VARCHAR and iso.get(key) == n:
+            kind_name = str(Kind.TIMESTAMP)
+        elif code == _UBIGINT and huge.get(key):
+            per_table[str(Kind.HUGEINT)] = huge[key]
+            n -= huge[key]
         if n:
             per_table[kind_name] = n
-    return counts
+    return out
 
 
 def _tracks_slice(track_slices: list[TableSlice]) -> TableSlice:
