@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from loader.dedup import IN_BATCH_RANK
 from loader.naming import event_table_name
-from loader.normalize import NameMapping, _as_table
+from loader.normalize import NameMapping, _as_table, in_line_order
 from loader.read import Rejection
 from loader.spec import (
     CALL_TABLES,
@@ -146,7 +146,8 @@ def route(con: duckdb.DuckDBPyConnection, checked: pa.Table) -> Routed:
         with registered(con, event_tables=event_tables):
             # In-batch duplicates are few: list their lines rather than rank the wide rows,
             # and rank only the rows whose id occurs more than once (the rest rank first).
-            messages = con.sql(
+            messages = in_line_order(
+                con,
                 f"""
                 WITH dups AS (
                     SELECT line_no FROM (SELECT line_no, {IN_BATCH_RANK} AS dedup_rank
@@ -159,10 +160,8 @@ def route(con: duckdb.DuckDBPyConnection, checked: pa.Table) -> Routed:
                        CASE WHEN c.call IN {payload_calls} THEN c."properties" ELSE c."traits" END AS payload
                 FROM checked_lines c LEFT JOIN event_tables t ON c.call = 'track' AND t.event_name = c.event_name
                 WHERE c.reason IS NULL AND c.line_no NOT IN (SELECT line_no FROM dups)
-                ORDER BY c.line_no
                 """
-            ).to_arrow_table()
-    messages = _as_table(messages)
+            )
     return Routed(messages, name_map, valid, valid - messages.num_rows)
 
 
@@ -220,4 +219,4 @@ def standard_columns(con: duckdb.DuckDBPyConnection, messages: pa.Table, source_
                 f'THEN try_cast(trim({expr}) AS TIMESTAMPTZ) END AS "{col}#ts"'
             )
     with registered(con, routed_messages=messages):
-        return _as_table(con.sql(f"SELECT {', '.join(select)} FROM routed_messages ORDER BY line_no").to_arrow_table())
+        return in_line_order(con, f"SELECT {', '.join(select)} FROM routed_messages")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from loader import load, writer
 from loader.cast import cast_values
 from loader.config import LoadConfig
-from loader.normalize import ColumnStats, compute_connection, json_kinds
+from loader.normalize import ColumnStats, compute_connection, in_line_order, json_kinds
 from loader.pipeline import DrySink, WarehouseSink
 from loader.replay import replay
 from loader.schema import infer_type, may_discard, needs_widening
@@ -56,6 +57,45 @@ JSON_KINDS = [
 def test_json_text_to_text_and_kind(json_text, text, kind):
     got_text, got_kind = json_kinds(pa.array([json_text]))
     assert (got_text[0].as_py(), got_kind[0].as_py()) == (text, kind)
+
+
+def test_json_kinds_of_a_whole_column_equal_those_of_each_value():
+    """All the values above in one array (as shaping stacks them): quotes are cut out of the
+    shared data buffer, escapes decoded where they are, nulls kept; and the same again from
+    an array that starts inside its buffer (a slice)."""
+    texts = [j for j, _, _ in JSON_KINDS] + [None, '"\\\\"', "-2.5e3"]
+    expected = [(t, k) for _, t, k in JSON_KINDS] + [(None, None), ("\\", Kind.VARCHAR),
+                                                     ("-2.5e3", Kind.DOUBLE)]
+    for array, want in ((pa.array(texts), expected), (pa.array(["x"] + texts).slice(1), expected),
+                        (pa.array(texts[::-1]), expected[::-1])):
+        got_text, got_kind = json_kinds(array)
+        assert list(zip(got_text.to_pylist(), got_kind.to_pylist())) == want
+
+
+# One leaf's JSON values in one table -> their type counts
+TYPE_COUNTS = [
+    (['"2024-03-01T10:00:00Z"', '"2024-03-01 10:00"'], {Kind.TIMESTAMP: 2}),
+    (['"2024-03-01T10:00:00Z"', '"soon"'], {Kind.VARCHAR: 2}),
+    (["1", "9223372036854775807", "9223372036854775808", "123456789012345678901"], {Kind.UBIGINT: 2, Kind.HUGEINT: 2}),
+    (["-1", "1.5", "true", "null", "[1]", '{"a":1}'],
+     {Kind.BIGINT: 1, Kind.DOUBLE: 1, Kind.BOOLEAN: 1, Kind.ARRAY: 1, Kind.OBJECT: 1}),
+]
+
+
+def test_type_counts_per_leaf_and_table():
+    """All cases stacked as leaves 0..3, each split over two tables (even rows in `a`, odd in
+    `b`): each (leaf, table) gets the counts of its own values only."""
+    from loader.normalize import _type_counts
+
+    texts, leaves, tables = [], [], []
+    for leaf, (values, _) in enumerate(TYPE_COUNTS):
+        for table in (0, 1):
+            texts += values
+            leaves += [leaf] * len(values)
+            tables += [table] * len(values)
+    text, kind = json_kinds(pa.array(texts))
+    got = _type_counts(text, kind, np.asarray(leaves, np.int32), np.asarray(tables, np.int32), ["a", "b"])
+    assert got == {leaf: {"a": counts, "b": counts} for leaf, (_, counts) in enumerate(TYPE_COUNTS)}
 
 
 # Kind counts of every value of a new column -> the column's type
@@ -491,3 +531,16 @@ def test_first_batch_takes_the_careful_path_and_leaves_hints_for_the_fast_one():
         con.close()
     assert first.paths == {"context": "careful", "payload": "careful"}
     assert second.paths == {"context": "fast", "payload": "fast"}
+
+
+def test_query_rows_come_back_in_line_order():
+    """Shaping queries have no ORDER BY (it sorted the wide rows): in_line_order sorts only
+    when the scan did not keep the order, here a table registered in reverse."""
+    con = compute_connection(256)
+    try:
+        con.register("backwards", pa.table({"line_no": pa.array([5, 3, 9, 1], pa.int64()),
+                                            "x": pa.array(["e", "c", "i", "a"])}))
+        got = in_line_order(con, "SELECT line_no, x FROM backwards")
+    finally:
+        con.close()
+    assert got.to_pydict() == {"line_no": [1, 3, 5, 9], "x": ["a", "c", "e", "i"]}
