@@ -1,9 +1,9 @@
 """The load: which files, in which order and transactions; the stages themselves are
 loader/stages.py's STAGES, run by its one driver.
 
-Units of files go through UNIT_STAGES on reader threads while the main thread runs
-WAREHOUSE_STAGES over the previous batch (DuckDB and zlib release the GIL, so both cores
-work); a bounded queue keeps memory flat. A file's rows, rejects, discards, schema changes
+Batches go through UNIT_STAGES on reader threads (`ReadAhead`: they share every file's
+stretches, in load order) while the main thread runs WAREHOUSE_STAGES over the batch before
+(DuckDB and zlib release the GIL, so both cores work); a bounded window keeps memory flat. A file's rows, rejects, discards, schema changes
 and manifest row commit together (commit groups hold whole files), so a run killed at any
 point leaves only whole files behind.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from loader.schema import Schema
 from loader.spec import Reason
 from loader.stages import (
     STAGES,
+    UNIT_STAGES,
     WAREHOUSE_STAGES,
     Batch,
     Context,
@@ -47,8 +47,8 @@ from loader.stages import (
 )
 from loader.timing import StageTimer
 
-QUEUE_DEPTH = 1  # batches waiting between each reader thread and the writer: bounds memory
-READERS = 2  # files normalised in parallel (DuckDB, zlib and Arrow release the GIL)
+QUEUE_DEPTH = 1  # shaped batches waiting per reader thread for the writer: bounds memory
+READERS = 2  # threads running UNIT_STAGES on batches in parallel (DuckDB, zlib and Arrow release the GIL)
 
 
 @dataclass
@@ -146,60 +146,162 @@ def load(paths: list[str], config: LoadConfig | None = None) -> LoadResult:
     return result
 
 
-def produce(units: list[Unit], config: LoadConfig, out: queue.Queue, stop: threading.Event,
-             timer: StageTimer, spool: Spool) -> None:
-    """Worker thread: UNIT_STAGES over each of its units, in order: ("unit", unit, batch)
-    when its files were read as one batch, else each file's batches then ("end", file, error)."""
-    ctx = Context(config, compute_connection(config.reader_memory_mb), {}, timer)
-    try:
+class ReadAhead:
+    """The run's reading, shared by READERS threads in load order, for the writer to take in
+    that order (`get`).
+
+    The work is a sequence of tasks: a unit of small files read as one batch is one task; a
+    file is one task per stretch of about `batch_bytes`, then its end. A thread takes the next
+    task and reads its stretch under a lock (decompression is sequential), then runs
+    UNIT_STAGES on it outside the lock; its result waits under the task's number. So both
+    threads always work on the batches the writer needs next, whichever file they belong to
+    (files handed out whole to each thread, in turn, left one thread waiting for the writer
+    to finish the other's file). At most WINDOW tasks are out at a time: that bounds memory.
+    """
+
+    def __init__(self, units: list[Unit], config: LoadConfig, spool: Spool, readers: int = 0) -> None:
+        self.config, self.spool = config, spool
+        self.readers = readers or READERS
+        self.window = self.readers * (QUEUE_DEPTH + 1)  # as many batches as per-thread queues held
+        self.stop = threading.Event()
+        self.timers = [StageTimer() for _ in range(self.readers)]
+        self._tasks = self._plan(units)
+        self._lock = threading.Lock()  # held while a task is taken (its stretch read)
+        self._ready = threading.Condition()
+        self._results: dict[int, list[tuple] | BaseException] = {}
+        self._handed = 0  # tasks handed out
+        self._taken = 0  # results the writer has taken
+        self._failed: set[int] = set()  # files (by id) whose end with an error is known
+        self._pending: list[tuple] = []  # items of the result being taken
+        self._ended: set[int] = set()  # files whose end the writer has taken
+        self._parquet_con: duckdb.DuckDBPyConnection | None = None
+        self.threads = [threading.Thread(target=self._read, args=(self.timers[r],), daemon=True)
+                        for r in range(self.readers)]
+        for t in self.threads:
+            t.start()
+
+    def _plan(self, units: list[Unit]):
+        """Tasks in load order: ("unit", unit, None), ("stretch", file, source batch),
+        ("end", file, error or None). Advanced only under the lock."""
         for unit in units:
             if unit.combined:
-                try:
-                    item = ("unit", unit, unit_batch(unit, ctx))
-                except Exception:  # noqa: BLE001 - read its files one by one: each fails alone
-                    item = None
-                if item is not None:
-                    if not _put(out, item, stop):
-                        return
-                    continue
+                yield ("unit", unit, None)
+                continue
             for file in unit.files:
+                stretches = self.spool.reading(file, file_stretches(file, self.config, self._con_for(file)))
                 try:
-                    for batch in spool.reading(file, file_batches(file, ctx)):
-                        if not _put(out, ("batch", file, batch), stop):
-                            return
-                    if not _put(out, ("end", file, None), stop):
-                        return
+                    for stretch in stretches:
+                        if id(file) in self._failed:  # a stretch failed its stages: stop reading it
+                            break
+                        yield ("stretch", file, stretch)
                 except Exception as exc:  # noqa: BLE001 - reported as the file's failure
-                    if not _put(out, ("end", file, exc), stop):
-                        return
-    finally:
-        ctx.con.close()
+                    yield ("end", file, exc)
+                    continue
+                finally:
+                    stretches.close()  # an object file's local copy goes now
+                yield ("end", file, None)
 
+    def _con_for(self, file: InputFile) -> duckdb.DuckDBPyConnection | None:
+        """Parquet is turned into lines with DuckDB while the lock is held, by whichever thread
+        reads it: on a connection of the plan's own, never a thread's (busy shaping)."""
+        if file.format != "parquet":
+            return None
+        if self._parquet_con is None:
+            self._parquet_con = compute_connection(self.config.reader_memory_mb)
+        return self._parquet_con
 
-def _put(out: queue.Queue, item, stop: threading.Event) -> bool:
-    while not stop.is_set():
+    def _read(self, timer: StageTimer) -> None:
+        ctx = Context(self.config, compute_connection(self.config.reader_memory_mb), {}, timer)
         try:
-            out.put(item, timeout=0.5)
-            return True
-        except queue.Full:
-            continue
-    return False
+            while not self.stop.is_set():
+                with self._ready:
+                    if not self._ready.wait_for(lambda: self._handed - self._taken < self.window
+                                                or self.stop.is_set(), timeout=0.5):
+                        continue
+                with self._lock:
+                    if self.stop.is_set():
+                        return
+                    if self._handed - self._taken >= self.window:  # another thread took the room
+                        continue
+                    try:
+                        with timer.stage("read"):
+                            task = next(self._tasks, None)
+                    except BaseException as exc:  # noqa: BLE001 - not a file's: the run stops
+                        self._deliver(self._handed, exc)
+                        self._handed += 1
+                        return
+                    if task is None:
+                        return
+                    seq = self._handed
+                    self._handed += 1
+                try:
+                    result = self._run(task, ctx)
+                except BaseException as exc:  # noqa: BLE001 - the writer raises it
+                    self._deliver(seq, exc)
+                    return
+                self._deliver(seq, result)
+        finally:
+            ctx.con.close()
 
+    def _run(self, task: tuple, ctx: Context) -> list[tuple]:
+        """A task's items for the writer: UNIT_STAGES over its lines."""
+        kind, what, payload = task
+        if kind == "end":
+            return [task]
+        if kind == "stretch":
+            try:
+                return [("batch", what, run(replace(payload, unit=Unit((what,))), UNIT_STAGES, ctx))]
+            except Exception as exc:  # noqa: BLE001 - reported as the file's failure
+                self._failed.add(id(what))
+                return [("end", what, exc)]
+        try:
+            return [("unit", what, unit_batch(what, ctx))]
+        except Exception:  # noqa: BLE001 - read its files one by one: each fails alone
+            items: list[tuple] = []
+            for file in what.files:
+                try:
+                    for b in self.spool.reading(file, file_batches(file, ctx)):
+                        items.append(("batch", file, b))
+                    items.append(("end", file, None))
+                except Exception as exc:  # noqa: BLE001 - reported as the file's failure
+                    items.append(("end", file, exc))
+            return items
 
-def _read_in_background(units: list[Unit], config: LoadConfig, spool: Spool):
-    """READERS threads shape units i, i+READERS, ... each into its own queue; the writer
-    takes unit i from queue i % READERS, so files are still written in order."""
-    stop = threading.Event()
-    queues = [queue.Queue(maxsize=QUEUE_DEPTH) for _ in range(READERS)]
-    timers = [StageTimer() for _ in range(READERS)]
-    threads = [
-        threading.Thread(target=produce, args=(units[r::READERS], config, queues[r], stop, timers[r], spool),
-                         daemon=True)
-        for r in range(READERS)
-    ]
-    for t in threads:
-        t.start()
-    return queues, stop, threads, timers
+    def _deliver(self, seq: int, result: list[tuple] | BaseException) -> None:
+        with self._ready:
+            self._results[seq] = result
+            self._ready.notify_all()
+
+    def get(self) -> tuple:
+        """The next item in load order: ("unit", unit, batch), ("batch", file, batch) or
+        ("end", file, error or None). Once a file's end is taken, nothing more of it comes."""
+        while True:
+            while not self._pending:
+                with self._ready:
+                    self._ready.wait_for(lambda: self._taken in self._results)
+                    result = self._results.pop(self._taken)
+                    self._taken += 1
+                    self._ready.notify_all()
+                if isinstance(result, BaseException):
+                    raise result
+                self._pending = result
+            item = self._pending.pop(0)
+            if item[0] == "unit":
+                return item
+            if id(item[1]) in self._ended:  # after a stretch failed: the rest of its file
+                continue
+            if item[0] == "end":
+                self._ended.add(id(item[1]))
+            return item
+
+    def close(self) -> None:
+        self.stop.set()
+        with self._ready:
+            self._ready.notify_all()
+        for t in self.threads:
+            t.join(timeout=5)
+        if self._parquet_con is not None:
+            self._parquet_con.close()
 
 
 def _hash_all(files: list[InputFile]) -> dict[Path, tuple[str, int] | OSError]:
@@ -249,11 +351,10 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
         # Small local files of one source are read, shaped and written together (batch.py).
         units = plan_units(todo, {f.path: h[1] for f in todo if f.origin is None
                                   and not isinstance(h := hashes[f.path], OSError)}, config.batch_bytes)
-        queues, stop, threads, timers = _read_in_background(units, config, spool)
+        out = ReadAhead(units, config, spool)
         progress = Progress(config, len(todo), started=time.monotonic())
         try:
-            for i, unit in enumerate(units):
-                out = queues[i % READERS]
+            for unit in units:
                 first = out.get()
                 if first[0] == "unit":
                     batch = first[2]
@@ -280,11 +381,9 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
             _close_early(con, load_id, len(files), result, exc)
             raise
         finally:
-            stop.set()
-            for t in threads:
-                t.join(timeout=5)
+            out.close()
             spool.close()
-        for t in timers:
+        for t in out.timers:
             result.timer.merge(t)
         status = "failed" if result.failed else "succeeded"
         with result.timer.stage("commit"):
@@ -411,7 +510,7 @@ class DrySink:
         return []
 
 
-def write_file(group: CommitGroup, f: InputFile, digest, out: queue.Queue, progress, first_item=None) -> FileResult:
+def write_file(group: CommitGroup, f: InputFile, digest, out: ReadAhead, progress, first_item=None) -> FileResult:
     """Write one file into the group. A file that fits in one batch is checked against the
     reject ratio before anything is written; a longer file gets a transaction of its own, so
     that failing it rolls back only its rows."""
@@ -587,7 +686,7 @@ def describe_failure(f: InputFile, exc: Exception) -> str:
     return text if f.name in text else f"{f.name}: {text}"
 
 
-def _drain_file(out: queue.Queue) -> None:
+def _drain_file(out: ReadAhead) -> None:
     while True:
         kind, _f, _p = out.get()
         if kind == "end":

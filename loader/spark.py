@@ -174,7 +174,7 @@ def shape_unit(index: int, unit: Unit, config: LoadConfig) -> tuple[Shaped, pa.T
         if unit.combined:  # only local files are combined (batch.plan_units)
             try:
                 (batch,) = run_unit_stages(unit, config, con, hints, timer)
-            except Exception:  # noqa: BLE001 - as pipeline.produce: its files one by one
+            except Exception:  # noqa: BLE001 - as pipeline.ReadAhead: its files one by one
                 batch = None
             if batch is not None:
                 shaped, ids = _judge_unit(index, unit, config, batch, batch.lines_per_file)
