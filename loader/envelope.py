@@ -24,7 +24,15 @@ import pyarrow.compute as pc
 
 from loader.dedup import IN_BATCH_RANK
 from loader.naming import event_table_name
-from loader.normalize import NameMapping, _as_table, in_line_order
+from loader.normalize import (
+    _ARRAY,
+    _OBJECT,
+    NameMapping,
+    _as_table,
+    _json_text_and_codes,
+    combine_chunks,
+    in_line_order,
+)
 from loader.read import Rejection
 from loader.spec import (
     CALL_TABLES,
@@ -71,52 +79,22 @@ def validate(con: duckdb.DuckDBPyConnection, lines: pa.Table) -> tuple[pa.Table,
     call, event_name, event_text, one column per ENVELOPE field as JSON text, and `reason`:
     NULL for a valid message) and the rejects, in line order, with their raw bytes."""
 
-    def as_sent(key: str) -> str:
-        v = _field(key)
-        return f"CASE WHEN left({v}, 1) IN ('{{', '[') OR {v} = 'null' THEN NULL ELSE {v}->>'$' END"
-
-    def text(key: str) -> str:  # trimmed, empty as NULL: what validation and routing use
-        return f"nullif(trim({as_sent(key)}), '')"
-
     pointers = ", ".join(f"'/{k}'" for k in ENVELOPE)
     fields = ", ".join(f"e[{i + 1}] AS {_field(k)}" for i, k in enumerate(ENVELOPE))
     with registered(con, batch_lines=lines):
-        checked = con.sql(
+        parsed = con.sql(
             f"""
-            WITH parsed AS (
-                SELECT line_no, kind, {fields}
-                FROM (SELECT line_no, kind,
-                             CASE WHEN kind = 'OBJECT' THEN json_extract(raw, [{pointers}]) END AS e
-                      FROM (SELECT line_no, raw,
-                                   CASE WHEN NOT json_valid(raw)
-                                          THEN CASE WHEN trim(raw, ' \t\r\n') = '' THEN 'EMPTY' END
-                                        WHEN left(ltrim(raw), 1) = '{{' THEN 'OBJECT' ELSE 'OTHER' END AS kind
-                            FROM batch_lines))),
-            texts AS (
-                SELECT *, {text('messageId')} AS message_id, left({_field('messageId')}, 1) AS id_start,
-                       {text('type')} AS call, {text('event')} AS event_name,
-                       {as_sent('event')} AS event_text,
-                       {text('userId')} AS user_id, {text('anonymousId')} AS anonymous_id,
-                       {text('groupId')} AS group_id
-                FROM parsed)
-            SELECT line_no, message_id, call, event_name, event_text, {', '.join(map(_field, ENVELOPE))},
-                   CASE
-                     WHEN kind IS NULL THEN '{Reason.MALFORMED_JSON}'
-                     WHEN kind = 'EMPTY' THEN '{Reason.EMPTY_LINE}'
-                     WHEN kind <> 'OBJECT' THEN '{Reason.NOT_AN_OBJECT}'
-                     WHEN id_start IN ('{{', '[', 't', 'f') THEN '{Reason.INVALID_MESSAGE_ID}'
-                     WHEN message_id IS NULL THEN '{Reason.MISSING_MESSAGE_ID}'
-                     WHEN length(message_id) > {MAX_MESSAGE_ID_LENGTH} THEN '{Reason.INVALID_MESSAGE_ID}'
-                     WHEN {_field('type')} IS NULL OR {_field('type')} = 'null' THEN '{Reason.MISSING_TYPE}'
-                     WHEN coalesce(call NOT IN {tuple(CALL_TYPES)}, true) THEN '{Reason.UNKNOWN_TYPE}'
-                     WHEN call = 'track' AND event_name IS NULL THEN '{Reason.MISSING_EVENT}'
-                     WHEN user_id IS NULL AND anonymous_id IS NULL THEN '{Reason.MISSING_IDENTITY}'
-                     WHEN call = 'group' AND group_id IS NULL THEN '{Reason.MISSING_GROUP_ID}'
-                   END AS reason
-            FROM texts
+            SELECT line_no, kind, {fields}
+            FROM (SELECT line_no, kind,
+                         CASE WHEN kind = 'OBJECT' THEN json_extract(raw, [{pointers}]) END AS e
+                  FROM (SELECT line_no, raw,
+                               CASE WHEN NOT json_valid(raw)
+                                      THEN CASE WHEN trim(raw, ' \t\r\n') = '' THEN 'EMPTY' END
+                                    WHEN left(ltrim(raw), 1) = '{{' THEN 'OBJECT' ELSE 'OTHER' END AS kind
+                        FROM batch_lines))
             """
         ).to_arrow_table()
-        checked = _as_table(checked)
+        checked = _checked(_as_table(parsed))
         rejected = checked.filter(pc.is_valid(checked["reason"])).select(["line_no", "reason"])
         rejections = []
         if rejected.num_rows:
@@ -127,6 +105,51 @@ def validate(con: duckdb.DuckDBPyConnection, lines: pa.Table) -> tuple[pa.Table,
             rejections = [Rejection(n, raw.encode("utf-8").removesuffix(b"\n"), reason, REASON_TEXT[reason])
                           for n, raw, reason in rows]
     return checked, rejections
+
+
+def _as_sent(json_text: pa.ChunkedArray) -> pa.Array:
+    """An envelope field as sent: a string unquoted, a number or boolean as its JSON text;
+    NULL for null, arrays and objects. From the field's JSON text in Arrow (json_kinds), so
+    the line is not parsed again."""
+    text, codes = _json_text_and_codes(json_text)
+    return pc.if_else(pa.array((codes == _ARRAY) | (codes == _OBJECT)), None, text)
+
+
+def _trimmed(text: pa.Array) -> pa.Array:
+    """Spaces trimmed (DuckDB's trim: spaces only), empty as NULL: what validation and
+    routing use."""
+    trimmed = pc.utf8_trim(text, " ")
+    return pc.if_else(pc.equal(trimmed, ""), None, trimmed)
+
+
+def _checked(parsed: pa.Table) -> pa.Table:
+    """`validate`'s row for each parsed line: the texts validation and routing use, and the
+    reject reason (the first rule a line breaks, in this order; NULL for a valid message)."""
+    kind, message_id_json, type_json = parsed["kind"], parsed["messageId"], parsed["type"]
+    event_text = _as_sent(parsed["event"])
+    message_id, call, event_name = _trimmed(_as_sent(message_id_json)), _trimmed(_as_sent(type_json)), _trimmed(event_text)
+    user_id, anonymous_id, group_id = (_trimmed(_as_sent(parsed[k])) for k in ("userId", "anonymousId", "groupId"))
+    id_start = pc.utf8_slice_codeunits(message_id_json, 0, 1)
+    rules = [
+        (pc.is_null(kind), Reason.MALFORMED_JSON),
+        (pc.equal(kind, "EMPTY"), Reason.EMPTY_LINE),
+        (pc.not_equal(kind, "OBJECT"), Reason.NOT_AN_OBJECT),
+        (pc.is_in(id_start, pa.array(["{", "[", "t", "f"])), Reason.INVALID_MESSAGE_ID),
+        (pc.is_null(message_id), Reason.MISSING_MESSAGE_ID),
+        (pc.greater(pc.utf8_length(message_id), MAX_MESSAGE_ID_LENGTH), Reason.INVALID_MESSAGE_ID),
+        (pc.or_kleene(pc.is_null(type_json), pc.equal(type_json, "null")), Reason.MISSING_TYPE),
+        (pc.invert(pc.fill_null(pc.is_in(call, pa.array(list(CALL_TYPES))), False)), Reason.UNKNOWN_TYPE),
+        (pc.and_(pc.equal(call, "track"), pc.is_null(event_name)), Reason.MISSING_EVENT),
+        (pc.and_(pc.is_null(user_id), pc.is_null(anonymous_id)), Reason.MISSING_IDENTITY),
+        (pc.and_(pc.equal(call, "group"), pc.is_null(group_id)), Reason.MISSING_GROUP_ID),
+    ]
+    # SQL's CASE: a rule that is NULL for a line (an absent field) does not apply to it.
+    conditions = pc.make_struct(*(pc.fill_null(combine_chunks(c), False) for c, _ in rules),
+                                field_names=[str(i) for i in range(len(rules))])
+    reason = pc.case_when(conditions, *(pa.scalar(str(r), pa.string()) for _, r in rules))
+    columns = {"line_no": parsed["line_no"], "message_id": message_id, "call": call, "event_name": event_name,
+               "event_text": event_text, **{k: parsed[k] for k in ENVELOPE}, "reason": reason}
+    return pa.table(columns)
 
 
 def route(con: duckdb.DuckDBPyConnection, checked: pa.Table) -> Routed:
