@@ -224,6 +224,19 @@ REJECTS = [
     ('{"messageId":"m","type":"track","event":"  ","userId":"u"}', "missing_event"),
     ('{"messageId":"m","type":"track","event":"E"}', "missing_identity"),
     ('{"messageId":"m","type":"group","userId":"u"}', "missing_group_id"),
+    # field values of every JSON kind: arrays, objects, null and blanks count as absent
+    ("   ", "empty_line"),
+    ('"just a string"', "not_an_object"),
+    ('{"messageId":{"a":1},"type":"track","event":"E","userId":"u"}', "invalid_message_id"),
+    ('{"messageId":"   ","type":"track","event":"E","userId":"u"}', "missing_message_id"),
+    ('{"messageId":null,"type":"track","event":"E","userId":"u"}', "missing_message_id"),
+    ('{"messageId":"' + "x" * 300 + '","type":"track","event":"E","userId":"u"}', "invalid_message_id"),
+    ('{"messageId":"m","type":null,"event":"E","userId":"u"}', "missing_type"),
+    ('{"messageId":"m","type":5,"userId":"u"}', "unknown_type"),
+    ('{"messageId":"m","type":["track"],"event":"E","userId":"u"}', "unknown_type"),
+    ('{"messageId":"m","type":"track","event":["E"],"userId":"u"}', "missing_event"),
+    ('{"messageId":"m","type":"track","event":"E","userId":{"a":1},"anonymousId":" "}', "missing_identity"),
+    ('{"messageId":"m","type":"group","groupId":"","userId":"u"}', "missing_group_id"),
 ]
 
 
@@ -233,6 +246,17 @@ def test_message_to_reject_reason(line, reason):
     batch = unit_stages(lines)
     assert [(r.line, r.reason, r.raw) for r in batch.rejections] == [(7, reason, line.encode())]
     assert batch.slices == []
+
+
+def test_envelope_texts_are_trimmed_of_spaces_only():
+    """messageId and type are trimmed of spaces (DuckDB's trim), numbers count as text, and
+    event_text keeps the name exactly as sent."""
+    line = json.dumps({"messageId": " m\t ", "type": " track ", "event": " E\n", "userId": 42})
+    batch = unit_stages(fixture_lines(line))
+    assert batch.rejections == []
+    (event,) = [s for s in batch.slices if s.table == "e"]
+    got = {c: event.values[c].text[0].as_py() for c in ("id", "event_text", "user_id")}
+    assert got == {"id": "m\t", "event_text": " E\n", "user_id": "42"}
 
 
 # --- the stage tuple: tracking plan, plan_schema + cast, dedup, the dry-run sink -------------
