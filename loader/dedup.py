@@ -30,22 +30,28 @@ import pyarrow.compute as pc
 
 from loader.batch import FILE_SHIFT, file_index, plain_lines
 from loader.normalize import combine_chunks
+from loader.spec import ISO_DATE_OR_TIME_RE
 
 # Over validated messages (loader/envelope.py: columns message_id, line_no and the envelope
 # field "receivedAt" as JSON text). In a batch of several small files (loader/batch.py) this
 # ranks within each file only; the group picks the earliest copy among them after the
 # tracking plan (fresh_in_group), as loading the files one by one would (a copy blocked in
 # one file does not make the next one a duplicate).
+# receivedAt as every dedup decision reads it: the parse of the `received_at` column
+# (envelope.standard_columns' `received_at#ts`), so a batch boundary never changes a winner.
+RECEIVED_AT = (
+    f"CASE WHEN json_type(\"receivedAt\") = 'VARCHAR' AND regexp_full_match(\"receivedAt\"->>'$', "
+    f"'{ISO_DATE_OR_TIME_RE}') THEN try_cast(trim(\"receivedAt\"->>'$') AS TIMESTAMPTZ) END"
+)
 IN_BATCH_RANK = (
     f"row_number() OVER (PARTITION BY message_id, line_no >> {FILE_SHIFT} "
-    "ORDER BY try_cast(\"receivedAt\"->>'$' AS TIMESTAMPTZ) NULLS LAST, line_no)"
+    f"ORDER BY {RECEIVED_AT} NULLS LAST, line_no)"
 )
 
 SEEN_KEYS = "_loader.seen_keys"
 SEEN_TEXTS = "_loader.seen_texts"
 SEEN_VIEW = "_loader.seen_messages"
 GROUP_TABLE = "group_messages"  # temp: the ids the open commit group holds
-RUN_TABLE = "run_messages"  # temp: the ids earlier groups of this run committed, with receivedAt
 
 # The hash of an id that is not a UUID, as SQL over `{}` (a VARCHAR); any 128-bit value
 # will do, since hits are confirmed on the text. Tests swap it to force collisions.
@@ -111,10 +117,7 @@ def _record(con: duckdb.DuckDBPyConnection, keyed: str) -> None:
 
 def begin_group(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE OR REPLACE TEMP TABLE {GROUP_TABLE} "
-                "(message_id VARCHAR, file_id BIGINT, line BIGINT, received_at TIMESTAMPTZ, tbl VARCHAR)")
-    # Created in the run's first group's transaction: a rollback of that group drops it too.
-    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {RUN_TABLE} (key UHUGEINT, message_id VARCHAR, "
-                "received_at TIMESTAMPTZ, file_id BIGINT, line BIGINT, tbl VARCHAR, load_id BIGINT)")
+                "(message_id VARCHAR, file_id BIGINT, line BIGINT, received_at TIMESTAMPTZ)")
 
 
 # The copy of a message that wins among several: the earliest receivedAt (none: last), then
@@ -124,7 +127,7 @@ EARLIEST_FIRST = "received_at NULLS LAST, line_no"
 
 def fresh_in_group(con: duckdb.DuckDBPyConnection, messages: pa.Table, *,
                    file_id: int | None = None) -> tuple[pa.Table, pa.Table]:
-    """Split the batch's messages (line_no, message_id, received_at, tbl) against the open group:
+    """Split the batch's messages (line_no, message_id, received_at) against the open group:
     returns the messages that win (new to the group, or earlier than the group's copy: they
     join the group) and the (file_id, line) of the group's copies they supersede (those rows
     become duplicates of their files at the commit). History is checked once, at the
@@ -135,12 +138,12 @@ def fresh_in_group(con: duckdb.DuckDBPyConnection, messages: pa.Table, *,
     if file_id is None:
         batch = (f"(SELECT * FROM batch_messages QUALIFY row_number() OVER "
                  f"(PARTITION BY message_id ORDER BY {EARLIEST_FIRST}) = 1)")
-        rows = "message_id, file_id, line, received_at, tbl"
-        columns = "m.line_no, m.message_id, m.received_at, m.tbl, m.file_id, m.line"
+        rows = "message_id, file_id, line, received_at"
+        columns = "m.line_no, m.message_id, m.received_at, m.file_id, m.line"
     else:
         batch = "batch_messages"  # ids are unique: the in-batch dedup (envelope.route) ran
-        rows = f"message_id, {int(file_id)}, line_no, received_at, tbl"
-        columns = "m.line_no, m.message_id, m.received_at, m.tbl"
+        rows = f"message_id, {int(file_id)}, line_no, received_at"
+        columns = "m.line_no, m.message_id, m.received_at"
     # A group's copy stays unless this one was received strictly earlier: the group's copy
     # comes from an earlier file or line, so it wins a tie.
     winners = con.sql(
@@ -203,18 +206,19 @@ def window_start(con: duckdb.DuckDBPyConnection, days: float | None) -> int | No
     return first if first is not None else 1 << 62
 
 
-def probe_history(con: duckdb.DuckDBPyConnection, *, load_id: int,
-                  since_load: int | None = None) -> tuple[pa.Table, pa.Table]:
+def probe_history(con: duckdb.DuckDBPyConnection, *, load_id: int, since_load: int | None = None,
+                  run_loads: tuple[int, ...] = ()) -> pa.Table:
     """One probe of the whole group against history (loads >= `since_load` when a window is
-    set). Returns the (file_id, line) of the group's messages loaded before, and the copies
-    an earlier group of THIS run committed that a group's copy supersedes, having been
-    received earlier (message_id, file_id, line, tbl of the committed copy: the writer
-    removes them, `writer.remove_superseded`). Records the group's other messages as loaded
-    by `load_id`. Only the key hits of hashed ids read their texts."""
+    set): returns the group's messages loaded before (file_id, line, message_id,
+    received_at), with `run_file_id`, the file of history's copy when THIS run loaded it
+    (`load_id`, or one of the interrupted `run_loads` it continues), else NULL: among a run's
+    copies the earliest receivedAt wins, which the writer settles (`writer.settle_group`).
+    Records the group's other messages as loaded by `load_id`. Only the key hits of hashed
+    ids read their texts."""
     window = "" if since_load is None else f" WHERE load_id >= {int(since_load)}"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE group_keys AS
-        SELECT {key_sql('message_id')} AS key, message_id, file_id, line, received_at, tbl FROM {GROUP_TABLE}""")
+        SELECT {key_sql('message_id')} AS key, message_id, file_id, line, received_at FROM {GROUP_TABLE}""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE group_hits AS
         SELECT g.* FROM group_keys g SEMI JOIN (SELECT key FROM {SEEN_KEYS}{window}) s ON s.key = g.key""")
@@ -240,36 +244,41 @@ def probe_history(con: duckdb.DuckDBPyConnection, *, load_id: int,
         con.execute("ALTER TABLE confirmed_hits RENAME TO group_hits")
     _record(con, f"(SELECT g.key, g.message_id, g.file_id, {int(load_id)} AS load_id FROM group_keys g "
                  "ANTI JOIN group_hits h ON h.file_id = g.file_id AND h.line = g.line)")
-    # Among this run's copies the earliest receivedAt wins (ties: the committed one, from an
-    # earlier file). A hit on a copy an earlier group of this run committed, received later
-    # than the group's, is superseded: the group's copy stays, and history's row moves to
-    # its file (a hashed key twin in the same file, a 124-bit collision, would move too:
-    # harmless, texts decide hits).
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE run_superseded AS
-        SELECT h.key, h.message_id, h.file_id AS new_file_id, h.line AS new_line,
-               r.file_id, r.line, r.tbl
-        FROM group_hits h JOIN {RUN_TABLE} r
-          ON r.key = h.key AND r.load_id = {int(load_id)} AND (r.message_id IS NULL OR r.message_id = h.message_id)
-        WHERE h.received_at < r.received_at OR (r.received_at IS NULL AND h.received_at IS NOT NULL)""")
-    superseded = con.sql("SELECT message_id, file_id, line, tbl FROM run_superseded").to_arrow_table()
-    if superseded.num_rows:
-        for table in (SEEN_KEYS, SEEN_TEXTS):
-            texts = " AND t.message_id = s.message_id" if table == SEEN_TEXTS else ""
-            con.execute(f"""
-                UPDATE {table} t SET file_id = s.new_file_id FROM run_superseded s
-                WHERE t.key = s.key AND t.file_id = s.file_id AND t.load_id = {int(load_id)}{texts}""")
-        con.execute(f"DELETE FROM {RUN_TABLE} r USING run_superseded s "
-                    f"WHERE r.load_id = {int(load_id)} AND r.file_id = s.file_id AND r.line = s.line")
-        con.execute("DELETE FROM group_hits h USING run_superseded s "
-                    "WHERE h.file_id = s.new_file_id AND h.line = s.new_line")
-    con.execute(f"""
-        INSERT INTO {RUN_TABLE}
-        SELECT g.key, CASE WHEN {is_hashed_sql('g.key')} THEN g.message_id END, g.received_at, g.file_id,
-               g.line, g.tbl, {int(load_id)}
-        FROM group_keys g ANTI JOIN group_hits h ON h.file_id = g.file_id AND h.line = g.line""")
-    hits = con.sql("SELECT file_id, line FROM group_hits").to_arrow_table()
-    for table in ("group_keys", "group_hits", "run_superseded"):
+    hits = con.sql("SELECT file_id, line, message_id, received_at FROM group_hits").to_arrow_table()
+    if hits.num_rows:
+        # Where history's copy is this run's (its loads' rows, at the end of the key table).
+        loads = ", ".join(str(int(x)) for x in (load_id, *run_loads))
+        run_copies = con.sql(f"""
+            SELECT h.file_id, h.line, s.file_id AS run_file_id FROM group_hits h
+            JOIN (SELECT key, file_id FROM {SEEN_KEYS} WHERE load_id IN ({loads})) s ON s.key = h.key
+            WHERE NOT {is_hashed_sql('h.key')}
+            UNION ALL
+            SELECT h.file_id, h.line, s.file_id FROM group_hits h
+            JOIN (SELECT key, message_id, file_id FROM {SEEN_TEXTS} WHERE load_id IN ({loads})) s
+              ON s.key = h.key AND s.message_id = h.message_id""").to_arrow_table()
+        hits = hits.join(run_copies, ["file_id", "line"], join_type="left outer")
+    else:
+        hits = hits.append_column("run_file_id", pa.array([], pa.int64()))
+    for table in ("group_keys", "group_hits"):
         con.execute(f"DROP TABLE {table}")
     con.execute(f"DELETE FROM {GROUP_TABLE}")
-    return hits, superseded
+    return hits
+
+
+def move_history(con: duckdb.DuckDBPyConnection, moved: pa.Table, *, load_id: int,
+                 run_loads: tuple[int, ...]) -> None:
+    """History's rows of superseded copies (message_id, run_file_id: the copy's file) now
+    name the superseding copy's file (file_id) and this load. A hashed key's twin in the
+    same file (a 124-bit collision) would move too: harmless, its text decides hits. (Keys
+    are recomputed here: a UHUGEINT does not survive Arrow, which has no 128-bit integer.)"""
+    loads = ", ".join(str(int(x)) for x in (load_id, *run_loads))
+    con.register("moved_history", moved)
+    try:
+        for table in (SEEN_KEYS, SEEN_TEXTS):
+            texts = " AND t.message_id = m.message_id" if table == SEEN_TEXTS else ""
+            con.execute(f"""
+                UPDATE {table} t SET file_id = m.file_id, load_id = {int(load_id)} FROM moved_history m
+                WHERE t.key = {key_sql('m.message_id')} AND t.file_id = m.run_file_id
+                  AND t.load_id IN ({loads}){texts}""")
+    finally:
+        con.unregister("moved_history")

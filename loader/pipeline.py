@@ -407,6 +407,7 @@ class CommitGroup:
         self.changes: list[dict] = []
         self.files: dict[int, FileResult] = {}  # file id -> its counts, for the history probe
         self.run_files: dict[int, FileResult] = {}  # the same for the run's committed groups
+        self.run_loads = state.continued_loads(con, load_id)  # interrupted runs this one finishes
         self.since_load = dedup.window_start(con, config.dedup_window_days)
 
     def begin(self) -> None:
@@ -422,11 +423,14 @@ class CommitGroup:
             return
         timer = self.result.timer
         seen, earlier = writer.settle_group(self.con, self.config.schema, self.pending, load_id=self.load_id,
-                                            since_load=self.since_load, timer=timer)
+                                            since_load=self.since_load, run_loads=self.run_loads, timer=timer)
         with timer.stage("write"):
             for file_id, counts in [*seen.items(), *earlier.items()]:
-                (self.files.get(file_id) or self.run_files[file_id]).seen_before(counts)
+                if (counted := self.files.get(file_id) or self.run_files.get(file_id)) is not None:
+                    counted.seen_before(counts)  # else a file of an interrupted run this one continues
                 state.record_seen_before(self.con, file_id, counts)
+            if earlier.keys() - self.files.keys() - self.run_files.keys():
+                state.recount_loads(self.con, self.run_loads)
             writer.refresh_state_tables(self.con, self.config.schema, self.schema)
         crash_point("before_commit")
         with timer.stage("commit"):

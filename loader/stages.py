@@ -77,7 +77,7 @@ class Batch:
     # shape: standard columns (grouped by table), one slice per table, and the winners' ids
     envelope: pa.Table | None = None
     slices: list[TableSlice] = field(default_factory=list)
-    messages: pa.Table | None = None  # line_no, message_id, received_at (dedup's order), tbl
+    messages: pa.Table | None = None  # line_no, message_id, received_at (the dedup's order)
     paths: dict[str, str] = field(default_factory=dict)  # root (context, payload) -> FAST or CAREFUL
     # tracking_plan: every violation (VIOLATION_SCHEMA); blocked events moved to `rejections`
     violations: pa.Table | None = None
@@ -153,7 +153,7 @@ def shape(batch: Batch, ctx: Context) -> Batch:
     paths: dict[str, str] = {}
     env, slices = normalize.shape(ctx.con, batch.routed, standard, name_map, ctx.hints, paths)
     messages = pa.table({"line_no": env["line_no"], "message_id": env["message_id"],
-                         "received_at": env["received_at#ts"], "tbl": env["tbl"]})
+                         "received_at": env["received_at#ts"]})
     return replace(batch, routed=None, envelope=env, slices=slices, messages=messages, name_map=name_map,
                    paths=paths)
 

@@ -77,6 +77,24 @@ def start_load(con: duckdb.DuckDBPyConnection, version: str, arguments: dict) ->
     return load_id
 
 
+def continued_loads(con: duckdb.DuckDBPyConnection, load_id: int) -> tuple[int, ...]:
+    """The interrupted runs (killed, or stopped by Ctrl-C) right before `load_id`, which it
+    continues: their committed files and its own count as one run, so the result equals one
+    clean run (among a run's copies of a message the earliest receivedAt wins)."""
+    rows = con.execute(
+        "SELECT load_id FROM _loader.loads WHERE load_id < ? AND status = 'interrupted' AND load_id > "
+        "(SELECT coalesce(max(load_id), 0) FROM _loader.loads WHERE load_id < ? AND status <> 'interrupted') "
+        "ORDER BY load_id", [load_id, load_id]).fetchall()
+    return tuple(r[0] for r in rows)
+
+
+def recount_loads(con: duckdb.DuckDBPyConnection, load_ids: tuple[int, ...]) -> None:
+    """Read finished runs' counters back from the manifest (a later run moved some of their
+    rows to duplicates)."""
+    if load_ids:
+        _count_from_manifest(con, f"l.load_id IN ({', '.join(str(int(x)) for x in load_ids)})")
+
+
 def close_run(con: duckdb.DuckDBPyConnection, load_id: int, status: str, *, files_seen: int,
               files_skipped: int) -> None:
     """End a run that stopped early (interrupted, or an error that is not a file's): its

@@ -311,33 +311,68 @@ def flush(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, hi
 
 
 def settle_group(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *, load_id: int,
-                 since_load: int | None, timer: StageTimer | None = None,
+                 since_load: int | None, run_loads: tuple[int, ...] = (), timer: StageTimer | None = None,
                  ) -> tuple[dict[int, SeenBefore], dict[int, SeenBefore]]:
-    """A commit group's exactly-once work, in its transaction: one probe of history, the
-    removal of this run's committed copies that the group's earlier-received copies
-    supersede, and the insert of what stays. Returns, per file id, what the group's files
-    lose to history or to a superseding copy, and what files of earlier groups of the run
-    lose to the group."""
+    """A commit group's exactly-once work, in its transaction: one probe of history; among
+    this run's copies (`load_id` and the interrupted `run_loads` it continues) the earliest
+    receivedAt wins, so committed copies that the group's earlier-received ones supersede are
+    removed; then the insert of what stays. Returns, per file id, what the group's files lose
+    to history or to a superseding copy, and what files loaded earlier in the run lose."""
+    loads = (load_id, *run_loads)
     with maybe(timer, "dedup"):
-        hits, superseded = dedup.probe_history(con, load_id=load_id, since_load=since_load)
-        earlier = remove_superseded(con, schema_name, superseded, load_id=load_id)
+        hits = dedup.probe_history(con, load_id=load_id, since_load=since_load, run_loads=run_loads)
+        superseding = _superseding(con, schema_name, hits, loads)
+        earlier = remove_superseded(con, schema_name, superseding, loads)
+        if superseding.num_rows:
+            dedup.move_history(con, superseding, load_id=load_id, run_loads=run_loads)
+            hits = hits.join(superseding.select(["file_id", "line"]).append_column(
+                "won", pa.repeat(pa.scalar(True), superseding.num_rows)), ["file_id", "line"], join_type="left outer")
+            hits = hits.filter(pc.is_null(hits["won"]))
     with maybe(timer, "write"):
-        return flush(con, schema_name, pending, hits, load_id=load_id), earlier
+        return flush(con, schema_name, pending, hits.select(["file_id", "line"]), load_id=load_id), earlier
 
 
-def remove_superseded(con: duckdb.DuckDBPyConnection, schema_name: str, superseded: pa.Table, *,
-                      load_id: int) -> dict[int, SeenBefore]:
-    """Delete the rows this run committed that later-arriving, earlier-received copies
-    supersede (`dedup.probe_history`: message_id, file_id, line, tbl), with their discards
-    and violations; the users/accounts they touched are refreshed. Returns per file id what
-    moves from its loaded rows to its duplicates."""
+def _superseding(con: duckdb.DuckDBPyConnection, schema_name: str, hits: pa.Table,
+                 loads: tuple[int, ...]) -> pa.Table:
+    """The hits (`dedup.probe_history`) whose history copy this run loaded and received later
+    (or without a receivedAt): with that copy's table (`tbl`). Every message is in `tracks`
+    (its `event` names its table) or in one call table, so six lookups find any copy."""
+    candidates = hits.filter(pc.and_(pc.is_valid(hits["run_file_id"]), pc.is_valid(hits["received_at"])))
+    empty = candidates.slice(0, 0).append_column("tbl", pa.array([], pa.string()))
+    if not candidates.num_rows:
+        return empty
+    existing = {t for (t,) in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [schema_name]).fetchall()}
+    in_run = (f"load_id IN ({', '.join(str(int(x)) for x in loads)}) "
+              "AND id IN (SELECT message_id FROM superseding_candidates)")
+    copies = [f"SELECT id, received_at, {'event' if table == TRACKS_TABLE else literal(table)} AS tbl "
+              f"FROM {table_ref(schema_name, table)} WHERE {in_run}"
+              for table in (TRACKS_TABLE, *CALL_TABLES.values()) if table in existing]
+    if not copies:
+        return empty
+    con.register("superseding_candidates", candidates)
+    try:
+        return con.sql(
+            f"SELECT c.*, o.tbl FROM superseding_candidates c JOIN ({' UNION ALL '.join(copies)}) o "
+            "ON o.id = c.message_id WHERE o.received_at IS NULL OR c.received_at < o.received_at").to_arrow_table()
+    finally:
+        con.unregister("superseding_candidates")
+
+
+def remove_superseded(con: duckdb.DuckDBPyConnection, schema_name: str, superseded: pa.Table,
+                      loads: tuple[int, ...]) -> dict[int, SeenBefore]:
+    """Delete the rows that this run's `loads` committed and later-arriving, earlier-received
+    copies supersede (message_id, run_file_id: the committed copy's file, tbl: its table),
+    with their discards and violations; the users/accounts they touched are refreshed.
+    Returns per file id what moves from its loaded rows to its duplicates."""
     if not superseded.num_rows:
         return {}
     seen: dict[int, SeenBefore] = {}
+    in_run = f"load_id IN ({', '.join(str(int(x)) for x in loads)})"
     con.register("superseded_rows", superseded)
     try:
         for (tbl,) in con.execute("SELECT DISTINCT tbl FROM superseded_rows").fetchall():
-            ids = f"load_id = {int(load_id)} AND id IN (SELECT message_id FROM superseded_rows WHERE tbl = {literal(tbl)})"
+            ids = f"{in_run} AND id IN (SELECT message_id FROM superseded_rows WHERE tbl = {literal(tbl)})"
             for state, (source, key, _) in STATE_TABLES.items():
                 if tbl == source:  # the refresh must also see the user/account the old copy set
                     con.execute(f"INSERT INTO {TOUCHED_TABLE} SELECT {literal(state)}, {ident(key)} "
@@ -345,10 +380,10 @@ def remove_superseded(con: duckdb.DuckDBPyConnection, schema_name: str, supersed
             con.execute(f"DELETE FROM {table_ref(schema_name, tbl)} WHERE {ids}")
             if tbl not in CALL_TABLES.values():  # a track: `tracks` holds it too
                 con.execute(f"DELETE FROM {table_ref(schema_name, TRACKS_TABLE)} WHERE {ids}")
-        for file_id, n in con.execute("SELECT file_id, count(*) FROM superseded_rows GROUP BY ALL").fetchall():
+        for file_id, n in con.execute("SELECT run_file_id, count(*) FROM superseded_rows GROUP BY ALL").fetchall():
             seen[file_id] = SeenBefore(rows=n)
         for name, extra in (("discards", ""), ("violations", " AND t.action <> 'block'")):
-            where = (f"t.load_id = {int(load_id)} AND t.file_id = s.file_id AND t.line = s.line{extra}")
+            where = f"t.{in_run} AND t.file_id = s.run_file_id AND t.message_id = s.message_id{extra}"
             for file_id, n in con.execute(f"SELECT t.file_id, count(*) FROM _loader.{name} t "
                                           f"JOIN superseded_rows s ON {where} GROUP BY ALL").fetchall():
                 setattr(seen[file_id], name, n)

@@ -7,7 +7,7 @@ import duckdb
 import pytest
 from conftest import cli, event, query, run_load, write_ndjson
 
-from loader import batch, dedup, writer
+from loader import batch, dedup, read, writer
 
 LOWER = "0f4f3a2c-1b2d-4c3e-8f9a-0123456789ab"
 UPPER = LOWER.upper()
@@ -169,6 +169,35 @@ def test_earlier_received_copy_in_a_later_file_supersedes(tmp_path, db, monkeypa
 def identify(i: int, *, at: str = "10:00:00", **traits) -> dict:
     return {"messageId": f"m{i}", "type": "identify", "userId": f"u{i}", "traits": traits,
             "receivedAt": f"2024-03-01T{at}Z", "timestamp": "2024-03-01T10:00:00Z"}
+
+
+def tagged(mid: str, received: str, tag: str, **fields) -> dict:
+    return event(0, messageId=mid, receivedAt=received, properties={"tag": tag}, **fields)
+
+
+def test_received_at_is_read_alike_within_and_across_batches(tmp_path, monkeypatch):
+    """`2024-03-01 08:00:00 UTC` is no ISO-8601 timestamp (no receivedAt, sorts last) in the
+    in-batch rank as in the group and history checks, so batch boundaries change no winner."""
+    pad = {"pad": "x" * 600}
+    lines = [tagged("m1", "2024-03-01 08:00:00 UTC", "first", context=pad)]
+    lines += [tagged(f"f{i}", "2024-03-01T10:00:00Z", "f", context=pad) for i in range(6)]
+    lines += [tagged("m1", "2024-03-01T10:00:00Z", "last", context=pad)]
+    path = write_ndjson(tmp_path / "a.ndjson", lines)
+    run_load([path], tmp_path / "one.duckdb")
+    monkeypatch.setattr(read, "READ_CHUNK_BYTES", 1000)
+    monkeypatch.setattr(batch, "SMALL_FILE_BYTES", 0)
+    streamed = run_load([path], tmp_path / "streamed.duckdb", batch_bytes=2000)
+    assert sum(f.lines for f in streamed.files) == len(lines)
+    q = "SELECT tag FROM segment.signed_up WHERE id = 'm1'"
+    assert query(tmp_path / "one.duckdb", q) == query(tmp_path / "streamed.duckdb", q) == [("last",)]
+
+
+def test_the_in_batch_winner_is_the_earliest_as_the_group_reads_it(tmp_path, db):
+    a = write_ndjson(tmp_path / "a.ndjson", [tagged("m1", "2024-03-01 08:00:00 UTC", "a1"),
+                                             tagged("m1", "2024-03-01T09:00:00Z", "a2")])
+    b = write_ndjson(tmp_path / "b.ndjson", [tagged("m1", "2024-03-01T09:30:00Z", "b")])
+    run_load([a, b], db)
+    assert query(db, "SELECT tag FROM segment.signed_up") == [("a2",)]
 
 
 def _to_text_layout(db):

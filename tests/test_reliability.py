@@ -14,7 +14,8 @@ from loader.faults import CRASH_POINTS
 
 
 def make_archive(root, files=6, per_file=40, seed=11):
-    """Files with cross-file duplicates, identifies, several events and schema drift."""
+    """Files with cross-file duplicates (half of them received earlier than the previous
+    file's copy, which they supersede), identifies, several events and schema drift."""
     rng = random.Random(seed)
     names = ["Product Viewed", "Order Completed", "Signed Up"]
     paths = []
@@ -22,14 +23,17 @@ def make_archive(root, files=6, per_file=40, seed=11):
         lines = []
         for i in range(per_file):
             n = f * per_file + i
+            received = {}
             if i % 10 == 0 and f > 0:  # a retried message from the previous file
                 n -= per_file
+                if i % 20 == 0:
+                    received = {"receivedAt": "2024-03-01T09:00:00.000Z"}
             price = n if f < files // 2 else n + 0.5  # BIGINT first, then widened
             if i % 7 == 0:
-                lines.append(event(n, type="identify", userId=f"u{n % 13}",
+                lines.append(event(n, type="identify", userId=f"u{n % 13}", **received,
                                    traits={"plan": rng.choice(["free", "pro"]), f"t{f}": n}))
             else:
-                lines.append(event(n, event=names[n % 3], properties={"price": price, f"p{f}": "x"}))
+                lines.append(event(n, event=names[n % 3], properties={"price": price, f"p{f}": "x"}, **received))
         if f == 2:
             lines.append("garbage line")
         paths.append(write_ndjson(root / "segment-logs" / "src" / "1709251200000" / f"{f:02}.ndjson.gz", lines))
