@@ -90,11 +90,20 @@ class LoadResult:
     seconds: float = 0.0
     timer: StageTimer = field(default_factory=StageTimer)
     stages: list[str] = field(default_factory=list)  # names of the stages the batches ran
+    # Seconds per stage name (Batch.seconds summed over the batches), finer than `timer`'s six.
+    seconds_by_stage: dict[str, float] = field(default_factory=dict)
+    # Batch.seconds dicts already counted, with what was counted: the parts of a unit split
+    # across commit groups share their batch's dict (dataclasses.replace does not copy it).
+    _counted: dict[int, tuple[dict, dict]] = field(default_factory=dict, repr=False)
 
     def ran(self, batch: Batch) -> None:
-        """Note the stages a batch ran (every batch runs the same STAGES)."""
+        """Note the stages a batch ran (every batch runs the same STAGES) and their seconds."""
         if self.stages != batch.stages:
             self.stages = list(dict.fromkeys(self.stages + batch.stages))
+        _, before = self._counted.get(id(batch.seconds), (None, {}))
+        for name, s in batch.seconds.items():
+            self.seconds_by_stage[name] = self.seconds_by_stage.get(name, 0.0) + s - before.get(name, 0.0)
+        self._counted[id(batch.seconds)] = (batch.seconds, dict(batch.seconds))
 
     def total(self, key: str) -> int:
         return sum(getattr(f, key) for f in self.files)
@@ -124,6 +133,7 @@ class LoadResult:
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.total("lines") / self.seconds) if self.seconds else None,
             "stage_seconds": self.timer.rounded(),
+            "seconds_by_stage": {name: round(s, 3) for name, s in self.seconds_by_stage.items()},
             "stages": self.stages,
         }
 

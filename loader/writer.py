@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS _loader.violations (
     event VARCHAR, property_path VARCHAR, rule VARCHAR, offending_value VARCHAR,
     expected VARCHAR, action VARCHAR, recorded_at TIMESTAMPTZ);
 ALTER TABLE _loader.loads ADD COLUMN IF NOT EXISTS stage_seconds JSON;
+ALTER TABLE _loader.loads ADD COLUMN IF NOT EXISTS seconds_by_stage JSON;
 """
 
 

@@ -1,6 +1,7 @@
 """The reader threads (pipeline.ReadAhead): they share every file's stretches, and the writer
 still takes batches in load order, whole files and failures included, with bounded memory."""
 
+import json
 import random
 import time
 from pathlib import Path
@@ -110,3 +111,21 @@ def test_a_load_of_streaming_files_equals_loading_them_one_by_one(tmp_path):
     assert table_snapshot(together) == table_snapshot(one_by_one)
     # the copies of file k's last ids in file k+1 lost: the first copy loaded wins
     assert query(together, "SELECT count(*) FROM segment.signed_up WHERE plan <> 'file' || (n // 300)") == [(0,)]
+
+
+def test_seconds_per_stage_name_in_the_result_and_in_the_loads_table(tmp_path):
+    # a unit of small files bigger than a commit group is split across groups: its batch's
+    # seconds are counted once, not once per part
+    small = [write_ndjson(tmp_path / "logs" / f"{k}.ndjson", [event(k * 10 + i) for i in range(10)]) for k in range(3)]
+    db = tmp_path / "w.duckdb"
+    result = run_load([*small, *streaming_files(tmp_path, n_files=2)], db, batch_bytes=2_000, commit_every_rows=15)
+    summary = result.summary()
+    by_stage = summary["seconds_by_stage"]
+    assert list(by_stage) == summary["stages"] == [
+        "scrub", "validate", "route", "shape", "tracking_plan", "plan_schema", "cast", "dedup", "write"]
+    assert all(s >= 0 for s in by_stage.values()) and by_stage["validate"] > 0 and by_stage["write"] > 0
+    groups = summary["stage_seconds"]  # the six groups time the same stages (and more: commit, the probe)
+    assert abs(by_stage["validate"] - groups["parse"]) <= 0.002
+    assert abs(by_stage["route"] + by_stage["shape"] + by_stage["tracking_plan"] - groups["shape"]) <= 0.003
+    (stored,) = query(db, "SELECT seconds_by_stage FROM _loader.loads")[0]
+    assert json.loads(stored) == by_stage
