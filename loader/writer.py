@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -395,13 +397,14 @@ def remove_superseded(con: duckdb.DuckDBPyConnection, schema_name: str, supersed
 
 
 def _insert_pending(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *, load_id: int) -> None:
-    for table, parts in pending.tables.items():
-        try:
-            rows = pa.concat_tables(parts, promote_options="permissive")
-            _insert(con, schema_name, table, rows)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # parts typed before and after a widening
-            for part in parts:
-                _insert(con, schema_name, table, part)
+    with one_thread(con):
+        for table, parts in pending.tables.items():
+            try:
+                rows = pa.concat_tables(parts, promote_options="permissive")
+                _insert(con, schema_name, table, rows)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):  # parts typed before and after a widening
+                for part in parts:
+                    _insert(con, schema_name, table, part)
     if pending.discards:
         con.register("batch_discards", pa.concat_tables(pending.discards))
         con.execute(
@@ -423,6 +426,20 @@ def _insert_pending(con: duckdb.DuckDBPyConnection, schema_name: str, pending: P
     pending.violations.clear()
     pending.superseded.clear()
     pending.rows = pending.nbytes = 0
+
+
+@contextmanager
+def one_thread(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Run the group's inserts on one DuckDB thread. With two, DuckDB inserts an Arrow scan
+    in ordered batches per thread and merges them: for a group's many per-table inserts of a
+    few thousand rows that cost 40% more CPU and was slower too (bench/README.md, "Writer
+    CPU"). The probe of history, the checkpoints and queries keep every thread."""
+    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    con.execute("SET threads = 1")
+    try:
+        yield
+    finally:
+        con.execute(f"SET threads = {int(threads)}")
 
 
 def _drop_seen_before(pending: Pending, hits: pa.Table) -> dict[int, SeenBefore]:
