@@ -191,7 +191,7 @@ class ReadAhead:
             t.start()
 
     def _plan(self, units: list[Unit]):
-        """Tasks in load order: ("unit", unit, None), ("stretch", file, source batch),
+        """Tasks in load order: ("unit", unit, None), ("stretch", file, [source batch]),
         ("end", file, error or None). Advanced only under the lock."""
         for unit in units:
             if unit.combined:
@@ -200,10 +200,13 @@ class ReadAhead:
             for file in unit.files:
                 stretches = self.spool.reading(file, file_stretches(file, self.config, self._con_for(file)))
                 try:
-                    for stretch in stretches:
-                        if id(file) in self._failed:  # a stretch failed its stages: stop reading it
+                    while id(file) not in self._failed:  # a stretch failed its stages: stop reading it
+                        # In a list the taker empties: a name here would keep the raw lines
+                        # alive until the next stretch is read.
+                        box = [next(stretches, None)]
+                        if box[0] is None:
                             break
-                        yield ("stretch", file, stretch)
+                        yield ("stretch", file, box)
                 except Exception as exc:  # noqa: BLE001 - reported as the file's failure
                     yield ("end", file, exc)
                     continue
@@ -249,7 +252,9 @@ class ReadAhead:
                 except BaseException as exc:  # noqa: BLE001 - the writer raises it
                     self._deliver(seq, exc)
                     return
+                task = None  # nothing of it is kept while this thread waits for room
                 self._deliver(seq, result)
+                result = None
         finally:
             ctx.con.close()
 
@@ -258,9 +263,9 @@ class ReadAhead:
         kind, what, payload = task
         if kind == "end":
             return [task]
-        if kind == "stretch":
+        if kind == "stretch":  # the raw lines are freed as soon as the stages release them
             try:
-                return [("batch", what, run(replace(payload, unit=Unit((what,))), UNIT_STAGES, ctx))]
+                return [("batch", what, run(replace(payload.pop(), unit=Unit((what,))), UNIT_STAGES, ctx))]
             except Exception as exc:  # noqa: BLE001 - reported as the file's failure
                 self._failed.add(id(what))
                 return [("end", what, exc)]
@@ -379,10 +384,12 @@ def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None
                             if group.full():
                                 group.commit()
                 else:
+                    waiting = [first]  # handed over, so that no name here keeps the batch alive
+                    first = None
                     for f in unit.files:
                         digest = (spool.digest, f.origin.size) if f.origin is not None else hashes[f.path]
-                        result.files.append(write_file(group, f, digest, out, progress, first))
-                        first = None
+                        result.files.append(write_file(group, f, digest, out, progress,
+                                                       waiting.pop() if waiting else None))
                 if group.full():
                     group.commit()
             group.commit()
@@ -531,6 +538,7 @@ def write_file(group: CommitGroup, f: InputFile, digest, out: ReadAhead, progres
     con, config, load_id = group.con, group.config, group.load_id
     fr = FileResult(f.name, "loaded")
     kind, _f, first = first_item or out.get()
+    first_item = None  # from here only `batches` holds a batch: each is freed once written
     batches: list[Batch] = []
     error: Exception | None = None
     if kind == "end":
@@ -542,6 +550,7 @@ def write_file(group: CommitGroup, f: InputFile, digest, out: ReadAhead, progres
             error = second
         else:
             batches.append(second)
+    first = second = None
     streaming = len(batches) == 2  # more than one batch: the file cannot be judged upfront
     if streaming:
         group.commit()
@@ -572,6 +581,7 @@ def write_file(group: CommitGroup, f: InputFile, digest, out: ReadAhead, progres
             fr.add(batch, counts)
             first_rejects += [r for r in batch.rejections if r.reason != REJECT_REASON][: max(0, 3 - len(first_rejects))]
             progress.batch(fr.lines, counts.loaded)
+            batch = payload = None  # not kept alive while the next batch is awaited
         if streaming and error is None:
             error = reject_ratio_error(f, config, fr.lines, first_rejects, rejects=fr.rejects - fr.blocked)
         if error is not None:  # only a streaming file gets here: it is alone in its group
