@@ -17,9 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loader.naming import column_name
-
-# A leaf's column name depends only on its path and table kind: named once, not every batch.
-_column_name = functools.lru_cache(maxsize=1 << 16)(column_name)
 from loader.spec import (
     ALL_STANDARD,
     COMMON_COLUMNS,
@@ -36,6 +33,9 @@ from loader.spec import (
 MAX_DEPTH = 8  # objects nested deeper than this are kept whole, as JSON
 MAX_STRUCT_LEAVES = 500  # wider roots are extracted as a list (see _flatten)
 MAX_KNOWN_PATHS = 20_000  # shape hints kept between batches (see _flatten)
+
+# A leaf's column name depends only on its path and table kind: named once, not every batch.
+_column_name = functools.lru_cache(maxsize=1 << 16)(column_name)
 
 
 @dataclass
