@@ -24,15 +24,7 @@ import pyarrow.compute as pc
 
 from loader.dedup import IN_BATCH_RANK
 from loader.naming import event_table_name
-from loader.normalize import (
-    _ARRAY,
-    _OBJECT,
-    NameMapping,
-    _as_table,
-    _json_text_and_codes,
-    combine_chunks,
-    in_line_order,
-)
+from loader.normalize import NameMapping, _as_table, combine_chunks, in_line_order, scalar_texts
 from loader.read import Rejection
 from loader.spec import (
     CALL_TABLES,
@@ -107,14 +99,6 @@ def validate(con: duckdb.DuckDBPyConnection, lines: pa.Table) -> tuple[pa.Table,
     return checked, rejections
 
 
-def _as_sent(json_text: pa.ChunkedArray) -> pa.Array:
-    """An envelope field as sent: a string unquoted, a number or boolean as its JSON text;
-    NULL for null, arrays and objects. From the field's JSON text in Arrow (json_kinds), so
-    the line is not parsed again."""
-    text, codes = _json_text_and_codes(json_text)
-    return pc.if_else(pa.array((codes == _ARRAY) | (codes == _OBJECT)), None, text)
-
-
 def _trimmed(text: pa.Array) -> pa.Array:
     """Spaces trimmed (DuckDB's trim: spaces only), empty as NULL: what validation and
     routing use."""
@@ -126,9 +110,9 @@ def _checked(parsed: pa.Table) -> pa.Table:
     """`validate`'s row for each parsed line: the texts validation and routing use, and the
     reject reason (the first rule a line breaks, in this order; NULL for a valid message)."""
     kind, message_id_json, type_json = parsed["kind"], parsed["messageId"], parsed["type"]
-    event_text = _as_sent(parsed["event"])
-    message_id, call, event_name = _trimmed(_as_sent(message_id_json)), _trimmed(_as_sent(type_json)), _trimmed(event_text)
-    user_id, anonymous_id, group_id = (_trimmed(_as_sent(parsed[k])) for k in ("userId", "anonymousId", "groupId"))
+    event_text = scalar_texts(parsed["event"])
+    message_id, call, event_name = _trimmed(scalar_texts(message_id_json)), _trimmed(scalar_texts(type_json)), _trimmed(event_text)
+    user_id, anonymous_id, group_id = (_trimmed(scalar_texts(parsed[k])) for k in ("userId", "anonymousId", "groupId"))
     id_start = pc.utf8_slice_codeunits(message_id_json, 0, 1)
     rules = [
         (pc.is_null(kind), Reason.MALFORMED_JSON),

@@ -483,6 +483,13 @@ def json_kinds(json_text: pa.Array) -> tuple[pa.Array, pa.Array]:
     return text, _kind_names(codes)
 
 
+def scalar_texts(json_text: pa.Array) -> pa.Array:
+    """Scalars as sent (a string unquoted, a number or boolean as its JSON text); NULL for
+    null, arrays and objects. From JSON text already extracted, without parsing it again."""
+    text, codes = _json_text_and_codes(json_text)
+    return pc.if_else(pa.array((codes == _ARRAY) | (codes == _OBJECT)), None, text)
+
+
 def _kind_names(codes: np.ndarray) -> pa.Array:
     return _KIND_ARRAY.take(pa.array(codes, pa.int8(), mask=codes == _NULL))
 
