@@ -143,32 +143,29 @@
     with
 
     current_rows as (
-      select message_id, coalesce(person_id, '~') as person_key, event_at, is_bot_user_agent
+      select message_id, coalesce(person_id, '~') as person_key, event_at
       from {{ source }}
     ),
 
-    stored_rows as (
-      select message_id, coalesce(person_id, '~') as person_key, event_at, session_id,
-        is_bot_person, bot_reason
-      from {{ this }}
+    -- one pass over both sides (a message id is unique in each): the messages whose person
+    -- differs, or that exist on one side only
+    changed as (
+      select c.person_key as current_key, c.event_at as current_at,
+        s.message_id as stored_id, coalesce(s.person_id, '~') as stored_key, s.event_at as stored_at
+      from current_rows as c
+      full outer join {{ this }} as s on s.message_id = c.message_id
+      where c.message_id is null or s.message_id is null
+        or c.person_key <> coalesce(s.person_id, '~')
     ),
 
     arrived as (
-      select c.person_key, c.event_at
-      from current_rows as c
-      where not exists (
-        select 1 from stored_rows as s
-        where s.message_id = c.message_id and s.person_key = c.person_key
-      )
+      select current_key as person_key, current_at as event_at
+      from changed where current_key is not null
     ),
 
     departed as (
-      select s.message_id, s.person_key, s.event_at
-      from stored_rows as s
-      where not exists (
-        select 1 from current_rows as c
-        where c.message_id = s.message_id and c.person_key = s.person_key
-      )
+      select stored_id as message_id, stored_key as person_key, stored_at as event_at
+      from changed where stored_id is not null
     ),
 
     cuts as (
@@ -177,19 +174,27 @@
         select person_key, event_at from arrived
         union all
         select person_key, event_at from departed
-      ) as changed
+      ) as changed_events
       where person_key <> '~'
       group by person_key
     ),
 
+    -- the stored rows of the persons with a change (read from the table, not a CTE, so that
+    -- only those persons' rows are materialised)
+    stored_rows as (
+      select s.message_id, s.person_id as person_key, s.event_at, s.session_id, s.bot_reason
+      from {{ this }} as s
+      where s.person_id in (select person_key from cuts)
+    ),
+
     -- bot flags as int_events_sessionized derives them, over the person's current events
     per_minute as (
-      select c.person_key, {{ dbt.date_trunc('minute', 'c.event_at') }} as event_minute,
+      select c.person_id as person_key, {{ dbt.date_trunc('minute', 'c.event_at') }} as event_minute,
         count(*) as event_count,
         max(case when c.is_bot_user_agent then 1 else 0 end) as has_bot_user_agent
-      from current_rows as c
-      inner join cuts on cuts.person_key = c.person_key
-      group by c.person_key, {{ dbt.date_trunc('minute', 'c.event_at') }}
+      from {{ source }} as c
+      where c.person_id in (select person_key from cuts)
+      group by c.person_id, {{ dbt.date_trunc('minute', 'c.event_at') }}
     ),
 
     current_flags as (
@@ -204,17 +209,15 @@
     ),
 
     stored_flags as (
-      select s.person_key, max(s.bot_reason) as bot_reason
-      from stored_rows as s
-      inner join cuts on cuts.person_key = s.person_key
-      group by s.person_key
+      select person_key, max(bot_reason) as bot_reason
+      from stored_rows
+      group by person_key
     ),
 
     session_ends as (
-      select s.person_key, s.session_id, max(s.event_at) as ended_at
-      from stored_rows as s
-      inner join cuts on cuts.person_key = s.person_key
-      group by s.person_key, s.session_id
+      select person_key, session_id, max(event_at) as ended_at
+      from stored_rows
+      group by person_key, session_id
     )
 
     select e.message_id

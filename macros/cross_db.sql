@@ -201,10 +201,17 @@
 {#
   Where clause of an incremental model on load_id (columns load_id, message_id of `alias`):
   only loads newer than the table's; under insert_overwrite (rows cannot be replaced) also
-  only message ids not in the table yet.
+  only message ids not in the table yet. The table's latest load_id is read first and
+  written into the SQL as a number, so the database can use it as a plain filter on the raw
+  tables' scans (a subquery there is a join, evaluated after the staging views).
 #}
 {% macro segment_newer_loads(alias) -%}
-where {{ alias }}.load_id > (select coalesce(max(load_id), -1) from {{ this }})
+{%- set latest = -1 -%}
+{%- if execute -%}
+  {%- set found = run_query('select coalesce(max(load_id), -1) from ' ~ this).columns[0].values()[0] -%}
+  {%- set latest = found | int -%}
+{%- endif %}
+where {{ alias }}.load_id > {{ latest }}
   {%- if segment_incremental_strategy() == 'insert_overwrite' %}
     and not exists (
         select 1 from {{ this }} as existing where existing.message_id = {{ alias }}.message_id

@@ -50,25 +50,40 @@
   The body of CTE `source`: raw table `table_name`, one row per message id (the earliest
   received copy wins: the loader already dedups; this is a second line of defence). No rows
   when the table does not exist yet (`raw` is none).
+  Written as "ids seen once" union all "the first copy of ids seen more than once" rather
+  than one window over every row: a filter of a consumer on other columns (the incremental
+  models' load_id > watermark) then reaches the raw table's scan, and only the new rows are
+  cast, instead of ranking every raw row on every build. Same rows as the window (a NULL id
+  is one partition there, so it goes through the window here too).
 #}
 {% macro segment_deduplicated_source(table_name, raw) -%}
   {%- if raw is none -%}
     -- raw table {{ var('segment_schema') }}.{{ table_name }} does not exist yet: no rows
     select 1 as dedup_rank where 1 = 0
   {%- else -%}
+    {%- set id = adapter.quote('id') -%}
     {%- set order_by = [] -%}
     {%- for name in ['received_at', 'load_id', 'uuid_ts'] if name in raw -%}
       {%- do order_by.append('raw.' ~ adapter.quote(name)) -%}
     {%- endfor -%}
+    select raw.*, 1 as dedup_rank
+    from {{ source('segment', table_name) }} as raw
+    where raw.{{ id }} in (
+        select {{ id }} from {{ source('segment', table_name) }} group by {{ id }} having count(*) = 1
+    )
+    union all
     select *
     from (
         select
             raw.*,
             row_number() over (
-                partition by raw.{{ adapter.quote('id') }}
-                order by {{ order_by | join(', ') if order_by else 'raw.' ~ adapter.quote('id') }}
+                partition by raw.{{ id }}
+                order by {{ order_by | join(', ') if order_by else 'raw.' ~ id }}
             ) as dedup_rank
         from {{ source('segment', table_name) }} as raw
+        where raw.{{ id }} is null or raw.{{ id }} in (
+            select {{ id }} from {{ source('segment', table_name) }} group by {{ id }} having count(*) > 1
+        )
     ) as ranked
     where dedup_rank = 1
   {%- endif -%}

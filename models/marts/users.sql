@@ -7,16 +7,14 @@
   amounts (one currency: var reporting_currency), NULL if an order's currency has no rate.
 -#}
 {%- set traits = var('segment_user_traits') %}
+{#- The attributed messages, read where needed rather than as one CTE: a CTE read three times
+    is materialised with every column of every message, most of this model's time. -#}
+{%- set event_persons = '(select * from ' ~ ref('int_events_mapped_to_persons') ~ ' where person_id is not null)' %}
 
 with
 
 person_map as (
     select * from {{ ref('int_identifiers_mapped_to_persons') }}
-),
-
-event_persons as (
-    select * from {{ ref('int_events_mapped_to_persons') }}
-    where person_id is not null
 ),
 
 persons as (
@@ -30,7 +28,7 @@ activity as (
         max(ep.event_at) as last_seen_at,
         count(*) as message_count,
         max(case when m.is_shared_device then 1 else 0 end) as used_shared_device
-    from event_persons as ep
+    from {{ event_persons }} as ep
     left join person_map as m
         on m.identifier_type = 'anonymous' and m.identifier = ep.anonymous_id
     group by ep.person_id
@@ -52,7 +50,7 @@ person_anonymous_ids as (
     where identifier_type = 'anonymous' and not is_shared_device
     union
     select person_id, anonymous_id
-    from event_persons
+    from {{ event_persons }} as event_persons
     where anonymous_id is not null
 ),
 
@@ -68,7 +66,7 @@ anonymous_ids as (
 identifies as (
     select i.*, ep.person_id
     from {{ ref('stg_segment__identifies') }} as i
-    inner join event_persons as ep on ep.message_id = i.message_id
+    inner join {{ event_persons }} as ep on ep.message_id = i.message_id
 ),
 
 trait_values as (

@@ -26,21 +26,21 @@
 ) }}
 {%- set timeout = var('analytics_session_timeout_minutes') | int %}
 
-with
+{#- The source view is read once per CTE, never as a CTE of its own: a CTE read twice is
+    materialised with every wide context column of every event, which was most of an
+    incremental build. -#}
+{%- set source_events = ref('int_events_joined_to_persons') %}
 
-source_events as (
-    select * from {{ ref('int_events_joined_to_persons') }}
-),
+with
 
 {% if is_incremental() %}
 -- after the pre_hook the table holds each person's unchanged sessions: sessionize the rest
+-- (a stored message id is stored under its current person: the pre_hook deleted the others)
 scope as (
     select e.*
-    from source_events as e
+    from {{ source_events }} as e
     where not exists (
-        select 1 from {{ this }} as kept
-        where kept.message_id = e.message_id
-            and coalesce(kept.person_id, '~') = coalesce(e.person_id, '~')
+        select 1 from {{ this }} as kept where kept.message_id = e.message_id
     )
 ),
 
@@ -56,17 +56,17 @@ kept_sessions as (
 
 -- bot flags are over all of a person's events, kept ones too
 flag_events as (
-    select e.*
-    from source_events as e
+    select e.person_id, e.event_at, e.is_bot_user_agent
+    from {{ source_events }} as e
     where e.person_id in (select person_id from scope)
 ),
 {% else %}
 scope as (
-    select * from source_events
+    select * from {{ source_events }}
 ),
 
 flag_events as (
-    select * from source_events
+    select person_id, event_at, is_bot_user_agent from {{ source_events }}
 ),
 {% endif %}
 

@@ -7,7 +7,7 @@
 
   Incremental by session: the sessions whose events, number, person or bot flag differ from
   the stored row (macro analytics_changed_sessions; new and vanished sessions too) are
-  deleted by the pre_hook and rebuilt, the others are kept. A table on Spark with plain
+  deleted by the pre_hook, and the sessions not stored then are built; the others are kept. A table on Spark with plain
   Parquet (no row deletes there), rebuilt in full every run.
 -#}
 {%- set bots_filter = 'true' if var('analytics_include_bots') else 'not is_bot_person' %}
@@ -27,14 +27,12 @@ source_events as (
 ),
 
 {% if is_incremental() %}
-changed_sessions as (
-    {{ analytics_changed_sessions(ref('int_events_sessionized'), this, 'person_id is not null and ' ~ bots_filter) }}
-),
-
+-- the pre_hook deleted every changed session, so the sessions to build are the ones whose
+-- id is not stored (comparing again here would aggregate every event a second time)
 scope as (
     select e.*
     from source_events as e
-    inner join changed_sessions as c on c.session_id = e.session_id
+    where not exists (select 1 from {{ this }} as kept where kept.session_id = e.session_id)
 ),
 {% else %}
 scope as (
