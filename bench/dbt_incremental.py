@@ -9,7 +9,10 @@ then the extra files (the newest 1 %) are loaded, and from copies of that one st
     dbt_daily              DAILY: every model, seed, data test and unit test
 
 each ``--repeat`` times, interleaved. The target is run_after_1pct / run_full_refresh <= 25 %.
-Every command runs on its own copy of the state, so none sees another's work.
+Every command runs on its own copy of the state, so none sees another's work. One more step
+measures the fixed floor under any incremental run:
+
+    dbt_run_no_new_data    ``dbt run`` right after another ``dbt run`` (nothing new to read)
 """
 
 from __future__ import annotations
@@ -66,13 +69,16 @@ def compare(bench, files: list[str], extra: dict | None) -> dict | None:
             m = bench.measure([*dbt, *args, *bench.dbt_dirs()], env=bench.dbt_env(work),
                               timeout=bench.a.timeout)
             bench.record(step, m)
+        # the floor: the last command left every model current; "dbt run" again reads nothing new
+        bench.record("dbt_run_no_new_data", bench.measure(
+            [*dbt, "run", *bench.dbt_dirs()], env=bench.dbt_env(work), timeout=bench.a.timeout))
     fresh_db(work)
     fresh_db(state)
 
     def wall(step: str) -> float | None:
         return median([m["wall_s"] for m in bench.runs.get(step, []) if m["rc"] == 0])
 
-    walls = {step: wall(step) for step in COMMANDS}
+    walls = {step: wall(step) for step in [*COMMANDS, "dbt_run_no_new_data"]}
     incr, full = walls["dbt_run_after_1pct"], walls["dbt_run_full_refresh"]
     return {**walls, "share": incr / full if incr and full else None, "target": TARGET_SHARE,
             "extra_files": len(extra["file_list"]), "extra_lines": extra["lines"]}
@@ -87,4 +93,5 @@ def row(result: dict | None) -> str:
     hourly, daily = result["dbt_hourly"], result["dbt_daily"]
     return (f"  {ok:<5} {name:<48} {result['share']:.0%} ({result['dbt_run_after_1pct']:.2f} s vs "
             f"{result['dbt_run_full_refresh']:.2f} s after {result['extra_lines']:,} new events); "
-            f"hourly build {hourly or float('nan'):.2f} s, daily build {daily or float('nan'):.2f} s")
+            f"hourly build {hourly or float('nan'):.2f} s, daily build {daily or float('nan'):.2f} s; "
+            f"dbt run with nothing new {result.get('dbt_run_no_new_data') or float('nan'):.2f} s")
