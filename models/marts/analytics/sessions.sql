@@ -7,8 +7,8 @@
 
   Incremental by session: the sessions whose events, number, person or bot flag differ from
   the stored row (macro analytics_changed_sessions; new and vanished sessions too) are
-  deleted by the pre_hook, and the sessions not stored then are built; the others are kept. A table on Spark with plain
-  Parquet (no row deletes there), rebuilt in full every run.
+  deleted by the pre_hook, then the sessions not stored are built; the others are kept. A
+  table on Spark with plain Parquet (no row deletes there), rebuilt in full every run.
 -#}
 {%- set bots_filter = 'true' if var('analytics_include_bots') else 'not is_bot_person' %}
 {{ config(
