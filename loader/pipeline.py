@@ -3,9 +3,9 @@ loader/stages.py's STAGES, run by its one driver.
 
 Batches go through UNIT_STAGES on reader threads (`ReadAhead`: they share every file's
 stretches, in load order) while the main thread runs WAREHOUSE_STAGES over the batch before
-(DuckDB and zlib release the GIL, so both cores work); a bounded window keeps memory flat. A file's rows, rejects, discards, schema changes
-and manifest row commit together (commit groups hold whole files), so a run killed at any
-point leaves only whole files behind.
+(DuckDB and zlib release the GIL, so both cores work); a bounded window keeps memory flat.
+A file's rows, rejects, discards, schema changes and manifest row commit together (commit
+groups hold whole files), so a run killed at any point leaves only whole files behind.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class ReadAhead:
     UNIT_STAGES on it outside the lock; its result waits under the task's number. So both
     threads always work on the batches the writer needs next, whichever file they belong to
     (files handed out whole to each thread, in turn, left one thread waiting for the writer
-    to finish the other's file). At most WINDOW tasks are out at a time: that bounds memory.
+    to finish the other's file). At most `window` tasks are out at a time: that bounds memory.
     """
 
     def __init__(self, units: list[Unit], config: LoadConfig, spool: Spool, readers: int = 0) -> None:
