@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p_load.add_argument("--source-id", help="source id for messages with no projectId outside the segment-logs/<source>/ layout")
     p_load.add_argument("--commit-every-rows", type=int, default=100_000, help="commit files in groups of about this many rows (default 100000; 1 = a transaction per file)")
     p_load.add_argument("--dedup-window", type=float, metavar="DAYS", help="count a message as a duplicate only if a run of the last DAYS days loaded its messageId (Segment's windowed semantics; default: no window, every id ever loaded)")
-    p_load.add_argument("--memory-limit-mb", type=int, default=DEFAULT_MEMORY_MB, help="DuckDB memory for the load, in MB (default 768: 256 per reader thread, the rest for the warehouse); it spills to disk past it")
+    p_load.add_argument("--memory-limit-mb", type=int, default=DEFAULT_MEMORY_MB, help="DuckDB memory for the load, in MB (default 640: a third for each of the two reader threads, the rest for the warehouse); it spills to disk past it")
     p_load.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb", help="duckdb (default): load into the --db file; spark: run the stages as Spark tasks and write Parquet lake tables under --lake (loader/spark.py)")
     p_load.add_argument("--lake", metavar="DIR", help="with --engine spark: the lake folder (a path the driver and every executor see)")
     p_load.add_argument("--spark-master", default=None, metavar="URL", help="with --engine spark: Spark master (default: spark-submit's, else local[2])")

@@ -9,8 +9,9 @@ from functools import cached_property
 
 DEFAULT_DB = "warehouse.duckdb"
 READER_MEMORY_MB = 256
-# Two readers and the warehouse, 256 MB each (bench/README.md, "Peak memory").
-DEFAULT_MEMORY_MB = 768
+# Two readers and the warehouse, 213 or 214 MB each: 768 (256 each) peaked at 988-1,024 MiB
+# at 1M events, 640 at 948-985 MiB for 1.5% more time (bench/README.md, "Peak memory").
+DEFAULT_MEMORY_MB = 640
 # The loader's own records, and DuckDB's built-in schemas: events must never be written there.
 RESERVED_SCHEMAS = frozenset({"_loader", "main", "information_schema", "pg_catalog", "temp", "system"})
 

@@ -10,7 +10,8 @@ from loader.config import LoadConfig
 # memory_limit_mb -> (each reader, warehouse): readers get a third up to 256 MB, the
 # warehouse the rest; the three always add up to the limit or less.
 SPLITS = [
-    (768, 256, 256),  # the default: the warehouse cache no bigger than a reader
+    (640, 213, 214),  # the default: the warehouse cache no bigger than a reader's share
+    (768, 256, 256),
     (1024, 256, 512),
     (512, 170, 172),
     (48, 16, 16),  # tests/test_reliability.py's tight cap
@@ -27,4 +28,4 @@ def test_memory_split(limit, reader, warehouse):
 @pytest.mark.parametrize("command", ["load", "replay"])
 def test_cli_default_is_the_config_default(command):
     args = _parser().parse_args([command, "x"] if command == "load" else [command])
-    assert args.memory_limit_mb == LoadConfig().memory_limit_mb == 768
+    assert args.memory_limit_mb == LoadConfig().memory_limit_mb == 640
