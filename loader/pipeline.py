@@ -95,11 +95,18 @@ class LoadResult:
     # Batch.seconds dicts already counted, with what was counted: the parts of a unit split
     # across commit groups share their batch's dict (dataclasses.replace does not copy it).
     _counted: dict[int, tuple[dict, dict]] = field(default_factory=dict, repr=False)
+    # How many root objects (context, payload) of the batches each shaping path took
+    # (normalize.FAST with the hints of earlier batches, normalize.CAREFUL otherwise).
+    shape_paths: dict[str, int] = field(default_factory=dict)
 
     def ran(self, batch: Batch) -> None:
-        """Note the stages a batch ran (every batch runs the same STAGES) and their seconds."""
+        """Note the stages a batch ran (every batch runs the same STAGES), their seconds and
+        its shaping paths."""
         if self.stages != batch.stages:
             self.stages = list(dict.fromkeys(self.stages + batch.stages))
+        if id(batch.seconds) not in self._counted:  # a unit split across groups counts once
+            for path in batch.paths.values():
+                self.shape_paths[path] = self.shape_paths.get(path, 0) + 1
         _, before = self._counted.get(id(batch.seconds), (None, {}))
         for name, s in batch.seconds.items():
             self.seconds_by_stage[name] = self.seconds_by_stage.get(name, 0.0) + s - before.get(name, 0.0)
@@ -134,6 +141,7 @@ class LoadResult:
             "events_per_second": round(self.total("lines") / self.seconds) if self.seconds else None,
             "stage_seconds": self.timer.rounded(),
             "seconds_by_stage": {name: round(s, 3) for name, s in self.seconds_by_stage.items()},
+            "shape_paths": dict(sorted(self.shape_paths.items())),
             "stages": self.stages,
         }
 

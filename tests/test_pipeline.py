@@ -12,7 +12,7 @@ from conftest import event, query, run_load, table_snapshot, write_ndjson
 from loader import LoadConfig
 from loader.batch import plan_units
 from loader.objectstore import Spool
-from loader.pipeline import ReadAhead
+from loader.pipeline import READERS, ReadAhead
 from loader.read import discover_files
 from loader.stages import run_unit_stages
 
@@ -129,3 +129,15 @@ def test_seconds_per_stage_name_in_the_result_and_in_the_loads_table(tmp_path):
     assert abs(by_stage["route"] + by_stage["shape"] + by_stage["tracking_plan"] - groups["shape"]) <= 0.003
     (stored,) = query(db, "SELECT seconds_by_stage FROM _loader.loads")[0]
     assert json.loads(stored) == by_stage
+
+
+def test_shaping_paths_are_counted_once_per_root_and_batch(tmp_path):
+    """A reader thread's first batch has no hints: both its roots take the careful path; later
+    batches of the same shape the fast one. A unit split across commit groups counts once."""
+    small = [write_ndjson(tmp_path / "logs" / f"{k}.ndjson", [event(k * 10 + i) for i in range(10)]) for k in range(3)]
+    unit = run_load(small, tmp_path / "unit.duckdb", commit_every_rows=15)  # one batch, three groups
+    assert unit.summary()["shape_paths"] == {"careful": 2}
+    paths = run_load(streaming_files(tmp_path, n_files=2), tmp_path / "w.duckdb", batch_bytes=2_000).summary()[
+        "shape_paths"]
+    assert 2 <= paths["careful"] <= 2 * READERS  # at most every reader's first batch, both roots
+    assert paths["fast"] >= 2 and sum(paths.values()) % 2 == 0  # two roots per batch
