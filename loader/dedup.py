@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from loader.batch import FILE_SHIFT, file_index, plain_lines
 from loader.normalize import combine_chunks
 from loader.spec import ISO_DATE_OR_TIME_RE
+from loader.sql import int_list
 
 # Over validated messages (loader/envelope.py: columns message_id, line_no and the envelope
 # field "receivedAt" as JSON text). In a batch of several small files (loader/batch.py) this
@@ -247,7 +248,7 @@ def probe_history(con: duckdb.DuckDBPyConnection, *, load_id: int, since_load: i
     hits = con.sql("SELECT file_id, line, message_id, received_at FROM group_hits").to_arrow_table()
     if hits.num_rows:
         # Where history's copy is this run's (its loads' rows, at the end of the key table).
-        loads = ", ".join(str(int(x)) for x in (load_id, *run_loads))
+        loads = int_list((load_id, *run_loads))
         run_copies = con.sql(f"""
             SELECT h.file_id, h.line, s.file_id AS run_file_id FROM group_hits h
             JOIN (SELECT key, file_id FROM {SEEN_KEYS} WHERE load_id IN ({loads})) s ON s.key = h.key
@@ -271,7 +272,7 @@ def move_history(con: duckdb.DuckDBPyConnection, moved: pa.Table, *, load_id: in
     name the superseding copy's file (file_id) and this load. A hashed key's twin in the
     same file (a 124-bit collision) would move too: harmless, its text decides hits. (Keys
     are recomputed here: a UHUGEINT does not survive Arrow, which has no 128-bit integer.)"""
-    loads = ", ".join(str(int(x)) for x in (load_id, *run_loads))
+    loads = int_list((load_id, *run_loads))
     con.register("moved_history", moved)
     try:
         for table in (SEEN_KEYS, SEEN_TEXTS):

@@ -19,3 +19,8 @@ def table_ref(schema: str, table: str) -> str:
 
 def literal(value: str) -> str:
     return exp.Literal.string(value).sql(dialect="duckdb")
+
+
+def int_list(values) -> str:
+    """Integers (load or file ids) as the inside of an SQL `IN (...)`."""
+    return ", ".join(str(int(v)) for v in values)

@@ -10,6 +10,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from loader.sql import int_list
+
 HASH_CHUNK = 8 << 20
 
 
@@ -92,7 +94,7 @@ def recount_loads(con: duckdb.DuckDBPyConnection, load_ids: tuple[int, ...]) -> 
     """Read finished runs' counters back from the manifest (a later run moved some of their
     rows to duplicates)."""
     if load_ids:
-        _count_from_manifest(con, f"l.load_id IN ({', '.join(str(int(x)) for x in load_ids)})")
+        _count_from_manifest(con, f"l.load_id IN ({int_list(load_ids)})")
 
 
 def close_run(con: duckdb.DuckDBPyConnection, load_id: int, status: str, *, files_seen: int,

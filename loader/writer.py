@@ -26,7 +26,7 @@ from loader.normalize import TableSlice, combine_chunks
 from loader.read import Rejection
 from loader.schema import Schema, SchemaChange
 from loader.spec import CALL_TABLES, STATE_TABLES, TRACKS_TABLE
-from loader.sql import ident, literal, table_ref
+from loader.sql import ident, int_list, literal, table_ref
 from loader.timing import StageTimer, maybe
 
 if TYPE_CHECKING:
@@ -346,7 +346,7 @@ def _superseding(con: duckdb.DuckDBPyConnection, schema_name: str, hits: pa.Tabl
         return empty
     existing = {t for (t,) in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [schema_name]).fetchall()}
-    in_run = (f"load_id IN ({', '.join(str(int(x)) for x in loads)}) "
+    in_run = (f"load_id IN ({int_list(loads)}) "
               "AND id IN (SELECT message_id FROM superseding_candidates)")
     copies = [f"SELECT id, received_at, {'event' if table == TRACKS_TABLE else literal(table)} AS tbl "
               f"FROM {table_ref(schema_name, table)} WHERE {in_run}"
@@ -371,7 +371,7 @@ def remove_superseded(con: duckdb.DuckDBPyConnection, schema_name: str, supersed
     if not superseded.num_rows:
         return {}
     seen: dict[int, SeenBefore] = {}
-    in_run = f"load_id IN ({', '.join(str(int(x)) for x in loads)})"
+    in_run = f"load_id IN ({int_list(loads)})"
     con.register("superseded_rows", superseded)
     try:
         for (tbl,) in con.execute("SELECT DISTINCT tbl FROM superseded_rows").fetchall():
