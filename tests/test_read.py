@@ -85,3 +85,77 @@ def test_text_that_starts_with_the_gzip_magic_is_read_as_text(tmp_path):
     assert total == 3
     assert [(r.line, r.reason) for r in rejections] == [(1, "invalid_utf8"), (2, "empty_line")]
     assert lines == [3]
+
+
+def read_everything(path) -> tuple[list, list]:
+    lines, rejections = [], []
+    for batch in iter_ndjson_batches(path, batch_bytes=1 << 20, max_line_bytes=32768):
+        lines += zip(batch.lines.column("line_no").to_pylist(), batch.lines.column("raw").to_pylist())
+        rejections += [(r.line, r.reason, r.raw) for r in batch.rejections]
+    return lines, rejections
+
+
+def damaged_gzips(tmp_path) -> list:
+    """The pathology archives plus truncated, bit-flipped and trailing-garbage copies of a
+    generated one, each damaged at a different place."""
+    import gzip
+    import random
+
+    data = gzip.compress(b"".join(b'{"messageId":"%d","type":"track"}\n' % i for i in range(20_000)))
+    rnd, paths = random.Random(7), [PATHOLOGIES / n for n in (
+        "truncated.ndjson.gz", "corrupt.ndjson.gz", "concatenated_members.ndjson.gz")]
+    for k in range(12):
+        damaged = bytearray(data)
+        if k % 3 == 0:
+            damaged = damaged[: rnd.randrange(20, len(damaged))]
+        elif k % 3 == 1:
+            damaged[rnd.randrange(10, len(damaged))] ^= 0xFF
+        else:
+            damaged += damaged[: rnd.randrange(1, 200)]
+        paths.append(tmp_path / f"damaged{k}.gz")
+        paths[-1].write_bytes(bytes(damaged))
+    return paths
+
+
+def test_isal_inflate_reads_the_lines_zlib_reads(tmp_path, monkeypatch):
+    """ISA-L inflates (speed); zlib is its fallback: on damaged streams both keep the same
+    lines and reject the same line for the same reason. ISA-L holds back a byte or two more
+    of the unfinished line before a fault, so the reject's bytes agree up to the shorter."""
+    import zlib
+
+    from loader import read
+
+    assert read._inflate is not zlib  # isal is installed: the fast path is what runs
+    for path in damaged_gzips(tmp_path):
+        lines, rejections = read_everything(path)
+        monkeypatch.setattr(read, "_inflate", zlib)
+        zlib_lines, zlib_rejections = read_everything(path)
+        monkeypatch.undo()
+        assert lines == zlib_lines, path
+        assert [r[:2] for r in rejections] == [r[:2] for r in zlib_rejections], path
+        for (_, _, raw), (_, _, zlib_raw) in zip(rejections, zlib_rejections):
+            shorter = min(len(raw), len(zlib_raw))
+            assert raw[:shorter] == zlib_raw[:shorter] and abs(len(raw) - len(zlib_raw)) <= 8
+
+
+def test_envelopes_are_found_in_every_chunk_and_only_in_the_lines():
+    """`expand_batches` first scans the raw bytes for `"batch"`: an envelope in a later chunk
+    is still expanded; bytes of the buffer outside a sliced array's lines are no envelope."""
+    import json
+
+    import pyarrow as pa
+
+    from loader.http_batch import expand_batches
+
+    plain = json.dumps(event(1)) + "\n"
+    envelope = json.dumps({"batch": [event(2), event(3)]}) + "\n"
+    table = pa.Table.from_batches([
+        pa.record_batch({"line_no": pa.array([1], pa.int64()), "raw": pa.array([plain])}),
+        pa.record_batch({"line_no": pa.array([2], pa.int64()), "raw": pa.array([envelope])}),
+    ])
+    expanded, rejections, added = expand_batches(table, max_event_bytes=32768)
+    assert added == 1 and not rejections
+    assert [json.loads(r)["messageId"] for r in expanded.column("raw").to_pylist()] == [
+        event(1)["messageId"], event(2)["messageId"], event(3)["messageId"]]
+    sliced = pa.table({"line_no": pa.array([1, 2], pa.int64()), "raw": pa.array([plain, envelope])}).slice(0, 1)
+    assert expand_batches(sliced, max_event_bytes=32768) == (sliced, [], 0)
