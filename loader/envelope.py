@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -138,38 +139,45 @@ def _checked(parsed: pa.Table) -> pa.Table:
 
 def route(con: duckdb.DuckDBPyConnection, checked: pa.Table) -> Routed:
     """The valid messages of `validate`'s table with their table (`tbl`) and payload root,
-    without in-batch duplicates (IN_BATCH_RANK: earliest receivedAt, then line order)."""
+    without in-batch duplicates (IN_BATCH_RANK: earliest receivedAt, then line order).
+
+    In Arrow, not SQL: a query re-materialised every column of the batch (0.017-0.030 CPU s
+    per 16 MB batch); here the rows are filtered once and only the copies of an id that
+    occurs twice are ranked, by DuckDB, on those rows alone."""
     valid = checked["reason"].null_count
-    with registered(con, checked_lines=checked):
-        # Event names are few: name them in Python, join them back.
-        events = [r[0] for r in con.execute(
-            "SELECT DISTINCT event_name FROM checked_lines WHERE reason IS NULL AND call = 'track'"
-        ).fetchall()]
-        name_map = [NameMapping("table", "tracks", ev, event_table_name(ev)) for ev in events]
-        event_tables = pa.table({"event_name": pa.array(events, pa.string()),
-                                 "tbl": pa.array([m.name for m in name_map], pa.string())})
-        payload_calls = tuple(PAYLOAD_ROOT)
-        call_tables = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in CALL_TABLES.items())
-        with registered(con, event_tables=event_tables):
-            # In-batch duplicates are few: list their lines rather than rank the wide rows,
-            # and rank only the rows whose id occurs more than once (the rest rank first).
-            messages = in_line_order(
-                con,
-                f"""
-                WITH dups AS (
-                    SELECT line_no FROM (SELECT line_no, {IN_BATCH_RANK} AS dedup_rank
-                                         FROM checked_lines WHERE reason IS NULL AND message_id IN (
-                                             SELECT message_id FROM checked_lines WHERE reason IS NULL
-                                             GROUP BY message_id HAVING count(*) > 1))
-                    WHERE dedup_rank > 1)
-                SELECT c.* EXCLUDE (reason),
-                       coalesce(t.tbl, CASE c.call {call_tables} END) AS tbl,
-                       CASE WHEN c.call IN {payload_calls} THEN c."properties" ELSE c."traits" END AS payload
-                FROM checked_lines c LEFT JOIN event_tables t ON c.call = 'track' AND t.event_name = c.event_name
-                WHERE c.reason IS NULL AND c.line_no NOT IN (SELECT line_no FROM dups)
-                """
-            )
+    messages = checked if valid == checked.num_rows else checked.filter(pc.is_null(checked["reason"]))
+    messages = _in_line_order(messages.drop_columns(["reason"]))
+    counts = pc.value_counts(messages["message_id"])
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        copies = messages.filter(pc.is_in(messages["message_id"], value_set=repeated))
+        with registered(con, repeated_copies=copies.select(["line_no", "message_id", "receivedAt"])):
+            later_lines = _as_table(con.sql(f"SELECT line_no FROM (SELECT line_no, {IN_BATCH_RANK} AS dedup_rank "
+                                            "FROM repeated_copies) WHERE dedup_rank > 1").to_arrow_table())["line_no"]
+        messages = messages.filter(pc.invert(pc.is_in(messages["line_no"], value_set=combine_chunks(later_lines))))
+    call = messages["call"]
+    is_track = pc.equal(call, "track")
+    # Event names are few: name them in Python, look each row's up.
+    events = pc.unique(messages["event_name"].filter(is_track)).to_pylist()
+    name_map = [NameMapping("table", "tracks", ev, event_table_name(ev)) for ev in events]
+    event_tbl = pa.array([m.name for m in name_map], pa.string()).take(
+        pc.index_in(messages["event_name"], value_set=pa.array(events, pa.string())))
+    calls = list(CALL_TABLES)
+    call_tbl = pa.array(list(CALL_TABLES.values()), pa.string()).take(
+        pc.index_in(call, value_set=pa.array(calls, pa.string())))
+    tbl = pc.if_else(is_track, event_tbl, call_tbl)
+    payload = pc.if_else(pc.is_in(call, value_set=pa.array(list(PAYLOAD_ROOT), pa.string())),
+                         messages["properties"], messages["traits"])
+    messages = messages.append_column("tbl", tbl).append_column("payload", payload)
     return Routed(messages, name_map, valid, valid - messages.num_rows)
+
+
+def _in_line_order(table: pa.Table) -> pa.Table:
+    """The table sorted by line_no, when it is not already (a parallel scan may reorder)."""
+    line = combine_chunks(table["line_no"]).to_numpy(zero_copy_only=False)
+    if len(line) > 1 and not bool(np.all(line[1:] > line[:-1])):
+        table = table.take(pa.array(np.argsort(line, kind="stable")))
+    return table
 
 
 def standard_columns(con: duckdb.DuckDBPyConnection, messages: pa.Table, source_id: str | None) -> pa.Table:

@@ -325,6 +325,42 @@ def test_route_stage_keeps_the_earliest_received_copy(first, second, winner):
     assert (batch.valid, batch.duplicates_in_batch) == (2, 1)
 
 
+def test_route_stage_tables_payloads_and_copies_across_files():
+    """route (in Arrow): rejects leave, rows come out in line order whatever order validate's
+    table had (here reversed, in two chunks), each call gets its table and payload root, and
+    copies of an id in two files of one unit are not in-batch duplicates (each file keeps its
+    own); copies within a file are (the first received wins)."""
+    from loader.batch import encode_line
+    from loader.envelope import route, validate
+
+    second_file = encode_line(1, 1)
+    messages = [
+        (1, {**track(1, event=" Signed Up "), "properties": {"plan": "pro"}}),
+        (2, {"messageId": "m2", "type": "identify", "userId": "u", "traits": {"email": "a@b"}}),
+        (3, {"messageId": "m3", "type": "page", "userId": "u", "properties": {"path": "/"}}),
+        (4, "not json"),
+        (5, {**track(1, event="Signed Up"), "receivedAt": "2024-01-01T00:00:00Z"}),
+        (second_file, {**track(1, event="Signed Up")}),
+    ]
+    lines = pa.table({"line_no": pa.array([n for n, _ in messages], pa.int64()),
+                      "raw": [m if isinstance(m, str) else json.dumps(m) for _, m in messages]})
+    con = compute_connection(256)
+    try:
+        checked, rejections = validate(con, lines)
+        reordered = pa.concat_tables([checked.slice(3)[::-1], checked.slice(0, 3)[::-1]])
+        assert reordered["line_no"].num_chunks == 2
+        routed = route(con, reordered)
+    finally:
+        con.close()
+    assert [(r.line, r.reason) for r in rejections] == [(4, "malformed_json")]
+    got = routed.messages.select(["line_no", "tbl", "payload"]).to_pylist()
+    assert [(r["line_no"], r["tbl"]) for r in got] == [
+        (2, "identifies"), (3, "pages"), (5, "signed_up"), (second_file, "signed_up")]
+    assert [json.loads(r["payload"]) for r in got][:2] == [{"email": "a@b"}, {"path": "/"}]
+    assert (routed.valid, routed.duplicates) == (5, 1)  # line 1 lost to line 5 (received earlier)
+    assert sorted((m.original, m.name) for m in routed.name_map) == [("Signed Up", "signed_up")]
+
+
 def test_unit_stages_without_a_plan_keep_every_valid_line():
     batch = unit_stages(fixture_lines(track(1, currency="GBP"), "not json", track(1, currency="USD")))
     assert batch.stages == [s.name for s in UNIT_STAGES]
