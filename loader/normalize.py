@@ -606,15 +606,30 @@ def _type_counts(text: pa.Array, kind: pa.Array, leaf_codes: np.ndarray, table_c
     keys = group[present] + codes[present]
     unique, counts = np.unique(keys, return_counts=True)
 
-    def flagged(kind_code: int, test) -> dict[int, int]:
+    text = combine_chunks(text)
+
+    def flagged(kind_code: int, test, shaped=None) -> dict[int, int]:
         rows = np.flatnonzero(codes == kind_code)
+        if shaped is not None and len(rows):
+            rows = rows[shaped(rows)]
         if not len(rows):
             return {}
-        hit = test(combine_chunks(text).take(pa.array(rows))).to_numpy(zero_copy_only=False)
+        hit = test(text.take(pa.array(rows))).to_numpy(zero_copy_only=False)
         hit_keys, hit_counts = np.unique(group[rows[hit]] + kind_code, return_counts=True)
         return dict(zip(hit_keys.tolist(), hit_counts.tolist()))
 
-    iso = flagged(_VARCHAR, lambda t: pc.match_substring_regex(t, "^" + ISO_TIMESTAMP_RE + "$"))
+    def iso_shaped(rows: np.ndarray) -> np.ndarray:
+        """Strings that can match ISO_TIMESTAMP_RE (16 characters or more, "-" at 4 and 7,
+        ":" at 13): a byte test, so the regex (a fifth of shaping's Arrow time) runs only on
+        those. Any match starts with 16 ASCII characters, so bytes are characters there."""
+        offsets, data, _ = _string_parts(text)
+        starts = offsets[rows].astype(np.int64)
+        shaped = (offsets[rows + 1] - starts) >= 16
+        at = starts[shaped]
+        shaped[shaped] = (data[at + 4] == 45) & (data[at + 7] == 45) & (data[at + 13] == 58)
+        return shaped
+
+    iso = flagged(_VARCHAR, lambda t: pc.match_substring_regex(t, "^" + ISO_TIMESTAMP_RE + "$"), iso_shaped)
     huge = flagged(_UBIGINT, lambda t: pc.or_(pc.greater(pc.utf8_length(t), 19), pc.and_(
         pc.equal(pc.utf8_length(t), 19), pc.greater(t, "9223372036854775807"))))
     out: dict[int, dict[str, dict[str, int]]] = {}

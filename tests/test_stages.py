@@ -98,6 +98,30 @@ def test_type_counts_per_leaf_and_table():
     assert got == {leaf: {"a": counts, "b": counts} for leaf, (_, counts) in enumerate(TYPE_COUNTS)}
 
 
+
+# JSON strings near the ISO-8601 shape (escapes included): each is one value of its own leaf
+ISO_LIKE = ['"2024-03-01T10:00"', '"2024-03-01 10:00Z"', '"2024-03-01T10:00:00.123456789+05:30"',
+            '"2024-03-01T10:00 "', '"2024-03-01T10:0"', '" 2024-03-01T10:00"', '"2024/03/01T10:00"',
+            '"2024-03-01T10-00"', '"2024-03-01"', '"\u00e9024-03-01T10:00"', '"\\u00e9024-03-01T10:00"',
+            '"2024-03-01\\u005410:00"', '""', '"' + "x" * 40 + '"', '"2024-03-01T10:00:00Z"', '"2024-03-01t10:00"']
+
+
+def test_timestamp_strings_are_those_the_regex_matches():
+    """_type_counts tests bytes before running the ISO regex on a string; the strings it
+    counts as TIMESTAMP are exactly those the regex alone matches (escapes decoded first)."""
+    import re
+
+    from loader.normalize import _type_counts
+    from loader.spec import ISO_TIMESTAMP_RE
+
+    text, kind = json_kinds(pa.array(ISO_LIKE))
+    got = _type_counts(text, kind, np.arange(len(ISO_LIKE), dtype=np.int32), np.zeros(len(ISO_LIKE), np.int32), ["t"])
+    expected = {i: {"t": {"TIMESTAMP" if re.fullmatch(ISO_TIMESTAMP_RE, v, re.ASCII) else "VARCHAR": 1}}
+                for i, v in enumerate(text.to_pylist())}
+    assert got == expected
+    assert sum("TIMESTAMP" in c["t"] for c in got.values()) == 6
+
+
 # Kind counts of every value of a new column -> the column's type
 KINDS_TO_TYPE = [
     ({Kind.UBIGINT: 2}, ColumnType.BIGINT),
