@@ -235,3 +235,52 @@
   select 1
   {%- endif -%}
 {%- endmacro %}
+
+{#
+  pre_hook of funnel_sessions: delete the rows whose session (`sessions`: the sessions mart)
+  is gone, or is stored there with other events (events_fingerprint), another person or
+  another start. No-op on a full build.
+#}
+{% macro analytics_delete_changed_funnel_sessions(sessions) -%}
+  {%- if is_incremental() -%}
+  delete from {{ this }}
+  where session_id in (
+    select f.session_id
+    from {{ this }} as f
+    left join {{ sessions }} as s
+      on s.session_id = f.session_id
+      and s.events_fingerprint = f.events_fingerprint
+      and s.person_id = f.person_id
+      and s.started_at = f.started_at
+    where s.session_id is null
+  )
+  {%- else -%}
+  select 1
+  {%- endif -%}
+{%- endmacro %}
+
+{#
+  pre_hook of int_sessions_aggregated_to_persons: delete the rows of persons whose sessions
+  in `sessions` (the sessions mart) differ from the ones the row was built from (count, sum
+  of events_fingerprint), including persons with no session left. No-op on a full build.
+#}
+{% macro analytics_delete_changed_person_touches(sessions) -%}
+  {%- if is_incremental() -%}
+  delete from {{ this }}
+  where person_id in (
+    select t.person_id
+    from {{ this }} as t
+    left join (
+      select person_id, count(*) as session_count, sum(events_fingerprint) as sessions_fingerprint
+      from {{ sessions }}
+      group by person_id
+    ) as s
+      on s.person_id = t.person_id
+      and s.session_count = t.session_count
+      and s.sessions_fingerprint = t.sessions_fingerprint
+    where s.person_id is null
+  )
+  {%- else -%}
+  select 1
+  {%- endif -%}
+{%- endmacro %}

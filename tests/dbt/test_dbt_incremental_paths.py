@@ -7,8 +7,9 @@ the second load brings
 - a cancel of an order completed in the first load;
 - a third user id on an anonymous id, which crosses var identity_max_user_ids_per_anonymous_id
   (set to 2 here): the device becomes a shared device although all its users are one person;
-- a late page 20 minutes after a stored session (it joins that session), and a new session of
-  a person whose stored session stays (numbered on from it);
+- a late page 20 minutes after a stored session (it joins that session) and a late Product
+  Viewed inside it (its funnel row changes), and a new session of a person whose stored
+  session stays (numbered on from it);
 then the incremental build must equal a --full-refresh build, every table and view.
 """
 
@@ -69,6 +70,9 @@ SECOND = [
             properties={"order_id": "O-cid-1"}),
     # late: 20 minutes after Cid's stored session of the first day ended, so it joins it
     message("page", "n11", "2024-05-06T12:50:00", userId="cid", properties={"path": "/late"}),
+    # late too, in the same stored session: its funnel row now reaches Product Viewed
+    message("track", "n12", "2024-05-06T12:40:00", userId="cid", event="Product Viewed",
+            properties={"product_id": "P1"}),
     # a third user id of Dan's person on device D: over the cap, D becomes a shared device
     message("identify", "n07", "2024-05-07T11:00:00", anonymousId="anon-d", userId="dan-3"),
     message("alias", "n08", "2024-05-07T11:01:00", userId="dan", previousId="dan-3"),
@@ -137,6 +141,14 @@ def test_the_second_load_hits_the_hard_paths(builds):
         ("dan", 1, "05-06 13:20", "05-06 13:30"),
         ("dan", 2, "05-07 11:05", "05-07 11:05"),
     ]
+    # the stored session's funnel row was rebuilt from its new events; Ann's person took Bea's
+    # sessions (its last touch is the refund call on the second day)
+    assert query(incremental, """select furthest_step, strftime(timezone('UTC', product_viewed_at), '%H:%M')
+                                 from analytics.funnel_sessions
+                                 where person_id = 'cid' and started_at < '2024-05-07'""") == [(1, "12:40")]
+    assert query(incremental, """select strftime(timezone('UTC', last_touch_at), '%m-%d %H:%M'), session_count
+                                 from analytics_intermediate.int_sessions_aggregated_to_persons
+                                 where person_id = 'ann'""") == [("05-07 10:05", 4)]
 
 
 def test_incremental_build_equals_full_refresh_in_every_relation(builds):

@@ -3,13 +3,31 @@
   of Segment's e-commerce funnel, Product Viewed -> Product Added -> Checkout Started ->
   Order Completed. A step counts only at or after the previous step was reached; event
   names are compared case-insensitively with `_` as a space (order_completed counts).
+
+  Incremental by session: a row depends only on its session's events, and it carries the
+  session's events_fingerprint. The pre_hook deletes the rows whose session is gone from
+  the sessions mart or stored there with another fingerprint, person or start (macro
+  analytics_delete_changed_funnel_sessions), then the sessions without a row are built:
+  after a small load, a few thousand instead of every session. A table on Spark with plain
+  Parquet (no row deletes there), rebuilt in full every run.
 -#}
+{{ config(
+    materialized=('incremental' if segment_rows_replaceable() else 'table'),
+    incremental_strategy='append',
+    on_schema_change='append_new_columns',
+    pre_hook="{{ analytics_delete_changed_funnel_sessions(ref('sessions')) }}",
+) }}
 {%- set steps = ['product viewed', 'product added', 'checkout started', 'order completed'] %}
 
 with
 
 sessions as (
-    select session_id, person_id, started_at, session_date, channel from {{ ref('sessions') }}
+    select session_id, person_id, started_at, session_date, channel, events_fingerprint
+    from {{ ref('sessions') }} as s
+    {%- if is_incremental() %}
+    -- the pre_hook deleted every changed row: build the sessions without one
+    where not exists (select 1 from {{ this }} as kept where kept.session_id = s.session_id)
+    {%- endif %}
 ),
 
 funnel_events as (
@@ -18,6 +36,9 @@ funnel_events as (
     where message_type = 'track'
         and session_id is not null
         and lower(replace(event_name, '_', ' ')) in ('{{ steps | join("', '") }}')
+        {%- if is_incremental() %}
+        and session_id in (select session_id from sessions)
+        {%- endif %}
 ),
 
 {%- for step in steps %}
@@ -66,5 +87,6 @@ select
         when product_added_at is not null then 2
         when product_viewed_at is not null then 1
         else 0
-    end as {{ dbt.type_bigint() }}) as furthest_step
+    end as {{ dbt.type_bigint() }}) as furthest_step,
+    events_fingerprint
 from joined
