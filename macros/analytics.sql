@@ -128,9 +128,12 @@
 {#
   pre_hook of int_events_sessionized: delete the stored rows that an incremental build must
   sessionize again, so that what stays is, per person, a run of unchanged sessions that no
-  changed event can touch. A person's changed events are those of `source` (rows: message_id,
-  person_id, event_at, is_bot_user_agent) not stored under that person, and the stored rows
-  whose message is no longer the person's. Deleted per person with a change: every session
+  changed event can touch. The candidates are the rows of `source` (message_id, person_id,
+  event_at, is_bot_user_agent, changed_load_id) whose changed_load_id (the attribution's
+  change marker, int_events_mapped_to_persons) is newer than the newest the table holds:
+  every message attributed since the last build. A person's changed events are the
+  candidates not stored under that person or at that time, and the stored rows of those
+  messages. Deleted per person with a change: every session
   that ends less than var analytics_session_timeout_minutes before the earliest changed
   event (a later session too, being later), all sessions if the person's bot flags change,
   and the changed unattributed rows (NULL person: no sessions). No-op on a full build.
@@ -138,6 +141,11 @@
 {% macro analytics_delete_stale_sessions(source) -%}
   {%- if is_incremental() -%}
   {%- set timeout = var('analytics_session_timeout_minutes') | int -%}
+  {#- the newest marker held, written into the SQL as a number so that it filters the scan -#}
+  {%- set seen = -1 -%}
+  {%- if execute -%}
+    {%- set seen = run_query('select coalesce(max(changed_load_id), -1) from ' ~ this).columns[0].values()[0] | int -%}
+  {%- endif %}
   delete from {{ this }}
   where message_id in (
     with
@@ -145,17 +153,19 @@
     current_rows as (
       select message_id, coalesce(person_id, '~') as person_key, event_at
       from {{ source }}
+      where changed_load_id > {{ seen }}
     ),
 
-    -- one pass over both sides (a message id is unique in each): the messages whose person
-    -- differs, or that exist on one side only
+    -- the candidates whose person or time differs from the stored row, or that are not stored
+    -- (a message never leaves the source: its rows are only added or replaced)
     changed as (
       select c.person_key as current_key, c.event_at as current_at,
         s.message_id as stored_id, coalesce(s.person_id, '~') as stored_key, s.event_at as stored_at
       from current_rows as c
-      full outer join {{ this }} as s on s.message_id = c.message_id
-      where c.message_id is null or s.message_id is null
+      left join {{ this }} as s on s.message_id = c.message_id
+      where s.message_id is null
         or c.person_key <> coalesce(s.person_id, '~')
+        or c.event_at <> s.event_at
     ),
 
     arrived as (

@@ -6,6 +6,7 @@ select
     ep.person_id,
     ep.attribution_rule,
     ep.user_id,
-    ep.anonymous_id
+    ep.anonymous_id,
+    ep.changed_load_id
 from {{ ref('int_events_contextualized') }} as c
 inner join {{ ref('int_events_mapped_to_persons') }} as ep on ep.message_id = c.message_id

@@ -221,7 +221,8 @@ select
         when f.has_bot_user_agent = 1 then 'user_agent'
         when f.has_bot_rate = 1 then 'event_rate'
     end as bot_reason,
-    v.event_fingerprint
+    v.event_fingerprint,
+    v.changed_load_id
 from scope as v
 left join sessionized as z on z.message_id = v.message_id
 left join person_flags as f on f.person_id = v.person_id

@@ -17,6 +17,9 @@
       late identification anywhere on its timeline can move any of them; shared devices are
       few).
   Every other message keeps the person it has, which is the one a full refresh gives.
+  changed_load_id, the newest load_id when the row was written, is the change marker of
+  int_events_sessionized: it compares only the rows whose marker is newer than the newest
+  one it holds.
   Where rows cannot be replaced (Spark on plain Parquet) the model is a table, rebuilt in
   full every run: the honest choice when a merge moves old rows.
 -#}
@@ -24,6 +27,7 @@
     materialized=('incremental' if segment_rows_replaceable() else 'table'),
     unique_key='message_id',
     incremental_strategy=(segment_incremental_strategy() if segment_rows_replaceable() else none),
+    on_schema_change='append_new_columns',
 ) }}
 
 with
@@ -182,7 +186,8 @@ select
     e.event_at,
     e.received_at,
     e.load_id,
-    e.source_id
+    e.source_id,
+    (select max(load_id) from {{ ref('int_events_unioned') }}) as changed_load_id
 from scoped as e
 left join person_map as user_map
     on user_map.identifier_type = 'user' and user_map.identifier = e.user_id
