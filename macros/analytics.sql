@@ -86,39 +86,23 @@
 {%- endmacro %}
 
 {#
-  Session ids whose events in `source` (int_events_sessionized rows passing `source_filter`)
-  differ from what `target` (the sessions mart: one row per session with event_count,
-  events_fingerprint, session_number, person_id, is_bot_person) was built from: a new or
-  vanished session, other events (count or order-independent checksum), another number or
-  person, a bot flag that flipped. Used by the sessions mart: only these sessions are
-  rebuilt, and their old rows are deleted first (pre_hook).
+  pre_hook of the sessions mart: delete the stored sessions that int_events_sessionized
+  (`source`) rewrote since this table's last build (rows with a newer changed_by_run: a
+  session whose events, number, person or bot flag changed is rewritten whole), and the
+  stored sessions whose id no longer exists there (merged into another, or gone with their
+  person's bot flag). No-op on a full build.
 #}
-{% macro analytics_changed_sessions(source, target, source_filter='true') -%}
-  select coalesce(s.session_id, t.session_id) as session_id
-  from (
-    select session_id, min(person_id) as person_id, min(session_number) as session_number,
-      count(*) as n, sum(event_fingerprint) as fp,
-      max(case when is_bot_person then 1 else 0 end) as is_bot_person
-    from {{ source }}
-    where session_id is not null and {{ source_filter }}
-    group by session_id
-  ) as s
-  full outer join (
-    select session_id, person_id, session_number, event_count as n, events_fingerprint as fp,
-      case when is_bot_person then 1 else 0 end as is_bot_person
-    from {{ target }}
-  ) as t on t.session_id = s.session_id
-  where s.session_id is null or t.session_id is null or s.n <> t.n or s.fp <> t.fp
-    or s.person_id <> t.person_id or s.session_number <> t.session_number
-    or s.is_bot_person <> t.is_bot_person
-{%- endmacro %}
-
-{# pre_hook of the sessions mart: delete the rows of changed sessions. #}
-{% macro analytics_delete_changed_sessions(source, source_filter='true') -%}
+{% macro analytics_delete_changed_sessions(source) -%}
   {%- if is_incremental() -%}
   delete from {{ this }}
   where session_id in (
-    {{ analytics_changed_sessions(source, this, source_filter) }}
+    select session_id
+    from {{ source }}
+    where changed_by_run > {{ segment_newest_marker(this) }} and session_id is not null
+    union all
+    select stored.session_id
+    from {{ this }} as stored
+    where not exists (select 1 from {{ source }} as e where e.session_id = stored.session_id)
   )
   {%- else -%}
   select 1
@@ -129,9 +113,8 @@
   pre_hook of int_events_sessionized: delete the stored rows that an incremental build must
   sessionize again, so that what stays is, per person, a run of unchanged sessions that no
   changed event can touch. The candidates are the rows of `source` (message_id, person_id,
-  event_at, is_bot_user_agent, changed_load_id) whose changed_load_id (the attribution's
-  change marker, int_events_mapped_to_persons) is newer than the newest the table holds:
-  every message attributed since the last build. A person's changed events are the
+  event_at, is_bot_user_agent, changed_by_run) written since the table's last build
+  (changed_by_run newer than the newest it holds): every message attributed since then. A person's changed events are the
   candidates not stored under that person or at that time, and the stored rows of those
   messages. Deleted per person with a change: every session
   that ends less than var analytics_session_timeout_minutes before the earliest changed
@@ -141,11 +124,8 @@
 {% macro analytics_delete_stale_sessions(source) -%}
   {%- if is_incremental() -%}
   {%- set timeout = var('analytics_session_timeout_minutes') | int -%}
-  {#- the newest marker held, written into the SQL as a number so that it filters the scan -#}
-  {%- set seen = -1 -%}
-  {%- if execute -%}
-    {%- set seen = run_query('select coalesce(max(changed_load_id), -1) from ' ~ this).columns[0].values()[0] | int -%}
-  {%- endif %}
+  {#- written into the SQL as a number, so that it filters the scan -#}
+  {%- set seen = segment_newest_marker(this) %}
   delete from {{ this }}
   where message_id in (
     with
@@ -153,7 +133,7 @@
     current_rows as (
       select message_id, coalesce(person_id, '~') as person_key, event_at
       from {{ source }}
-      where changed_load_id > {{ seen }}
+      where changed_by_run > {{ seen }}
     ),
 
     -- the candidates whose person or time differs from the stored row, or that are not stored

@@ -218,3 +218,24 @@ where {{ alias }}.load_id > {{ latest }}
     )
   {%- endif %}
 {%- endmacro %}
+
+
+{#
+  The change marker of the rows a build writes (column changed_by_run): when this dbt
+  invocation started (run_started_at), in microseconds since 1970, so it grows from run to
+  run, and a full refresh marks every row as new. An incremental model reads only the rows of
+  its source whose marker is newer than the newest one it holds (segment_newest_marker): the
+  rows written since its own last build, whichever models ran in between.
+#}
+{% macro segment_run_marker() -%}
+  cast({{ (run_started_at.timestamp() * 1000000) | int }} as {{ dbt.type_bigint() }})
+{%- endmacro %}
+
+{# The newest changed_by_run in `relation` (-1 when empty), read at run time as a number. #}
+{% macro segment_newest_marker(relation) -%}
+  {%- set newest = -1 -%}
+  {%- if execute -%}
+    {%- set newest = run_query('select coalesce(max(changed_by_run), -1) from ' ~ relation).columns[0].values()[0] | int -%}
+  {%- endif -%}
+  {{ return(newest) }}
+{%- endmacro %}

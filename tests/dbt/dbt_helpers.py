@@ -204,9 +204,9 @@ def assert_matches_expected(db: Path, model: str, expected_name: str) -> None:
         )
 
 
-# Build bookkeeping, not data: the load a row was last written at differs between an
+# Build bookkeeping, not data: the run that last wrote a row differs between an
 # incremental build and a full refresh by design (README "Incremental builds").
-CHANGE_MARKERS = ("changed_load_id",)
+CHANGE_MARKERS = ("changed_by_run",)
 
 
 def table_difference(db_a: Path, db_b: Path, relation: str) -> tuple[int, int]:

@@ -7,6 +7,6 @@ select
     ep.attribution_rule,
     ep.user_id,
     ep.anonymous_id,
-    ep.changed_load_id
+    ep.changed_by_run
 from {{ ref('int_events_contextualized') }} as c
 inner join {{ ref('int_events_mapped_to_persons') }} as ep on ep.message_id = c.message_id

@@ -222,7 +222,7 @@ select
         when f.has_bot_rate = 1 then 'event_rate'
     end as bot_reason,
     v.event_fingerprint,
-    v.changed_load_id
+    {{ segment_run_marker() }} as changed_by_run
 from scope as v
 left join sessionized as z on z.message_id = v.message_id
 left join person_flags as f on f.person_id = v.person_id

@@ -17,9 +17,8 @@
       late identification anywhere on its timeline can move any of them; shared devices are
       few).
   Every other message keeps the person it has, which is the one a full refresh gives.
-  changed_load_id, the newest load_id when the row was written, is the change marker of
-  int_events_sessionized: it compares only the rows whose marker is newer than the newest
-  one it holds.
+  changed_by_run marks the build that wrote the row (segment_run_marker): the change feed of
+  int_events_sessionized, which compares only the rows written since its own last build.
   Where rows cannot be replaced (Spark on plain Parquet) the model is a table, rebuilt in
   full every run: the honest choice when a merge moves old rows.
 -#}
@@ -187,7 +186,7 @@ select
     e.received_at,
     e.load_id,
     e.source_id,
-    (select max(load_id) from {{ ref('int_events_unioned') }}) as changed_load_id
+    {{ segment_run_marker() }} as changed_by_run
 from scoped as e
 left join person_map as user_map
     on user_map.identifier_type = 'user' and user_map.identifier = e.user_id

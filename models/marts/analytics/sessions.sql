@@ -5,17 +5,20 @@
   landing and exit pages are its first and last page calls. Persons flagged as bots are left
   out unless var analytics_include_bots.
 
-  Incremental by session: the sessions whose events, number, person or bot flag differ from
-  the stored row (macro analytics_changed_sessions; new and vanished sessions too) are
-  deleted by the pre_hook, then the sessions not stored are built; the others are kept. A
-  table on Spark with plain Parquet (no row deletes there), rebuilt in full every run.
+  Incremental by session: int_events_sessionized rewrites every row of a session that
+  changes (its events, number, person or bot flag), marking it with the build
+  (changed_by_run). The pre_hook deletes the stored sessions with rows written since this
+  table's last build and the stored sessions whose id is gone (macro
+  analytics_delete_changed_sessions), then the sessions not stored are built from those
+  rows; the others are kept. A table on Spark with plain Parquet (no row deletes there),
+  rebuilt in full every run.
 -#}
 {%- set bots_filter = 'true' if var('analytics_include_bots') else 'not is_bot_person' %}
 {{ config(
     materialized=('incremental' if segment_rows_replaceable() else 'table'),
     incremental_strategy='append',
     on_schema_change='append_new_columns',
-    pre_hook="{{ analytics_delete_changed_sessions(ref('int_events_sessionized'), 'person_id is not null and " ~ bots_filter ~ "') }}",
+    pre_hook="{{ analytics_delete_changed_sessions(ref('int_events_sessionized')) }}",
 ) }}
 
 with
@@ -28,11 +31,13 @@ source_events as (
 
 {% if is_incremental() %}
 -- the pre_hook deleted every changed session, so the sessions to build are the ones whose
--- id is not stored (comparing again here would aggregate every event a second time)
+-- id is not stored; each has rows written since this table's last build (read before the
+-- pre_hook ran), a filter that leaves only those rows to compare
 scope as (
     select e.*
     from source_events as e
-    where not exists (select 1 from {{ this }} as kept where kept.session_id = e.session_id)
+    where e.changed_by_run > {{ segment_newest_marker(this) }}
+        and not exists (select 1 from {{ this }} as kept where kept.session_id = e.session_id)
 ),
 {% else %}
 scope as (
@@ -111,7 +116,8 @@ select
     t.is_cross_device,
     t.page_view_count + t.screen_view_count <= 1 and t.event_count = 1 as is_bounce,
     t.is_bot_person = 1 as is_bot_person,
-    cast(t.events_fingerprint as {{ dbt.type_bigint() }}) as events_fingerprint
+    cast(t.events_fingerprint as {{ dbt.type_bigint() }}) as events_fingerprint,
+    {{ segment_run_marker() }} as changed_by_run
 from totals as t
 inner join first_events as f on f.session_id = t.session_id
 left join pages as landing on landing.session_id = t.session_id and landing.first_rank = 1
