@@ -9,6 +9,8 @@ then the extra files (the newest 1 %) are loaded, and from copies of that one st
     dbt_daily              DAILY: every model, seed, data test and unit test
 
 each ``--repeat`` times, interleaved. The target is run_after_1pct / run_full_refresh <= 25 %.
+The seconds of each node of the incremental run (dbt's run_results.json) are recorded too,
+so the report names what the remaining incremental run spends its time on.
 Every command runs on its own copy of the state, so none sees another's work. One more step
 measures the fixed floor under any incremental run:
 
@@ -17,6 +19,7 @@ measures the fixed floor under any incremental run:
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -43,6 +46,12 @@ def copy_state(src: Path, dst: Path) -> Path:
     if Path(str(src) + ".wal").exists():
         shutil.copyfile(str(src) + ".wal", str(dst) + ".wal")
     return dst
+
+
+def node_seconds(target: Path) -> dict[str, float]:
+    """Seconds per node of the last dbt command (run_results.json in its target path)."""
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    return {r["unique_id"].split(".")[-1]: round(r["execution_time"], 3) for r in results}
 
 
 def compare(bench, files: list[str], extra: dict | None) -> dict | None:
@@ -73,7 +82,8 @@ def compare(bench, files: list[str], extra: dict | None) -> dict | None:
             copy_state(state, work)
             m = bench.measure([*dbt, *args, *bench.dbt_dirs()], env=bench.dbt_env(work),
                               timeout=bench.a.timeout)
-            bench.record(step, m)
+            nodes = node_seconds(bench.work / "dbt-target") if m["rc"] == 0 else {}
+            bench.record(step, m, nodes=nodes)
         # the floor: the last command left every model current; "dbt run" again reads nothing new
         bench.record("dbt_run_no_new_data", bench.measure(
             [*dbt, "run", *bench.dbt_dirs()], env=bench.dbt_env(work), timeout=bench.a.timeout))
@@ -85,8 +95,12 @@ def compare(bench, files: list[str], extra: dict | None) -> dict | None:
 
     walls = {step: wall(step) for step in [*COMMANDS, "dbt_run_no_new_data"]}
     incr, full = walls["dbt_run_after_1pct"], walls["dbt_run_full_refresh"]
+    runs = [m["nodes"] for m in bench.runs.get("dbt_run_after_1pct", []) if m.get("nodes")]
+    nodes = {n: median([r[n] for r in runs if n in r]) for n in (runs[0] if runs else {})}
+    slowest = dict(sorted(nodes.items(), key=lambda kv: -kv[1])[:8])
     return {**walls, "share": incr / full if incr and full else None, "target": TARGET_SHARE,
-            "extra_files": len(extra["file_list"]), "extra_lines": extra["lines"]}
+            "extra_files": len(extra["file_list"]), "extra_lines": extra["lines"],
+            "slowest_nodes_after_1pct": slowest}
 
 
 def row(result: dict | None) -> str:
@@ -96,7 +110,12 @@ def row(result: dict | None) -> str:
         return f"  {'n/a':<5} {name:<48} not measured"
     ok = "PASS" if result["share"] <= TARGET_SHARE else "MISS"
     hourly, daily = result["dbt_hourly"], result["dbt_daily"]
-    return (f"  {ok:<5} {name:<48} {result['share']:.0%} ({result['dbt_run_after_1pct']:.2f} s vs "
+    line = (f"  {ok:<5} {name:<48} {result['share']:.0%} ({result['dbt_run_after_1pct']:.2f} s vs "
             f"{result['dbt_run_full_refresh']:.2f} s after {result['extra_lines']:,} new events); "
             f"hourly build {hourly or float('nan'):.2f} s, daily build {daily or float('nan'):.2f} s; "
             f"dbt run with nothing new {result.get('dbt_run_no_new_data') or float('nan'):.2f} s")
+    slowest = result.get("slowest_nodes_after_1pct")
+    if slowest:
+        line += "\n        slowest nodes of that run: " + ", ".join(
+            f"{n} {s:.2f} s" for n, s in slowest.items())
+    return line
