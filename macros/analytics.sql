@@ -114,9 +114,9 @@
   sessionize again, so that what stays is, per person, a run of unchanged sessions that no
   changed event can touch. The candidates are the rows of `source` (message_id, person_id,
   event_at, is_bot_user_agent, changed_by_run) written since the table's last build
-  (changed_by_run newer than the newest it holds): every message attributed since then. A person's changed events are the
-  candidates not stored under that person or at that time, and the stored rows of those
-  messages. Deleted per person with a change: every session
+  (changed_by_run newer than the newest it holds): every message attributed since then. A
+  person's changed events are the candidates not stored under that person or at that time,
+  and the stored rows of those messages. Deleted per person with a change: every session
   that ends less than var analytics_session_timeout_minutes before the earliest changed
   event (a later session too, being later), all sessions if the person's bot flags change,
   and the changed unattributed rows (NULL person: no sessions). No-op on a full build.
