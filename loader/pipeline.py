@@ -525,7 +525,7 @@ class WarehouseSink:
             self.before_write()
         counts = writer.write_unit_batch(self.con, batch, self.pending, self.files, load_id=self.load_id,
                                          loaded_at=self.loaded_at)
-        state.record_names(self.con, batch.name_map, self.load_id)
+        state.record_names(self.con, batch.name_map, self.load_id, self.pending.names)
         crash_point("after_insert")
         return counts
 

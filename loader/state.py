@@ -175,11 +175,14 @@ def finish_load(con: duckdb.DuckDBPyConnection, load_id: int, status: str, total
                     [json.dumps(totals["stage_seconds"]), json.dumps(totals.get("seconds_by_stage") or {}), load_id])
 
 
-def record_names(con: duckdb.DuckDBPyConnection, mappings: list, load_id: int) -> None:
-    """Keep the first mapping of each original name (names never change once chosen)."""
-    if not mappings:
+def record_names(con: duckdb.DuckDBPyConnection, mappings: list, load_id: int,
+                 known: set[tuple[str, str, str, str]] | None = None) -> None:
+    """Keep the first mapping of each original name (names never change once chosen).
+    `known`: mappings already recorded (committed, or in the open transaction), skipped
+    without a statement; the ones written are added to it."""
+    rows = sorted({(m.kind, m.table, m.original, m.name) for m in mappings} - (known or set()))
+    if not rows:
         return
-    rows = sorted({(m.kind, m.table, m.original, m.name) for m in mappings})
     columns = list(zip(*rows))
     con.register("new_names", pa.table(
         {name: pa.array(col, pa.string()) for name, col in zip(("kind", "table_name", "original", "name"), columns)}
@@ -190,6 +193,8 @@ def record_names(con: duckdb.DuckDBPyConnection, mappings: list, load_id: int) -
         "AND m.original = n.original AND m.name = n.name"
     )
     con.unregister("new_names")
+    if known is not None:
+        known.update(rows)
 
 
 def rejected_files(con: duckdb.DuckDBPyConnection, reasons: tuple[str, ...]) -> list[tuple[int, str]]:

@@ -189,6 +189,12 @@ class Pending:
     violations: list[pa.Table] = field(default_factory=list)
     # (file_id, line) of pending rows that a later, earlier-received copy superseded
     superseded: list[pa.Table] = field(default_factory=list)
+    # (state, k): the users / accounts keys the group's identifies / groups change, written
+    # to TOUCHED_TABLE with the inserts (one statement per group, not one per slice)
+    touched: list[pa.Table] = field(default_factory=list)
+    # (kind, table, original, name) already in _loader.name_map: the committed groups' and
+    # the open one's (a rollback starts a new Pending), so a batch writes only new names
+    names: set[tuple[str, str, str, str]] = field(default_factory=set)
     rows: int = 0
     nbytes: int = 0
 
@@ -232,7 +238,7 @@ def write_unit_batch(
             discarded += np.bincount(which, minlength=n)
             d = d.set_column(d.column_names.index("line"), "line", plain_lines(d["line"]))
             pending.discards.append(d.append_column("file_id", pa.array(file_ids[which])))
-        _note_touched_state(con, rows.slice, rows.keep)
+        _note_touched_state(pending, rows.slice, rows.keep)
     write_rejections(con, batch.rejections, load_id=load_id, files=files)
     violations = _pend_violations(pending, batch, file_ids=file_ids)
     loaded = np.bincount(file_index(batch.fresh["line_no"]), minlength=n)
@@ -412,6 +418,10 @@ def _insert_pending(con: duckdb.DuckDBPyConnection, schema_name: str, pending: P
             "column_name, message_id, line, raw_value, column_type, reason FROM batch_discards"
         )
         con.unregister("batch_discards")
+    if pending.touched:
+        con.register("touched_keys", pa.concat_tables(pending.touched))
+        con.execute(f"INSERT INTO {TOUCHED_TABLE} SELECT state, k FROM touched_keys")
+        con.unregister("touched_keys")
     if pending.violations:
         con.register("batch_violations", pa.concat_tables(pending.violations))
         con.execute(
@@ -425,6 +435,7 @@ def _insert_pending(con: duckdb.DuckDBPyConnection, schema_name: str, pending: P
     pending.discards.clear()
     pending.violations.clear()
     pending.superseded.clear()
+    pending.touched.clear()
     pending.rows = pending.nbytes = 0
 
 
@@ -517,20 +528,19 @@ def write_rejections(
 
 
 # Temp: the users / accounts keys the open transaction's identifies / groups change (written
-# by each batch, read by refresh_state_tables at the group's commit).
+# with the group's inserts, read by refresh_state_tables at the group's commit).
 TOUCHED_TABLE = "touched"
 
 
-def _note_touched_state(con: duckdb.DuckDBPyConnection, slice_: TableSlice, keep: pa.Array | None) -> None:
+def _note_touched_state(pending: Pending, slice_: TableSlice, keep: pa.Array | None) -> None:
     """Remember which users / accounts this file's identifies / groups change."""
     for state, (source, key, _) in STATE_TABLES.items():
         if slice_.table == source and key in slice_.values:
             text = slice_.values[key].text
             keys = pc.unique(pc.drop_null(text if keep is None else text.filter(keep)))
             if len(keys):
-                con.register("touched_keys", pa.table({"k": keys}))
-                con.execute(f"INSERT INTO {TOUCHED_TABLE} SELECT {literal(state)}, k FROM touched_keys")
-                con.unregister("touched_keys")
+                pending.touched.append(pa.table({"state": pa.repeat(pa.scalar(state), len(keys)),
+                                                 "k": keys.cast(pa.string())}))
 
 
 def begin(con: duckdb.DuckDBPyConnection) -> None:

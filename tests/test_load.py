@@ -350,3 +350,20 @@ def test_keys_that_cannot_name_a_column_are_discarded_not_lost(tmp_path, db):
         ("/properties/", "empty", "the key has no ASCII letter or digit to name a column"),
         ("/properties/$$", "5", "the key has no ASCII letter or digit to name a column"),
     ]
+
+
+def test_names_of_a_rolled_back_file_are_recorded_by_the_next_file_that_uses_them(tmp_path, db):
+    """A batch writes only the name mappings the group does not hold yet; a long file that
+    fails rolls its mappings back, so the next file with the same names records them again."""
+    noise = random.Random(3)
+    root = tmp_path / "logs"
+    good = [event(i, event="Plan Chosen", properties={"planName": "pro", "pad": noise.randbytes(48).hex()})
+            for i in range(600)]
+    failing = write_ndjson(root / "01.gz", good + ["{not json"] * 400)  # 40% rejected: the file fails
+    later = write_ndjson(root / "02.ndjson", [event(1000 + i, event="Plan Chosen", properties={"planName": "team"})
+                                              for i in range(3)])
+    result = run_load([failing, later], db, batch_bytes=2_000)
+    assert [f.status for f in result.files] == ["failed", "loaded"]
+    assert query(db, "SELECT kind, original, name FROM _loader.name_map WHERE table_name = 'plan_chosen' "
+                     "AND original = '/properties/planName'") == [("column", "/properties/planName", "plan_name")]
+    assert query(db, "SELECT plan_name, count(*) FROM segment.plan_chosen GROUP BY ALL") == [("team", 3)]
