@@ -146,10 +146,10 @@ def probe_cost(sizes: list[int], groups: list[int], repeat: int) -> list[dict]:
     writer.ensure_metadata(con, "segment")
     have = 0
     for size in sorted(sizes):
-        con.execute(f"""INSERT INTO _loader.seen_keys SELECT CASE WHEN i % 3 = 2
+        con.execute(f"""INSERT INTO _loader.seen_keys (key, file_id, load_id) SELECT CASE WHEN i % 3 = 2
             THEN md5_number('ajs-next-' || i) & ~(15::UHUGEINT << 76) ELSE gen_random_uuid()::UHUGEINT END,
             i // 30, i // 30000 FROM range({have}, {size}) t(i)""")
-        con.execute(f"""INSERT INTO _loader.seen_texts SELECT md5_number('ajs-next-' || i) & ~(15::UHUGEINT << 76),
+        con.execute(f"""INSERT INTO _loader.seen_texts (key, message_id, file_id, load_id) SELECT md5_number('ajs-next-' || i) & ~(15::UHUGEINT << 76),
             'ajs-next-' || i, i // 30, i // 30000 FROM range({have}, {size}) t(i) WHERE i % 3 = 2""")
         con.execute("CHECKPOINT")
         have = size
@@ -160,7 +160,7 @@ def probe_cost(sizes: list[int], groups: list[int], repeat: int) -> list[dict]:
                 writer.begin(con)
                 # the group: new UUIDs, 1 % of them already in history (hashed ids: their
                 # texts are read to confirm)
-                con.execute(f"""INSERT INTO {dedup.GROUP_TABLE} SELECT CASE WHEN i % 100 = 0
+                con.execute(f"""INSERT INTO {dedup.GROUP_TABLE} (message_id, file_id, line) SELECT CASE WHEN i % 100 = 0
                     THEN 'ajs-next-' || (i * 3 + 2) ELSE gen_random_uuid()::VARCHAR END, 0, i
                     FROM range({group}) t(i)""")
                 t, c = time.perf_counter(), time.process_time()

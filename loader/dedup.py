@@ -19,6 +19,11 @@ scan. The key's 13th hex digit (a UUID's version nibble) says what it is:
   different ids are never duplicates of each other, even when their hashes collide.
 
 `_loader.seen_messages` is a view giving every loaded id back as text, with file and load.
+
+Both tables also keep the loaded copy's receivedAt (`received_at`, as the `received_at` column
+reads it; NULL when it had none, or for rows recorded before the column existed): among a
+run's copies the earliest receivedAt wins, and the probe sees from history alone which of the
+group's hits may supersede this run's copy, so only those are looked up in the event tables.
 """
 
 from __future__ import annotations
@@ -63,8 +68,12 @@ _LOWER_V4 = "'[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12
 _UPPER_V4 = "'[0-9A-F]{8}-[0-9A-F]{4}-4[0-9A-F]{3}-[89AB][0-9A-F]{3}-[0-9A-F]{12}'"
 
 KEY_DDL = f"""
-CREATE TABLE IF NOT EXISTS {SEEN_KEYS} (key UHUGEINT, file_id BIGINT, load_id BIGINT);
-CREATE TABLE IF NOT EXISTS {SEEN_TEXTS} (key UHUGEINT, message_id VARCHAR, file_id BIGINT, load_id BIGINT);
+CREATE TABLE IF NOT EXISTS {SEEN_KEYS} (key UHUGEINT, file_id BIGINT, load_id BIGINT, received_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS {SEEN_TEXTS} (key UHUGEINT, message_id VARCHAR, file_id BIGINT, load_id BIGINT,
+                                         received_at TIMESTAMPTZ);
+-- key tables of warehouses loaded before receivedAt was kept: their rows' is unknown (NULL)
+ALTER TABLE {SEEN_KEYS} ADD COLUMN IF NOT EXISTS received_at TIMESTAMPTZ;
+ALTER TABLE {SEEN_TEXTS} ADD COLUMN IF NOT EXISTS received_at TIMESTAMPTZ;
 CREATE OR REPLACE VIEW {SEEN_VIEW} AS
     SELECT CASE {_NIBBLE.format(k="key")} WHEN 4 THEN key::UUID::VARCHAR
                 ELSE upper((key & ~(1::UHUGEINT << 76))::UUID::VARCHAR) END AS message_id,
@@ -109,10 +118,12 @@ def ensure_history(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("DROP TABLE _loader.seen_messages_text")
 
 
-def _record(con: duckdb.DuckDBPyConnection, keyed: str) -> None:
-    """Add to history the rows of `keyed` (key, message_id, file_id, load_id)."""
-    con.execute(f"INSERT INTO {SEEN_KEYS} SELECT key, file_id, load_id FROM {keyed}")
-    con.execute(f"INSERT INTO {SEEN_TEXTS} SELECT key, message_id, file_id, load_id FROM {keyed} "
+def _record(con: duckdb.DuckDBPyConnection, keyed: str, *, received_at: bool = False) -> None:
+    """Add to history the rows of `keyed` (key, message_id, file_id, load_id, and received_at
+    when `received_at`; else it is left NULL: unknown)."""
+    extra = ", received_at" if received_at else ""
+    con.execute(f"INSERT INTO {SEEN_KEYS} BY NAME SELECT key, file_id, load_id{extra} FROM {keyed}")
+    con.execute(f"INSERT INTO {SEEN_TEXTS} BY NAME SELECT key, message_id, file_id, load_id{extra} FROM {keyed} "
                 f"WHERE {is_hashed_sql('key')}")
 
 
@@ -212,8 +223,9 @@ def probe_history(con: duckdb.DuckDBPyConnection, *, load_id: int, since_load: i
     """One probe of the whole group against history (loads >= `since_load` when a window is
     set): returns the group's messages loaded before (file_id, line, message_id,
     received_at), with `run_file_id`, the file of history's copy when THIS run loaded it
-    (`load_id`, or one of the interrupted `run_loads` it continues), else NULL: among a run's
-    copies the earliest receivedAt wins, which the writer settles (`writer.settle_group`).
+    (`load_id`, or one of the interrupted `run_loads` it continues), else NULL, and that
+    copy's receivedAt as history holds it (`run_received_at`): among a run's copies the
+    earliest receivedAt wins, which the writer settles (`writer.settle_group`).
     Records the group's other messages as loaded by `load_id`. Only the key hits of hashed
     ids read their texts."""
     window = "" if since_load is None else f" WHERE load_id >= {int(since_load)}"
@@ -243,23 +255,26 @@ def probe_history(con: duckdb.DuckDBPyConnection, *, load_id: int, since_load: i
         con.execute("DROP TABLE text_hits")
         con.execute("DROP TABLE group_hits")
         con.execute("ALTER TABLE confirmed_hits RENAME TO group_hits")
-    _record(con, f"(SELECT g.key, g.message_id, g.file_id, {int(load_id)} AS load_id FROM group_keys g "
-                 "ANTI JOIN group_hits h ON h.file_id = g.file_id AND h.line = g.line)")
+    _record(con, f"(SELECT g.key, g.message_id, g.file_id, {int(load_id)} AS load_id, g.received_at "
+                 "FROM group_keys g ANTI JOIN group_hits h ON h.file_id = g.file_id AND h.line = g.line)",
+            received_at=True)
     hits = con.sql("SELECT file_id, line, message_id, received_at FROM group_hits").to_arrow_table()
     if hits.num_rows:
         # Where history's copy is this run's (its loads' rows, at the end of the key table).
         loads = int_list((load_id, *run_loads))
         run_copies = con.sql(f"""
-            SELECT h.file_id, h.line, s.file_id AS run_file_id FROM group_hits h
-            JOIN (SELECT key, file_id FROM {SEEN_KEYS} WHERE load_id IN ({loads})) s ON s.key = h.key
+            SELECT h.file_id, h.line, s.file_id AS run_file_id, s.received_at AS run_received_at
+            FROM group_hits h
+            JOIN (SELECT key, file_id, received_at FROM {SEEN_KEYS} WHERE load_id IN ({loads})) s ON s.key = h.key
             WHERE NOT {is_hashed_sql('h.key')}
             UNION ALL
-            SELECT h.file_id, h.line, s.file_id FROM group_hits h
-            JOIN (SELECT key, message_id, file_id FROM {SEEN_TEXTS} WHERE load_id IN ({loads})) s
+            SELECT h.file_id, h.line, s.file_id, s.received_at FROM group_hits h
+            JOIN (SELECT key, message_id, file_id, received_at FROM {SEEN_TEXTS} WHERE load_id IN ({loads})) s
               ON s.key = h.key AND s.message_id = h.message_id""").to_arrow_table()
         hits = hits.join(run_copies, ["file_id", "line"], join_type="left outer")
     else:
-        hits = hits.append_column("run_file_id", pa.array([], pa.int64()))
+        hits = hits.append_column("run_file_id", pa.array([], pa.int64())).append_column(
+            "run_received_at", pa.array([], pa.timestamp("us", tz="UTC")))
     for table in ("group_keys", "group_hits"):
         con.execute(f"DROP TABLE {table}")
     con.execute(f"DELETE FROM {GROUP_TABLE}")
@@ -269,7 +284,7 @@ def probe_history(con: duckdb.DuckDBPyConnection, *, load_id: int, since_load: i
 def move_history(con: duckdb.DuckDBPyConnection, moved: pa.Table, *, load_id: int,
                  run_loads: tuple[int, ...]) -> None:
     """History's rows of superseded copies (message_id, run_file_id: the copy's file) now
-    name the superseding copy's file (file_id) and this load. A hashed key's twin in the
+    name the superseding copy's file (file_id), its receivedAt and this load. A hashed key's twin in the
     same file (a 124-bit collision) would move too: harmless, its text decides hits. (Keys
     are recomputed here: a UHUGEINT does not survive Arrow, which has no 128-bit integer.)"""
     loads = int_list((load_id, *run_loads))
@@ -278,7 +293,8 @@ def move_history(con: duckdb.DuckDBPyConnection, moved: pa.Table, *, load_id: in
         for table in (SEEN_KEYS, SEEN_TEXTS):
             texts = " AND t.message_id = m.message_id" if table == SEEN_TEXTS else ""
             con.execute(f"""
-                UPDATE {table} t SET file_id = m.file_id, load_id = {int(load_id)} FROM moved_history m
+                UPDATE {table} t SET file_id = m.file_id, load_id = {int(load_id)}, received_at = m.received_at
+                FROM moved_history m
                 WHERE t.key = {key_sql('m.message_id')} AND t.file_id = m.run_file_id
                   AND t.load_id IN ({loads}){texts}""")
     finally:

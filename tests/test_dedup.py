@@ -1,9 +1,11 @@
 """Dedup: 128-bit keys, one probe of history per commit group, the text layout's migration,
 and the optional window. Fixture tables: (file, line, id, receivedAt) -> loaded or duplicate."""
 
+import datetime as dt
 import json
 
 import duckdb
+import pyarrow as pa
 import pytest
 from conftest import cli, event, query, run_load, write_ndjson
 
@@ -262,3 +264,64 @@ def test_dedup_window_option(tmp_path, db):
     assert cli("load", str(path), "--db", str(db), "--dedup-window", "0").returncode == 2
     ok = cli("load", str(path), "--db", str(db), "--dedup-window", "30", "--json")
     assert ok.returncode == 0 and '"rows_loaded": 1' in ok.stdout
+
+
+def test_history_keeps_the_winning_copys_received_at(tmp_path, db):
+    """Each history row holds its copy's receivedAt (NULL: none); when an earlier-received
+    copy supersedes one of the run's, the row names the winner's file and receivedAt."""
+    late = write_ndjson(tmp_path / "a.ndjson", [tagged(LOWER, "2024-03-01T10:00:05Z", "late"),
+                                                tagged("ajs-1", "2024-03-01T10:00:05Z", "late"),
+                                                tagged("none", None, "x")])
+    early = write_ndjson(tmp_path / "b.ndjson", [tagged(LOWER, "2024-03-01T09:00:00Z", "early"),
+                                                 tagged("ajs-1", "2024-03-01T09:00:00Z", "early")])
+    run_load([late, early], db, commit_every_rows=1)  # two groups: the second supersedes
+    assert query(db, "SELECT tag FROM segment.signed_up ORDER BY id") == [("early",), ("early",), ("x",)]
+    b = query(db, "SELECT file_id FROM _loader.files WHERE path = ?", [str(early)])[0][0]
+    a = query(db, "SELECT file_id FROM _loader.files WHERE path = ?", [str(late)])[0][0]
+    def at(table, message_id):
+        return query(db, f"SELECT file_id, received_at::VARCHAR FROM {table}, (SELECT ?::VARCHAR AS m) "
+                         f"WHERE key = {dedup.key_sql('m')}", [message_id])
+    assert at(dedup.SEEN_KEYS, LOWER) == [(b, "2024-03-01 09:00:00+00")]
+    assert at(dedup.SEEN_TEXTS, "ajs-1") == [(b, "2024-03-01 09:00:00+00")]
+    assert at(dedup.SEEN_TEXTS, "none") == [(a, None)]
+
+
+def test_history_of_an_older_layout_gets_received_at_and_unknown_copies_are_looked_up(tmp_path, db):
+    """Key tables written before receivedAt was kept get the column (NULL: unknown) on the next
+    connect; a run continuing an interrupted run whose history rows have no receivedAt still
+    lets an earlier-received copy win (its copy is looked up in the event tables)."""
+    late = write_ndjson(tmp_path / "a.ndjson", [tagged(LOWER, "2024-03-01T10:00:05Z", "late"),
+                                                tagged("ajs-1", "2024-03-01T10:00:05Z", "late")])
+    run_load([late], db)
+    con = duckdb.connect(str(db))  # killed before its end, by a loader without the column
+    con.execute("UPDATE _loader.loads SET status = 'running', finished_at = NULL")
+    for table in (dedup.SEEN_KEYS, dedup.SEEN_TEXTS):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN received_at")
+    con.close()
+    early = write_ndjson(tmp_path / "b.ndjson", [tagged(LOWER, "2024-03-01T09:00:00Z", "early"),
+                                                 tagged("ajs-1", "2024-03-01T09:00:00Z", "early")])
+    result = run_load([late, early], db)  # the continuation: the first file is skipped
+    assert [(f.status, f.rows_loaded, f.duplicates) for f in result.files] == [("skipped", 0, 0), ("loaded", 2, 0)]
+    assert query(db, "SELECT tag FROM segment.signed_up") == [("early",), ("early",)]
+    assert query(db, "SELECT rows_loaded, duplicates FROM _loader.files ORDER BY file_id") == [(0, 2), (2, 0)]
+    assert query(db, f"SELECT count(*), count(received_at) FROM {dedup.SEEN_KEYS}") == [(2, 2)]  # the winners'
+
+
+def test_only_hits_history_says_may_supersede_are_looked_up(tmp_path, db):
+    """`writer._superseding` reads history's receivedAt of the run's copy: a hit received
+    after it is no candidate, whatever the event table holds; an unknown one is looked up."""
+    run_load([write_ndjson(tmp_path / "a.ndjson", [tagged("m1", "2024-03-01T10:00:00Z", "a")])], db)
+    ts = pa.timestamp("us", tz="UTC")
+    def hit(run_received_at):
+        return pa.table({"file_id": [9], "line": [1], "message_id": ["m1"],
+                         "received_at": pa.array([dt.datetime(2024, 3, 1, 9, tzinfo=dt.UTC)], ts),
+                         "run_file_id": [1], "run_received_at": pa.array([run_received_at], ts)})
+    con = writer.connect(str(db))
+    try:
+        # history (here: stated) says the run's copy came at 08:00, before this 09:00 copy
+        assert writer._superseding(con, "segment", hit(dt.datetime(2024, 3, 1, 8, tzinfo=dt.UTC)), (1,)).num_rows == 0
+        # unknown: the event table's 10:00 decides
+        found = writer._superseding(con, "segment", hit(None), (1,))
+        assert found.select(["message_id", "tbl"]).to_pylist() == [{"message_id": "m1", "tbl": "signed_up"}]
+    finally:
+        con.close()
