@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -236,6 +237,34 @@ def test_envelope_to_standard_columns(line, table, standard):
     got = {col: slice_.values[col].text[0].as_py() for col in standard}
     assert got == standard
 
+
+
+# receivedAt values (JSON) near the timestamp shapes Segment and others send
+RECEIVED_AT_VALUES = ['"2024-03-01T10:00:00.000Z"', '"2024-13-01T10:00:00.000Z"', '"2024-02-30T10:00:00.000Z"',
+                      '"2024-03-01T10:00:00.000+02:00"', '" 2024-03-01T10:00:00.000Z "', '"  2024-03-01  "',
+                      '"2024-03-01T10:00:00.123456789Z"', '"2024-03-01 10:00:00Z"', '"2024-03-01"',
+                      '"-024-03-01T10:00:00.000Z"', '"2024-03-01T10:00:00.000z"', '"2024-03-01T10:00:00,000Z"',
+                      '"soon"', "1709287200000", "null", '["2024-03-01T10:00:00.000Z"]']
+
+
+def test_parsed_timestamps_are_those_of_the_iso_rule():
+    """`<col>#ts`: Segment's own shape is matched by a GLOB before the regex; every value
+    parses as the one rule says (a string matching ISO_DATE_OR_TIME_RE, trimmed of spaces,
+    cast to TIMESTAMPTZ; NULL otherwise)."""
+    from loader.spec import ISO_DATE_OR_TIME_RE
+
+    lines = [f'{{"messageId":"m{i}","type":"track","event":"E","userId":"u","receivedAt":{v}}}'
+             for i, v in enumerate(RECEIVED_AT_VALUES)]
+    batch = unit_stages(pa.table({"line_no": pa.array(range(1, len(lines) + 1), pa.int64()), "raw": lines}))
+    got = dict(zip(batch.envelope["message_id"].to_pylist(), batch.envelope["received_at#ts"].to_pylist()))
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    expected = {f"m{i}": con.execute(
+        f"SELECT CASE WHEN json_type(v) = 'VARCHAR' AND regexp_full_match(v->>'$', '{ISO_DATE_OR_TIME_RE}') "
+        "THEN try_cast(trim(v->>'$') AS TIMESTAMPTZ) END FROM (SELECT ?::JSON AS v)", [v]).fetchone()[0]
+        for i, v in enumerate(RECEIVED_AT_VALUES)}
+    assert got == expected
+    assert sum(v is not None for v in got.values()) == 7
 
 # A message -> its reject reason
 REJECTS = [
