@@ -224,12 +224,14 @@ def iter_ndjson_batches(
             size += len(piece)
             if size < batch_bytes:
                 continue
-        pending += b"".join(parts)
+        # One copy per batch: the lines are a view of the joined bytes (the Arrow array keeps
+        # them alive), only the unfinished last line is copied out.
+        pending = b"".join([pending, *parts])
         parts, size = [], 0
         if isinstance(piece, Exception):
             cut = pending.rfind(b"\n")
             if cut >= 0:
-                batch, line_no = _text_to_batch(pending[: cut + 1], line_no, max_line_bytes)
+                batch, line_no = _text_to_batch(memoryview(pending)[: cut + 1], line_no, max_line_bytes)
                 yield batch
                 pending = pending[cut + 1 :]
             # The unfinished line (possibly empty) is kept with the fault, so the fault itself
@@ -243,10 +245,10 @@ def iter_ndjson_batches(
         cut = pending.rfind(b"\n")
         if cut < 0:
             continue  # one very long line: keep reading until it ends
-        complete, pending = pending[: cut + 1], pending[cut + 1 :]
+        complete, pending = memoryview(pending)[: cut + 1], pending[cut + 1 :]
         batch, line_no = _text_to_batch(complete, line_no, max_line_bytes)
         yield batch
-    pending += b"".join(parts)
+    pending = b"".join([pending, *parts])
     if pending:
         if not pending.endswith(b"\n"):
             pending += b"\n"
@@ -258,7 +260,7 @@ def _empty_lines() -> pa.Table:
     return pa.table({"line_no": pa.array([], pa.int64()), "raw": pa.array([], pa.string())})
 
 
-def _text_to_batch(data: bytes, line_no: int, max_line_bytes: int) -> tuple[RawBatch, int]:
+def _text_to_batch(data: bytes | memoryview, line_no: int, max_line_bytes: int) -> tuple[RawBatch, int]:
     """Newline-terminated text into a RawBatch without a Python object per line: the Arrow
     string array points into `data` (each value keeps its trailing newline, which JSON
     parsing ignores), and per-line checks run only where something looks off."""
@@ -276,7 +278,7 @@ def _text_to_batch(data: bytes, line_no: int, max_line_bytes: int) -> tuple[RawB
     rejections: list[Rejection] = []
     bad = set()
     for i in suspicious.tolist():
-        raw = data[starts[i]: ends[i] - 1]
+        raw = bytes(data[starts[i]: ends[i] - 1])
         if not raw.strip():
             rejections.append(Rejection(int(numbers[i]), raw, Reason.EMPTY_LINE, "the line is blank"))
             bad.add(i)
@@ -291,7 +293,7 @@ def _text_to_batch(data: bytes, line_no: int, max_line_bytes: int) -> tuple[RawB
         for i in range(count):
             if i in bad:
                 continue
-            raw = data[starts[i]: ends[i] - 1]
+            raw = bytes(data[starts[i]: ends[i] - 1])
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as exc:
