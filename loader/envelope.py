@@ -19,13 +19,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from loader.dedup import IN_BATCH_RANK
 from loader.naming import event_table_name
-from loader.normalize import NameMapping, _as_table, combine_chunks, in_line_order, scalar_texts
+from loader.normalize import (
+    NameMapping,
+    _as_table,
+    by_line,
+    combine_chunks,
+    in_line_order,
+    scalar_texts,
+)
 from loader.read import Rejection
 from loader.spec import (
     CALL_TABLES,
@@ -150,7 +156,7 @@ def route(con: duckdb.DuckDBPyConnection, checked: pa.Table) -> Routed:
     occurs twice are ranked, by DuckDB, on those rows alone."""
     valid = checked["reason"].null_count
     messages = checked if valid == checked.num_rows else checked.filter(pc.is_null(checked["reason"]))
-    messages = _in_line_order(messages.drop_columns(["reason"]))
+    messages = by_line(messages.drop_columns(["reason"]))  # a parallel scan may reorder
     counts = pc.value_counts(messages["message_id"])
     repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
     if len(repeated):
@@ -174,14 +180,6 @@ def route(con: duckdb.DuckDBPyConnection, checked: pa.Table) -> Routed:
                          messages["properties"], messages["traits"])
     messages = messages.append_column("tbl", tbl).append_column("payload", payload)
     return Routed(messages, name_map, valid, valid - messages.num_rows)
-
-
-def _in_line_order(table: pa.Table) -> pa.Table:
-    """The table sorted by line_no, when it is not already (a parallel scan may reorder)."""
-    line = combine_chunks(table["line_no"]).to_numpy(zero_copy_only=False)
-    if len(line) > 1 and not bool(np.all(line[1:] > line[:-1])):
-        table = table.take(pa.array(np.argsort(line, kind="stable")))
-    return table
 
 
 def standard_columns(con: duckdb.DuckDBPyConnection, messages: pa.Table, source_id: str | None) -> pa.Table:

@@ -171,7 +171,11 @@ def in_line_order(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     """The rows of `sql` (which selects a unique `line_no`) in line order. DuckDB's ORDER BY
     sorts the wide rows (a third of a shaping query's cost); a parallel scan of an Arrow
     table mostly keeps its order, so the rows are sorted here only when they need it."""
-    table = _as_table(con.sql(sql).to_arrow_table())
+    return by_line(_as_table(con.sql(sql).to_arrow_table()))
+
+
+def by_line(table: pa.Table) -> pa.Table:
+    """The table sorted by its unique `line_no`, when it is not already."""
     line = combine_chunks(table["line_no"]).to_numpy(zero_copy_only=False)
     if len(line) > 1 and not bool(np.all(line[1:] > line[:-1])):
         table = table.take(pa.array(np.argsort(line, kind="stable")))
