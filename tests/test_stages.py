@@ -657,3 +657,18 @@ def test_query_rows_come_back_in_line_order():
     finally:
         con.close()
     assert got.to_pydict() == {"line_no": [1, 3, 5, 9], "x": ["a", "c", "e", "i"]}
+
+
+def test_combine_chunks_keeps_a_single_chunk_without_a_copy():
+    """pyarrow's combine_chunks copies even a single chunk (each root's whole STRUCT, every
+    batch); ours hands that chunk back (same buffers) and joins several as pyarrow does."""
+    from loader.normalize import combine_chunks
+
+    single = pa.chunked_array([pa.array(["a", "bb", None])])
+    kept = combine_chunks(single)
+    assert kept.buffers()[2].address == single.chunk(0).buffers()[2].address
+    assert kept.to_pylist() == ["a", "bb", None]
+    several = pa.chunked_array([pa.array(["a"]), pa.array(["bb", None])])
+    assert combine_chunks(several).to_pylist() == ["a", "bb", None]
+    array = pa.array([1, 2])
+    assert combine_chunks(array) is array
