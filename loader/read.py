@@ -164,7 +164,12 @@ def _excluded(name: str, exclude: tuple[str, ...]) -> bool:
 def _decompressed_chunks(path: Path) -> Iterator[bytes | Exception]:
     """Yield the file's bytes, gunzipped when it starts with the gzip magic (whatever its name:
     archives are often served already decompressed under a .gz name). A stream fault is
-    yielded as an exception after the bytes that decoded cleanly."""
+    yielded as an exception after the bytes that decoded cleanly.
+
+    The fast inflater decodes; on a fault, zlib decodes the file again and its bytes past
+    those already yielded, and its fault, follow. ISA-L can hold back the last few decoded
+    bytes (even a line's newline) when it meets the fault, so without zlib's replay a good
+    line could become the fault's reject. Only damaged files pay the second decode."""
     with open(path, "rb") as fh:
         head = fh.read(2)
         fh.seek(0)
@@ -172,42 +177,62 @@ def _decompressed_chunks(path: Path) -> Iterator[bytes | Exception]:
             while chunk := fh.read(READ_CHUNK_BYTES):
                 yield chunk
             return
-        inflater = _inflate.decompressobj(zlib.MAX_WBITS | 16)
-        mid_member = False
-        produced = False
-        # Small reads: a corrupt stream raises without returning what preceded the fault
-        # in the same call, so little input per call keeps almost every good line.
-        while chunk := fh.read(INFLATE_CHUNK_BYTES):
-            try:
-                while chunk:
-                    mid_member = True
-                    out = inflater.decompress(chunk)
-                    if out:
-                        produced = True
-                        yield out
-                    chunk = b""
-                    if inflater.eof:  # gzip allows several concatenated members
-                        mid_member = False
-                        chunk = inflater.unused_data
-                        inflater = _inflate.decompressobj(zlib.MAX_WBITS | 16)
-                        if chunk and not chunk.startswith(GZIP_MAGIC[: len(chunk)]):
-                            yield ValueError("corrupt gzip: bytes after the last member")
-                            return
-            except _INFLATE_ERRORS as exc:
-                if not produced and fh.tell() <= INFLATE_CHUNK_BYTES:
-                    # The magic bytes were a coincidence (plain text starting with 0x1f 0x8b):
-                    # nothing decoded, so read the file as it is.
-                    fh.seek(0)
-                    while plain := fh.read(READ_CHUNK_BYTES):
-                        yield plain
-                    return
-                yield ValueError(f"corrupt gzip stream: {exc}")
+        yielded = 0
+        for piece in _gunzipped(fh, _inflate):
+            if isinstance(piece, Exception) and _inflate is not zlib:
+                break
+            yielded += len(piece) if not isinstance(piece, Exception) else 0
+            yield piece
+        else:
+            return
+        fh.seek(0)
+        skip = yielded  # both decoders yield a prefix of the same stream
+        for piece in _gunzipped(fh, zlib):
+            if not isinstance(piece, Exception) and skip:
+                piece, skip = piece[skip:], max(0, skip - len(piece))
+                if not piece:
+                    continue
+            yield piece
+
+
+def _gunzipped(fh, inflate) -> Iterator[bytes | Exception]:
+    """`_decompressed_chunks` with one inflater module (zlib's interface)."""
+    inflater = inflate.decompressobj(zlib.MAX_WBITS | 16)
+    mid_member = False
+    produced = False
+    # Small reads: a corrupt stream raises without returning what preceded the fault
+    # in the same call, so little input per call keeps almost every good line.
+    while chunk := fh.read(INFLATE_CHUNK_BYTES):
+        try:
+            while chunk:
+                mid_member = True
+                out = inflater.decompress(chunk)
+                if out:
+                    produced = True
+                    yield out
+                chunk = b""
+                if inflater.eof:  # gzip allows several concatenated members
+                    mid_member = False
+                    chunk = inflater.unused_data
+                    inflater = inflate.decompressobj(zlib.MAX_WBITS | 16)
+                    if chunk and not chunk.startswith(GZIP_MAGIC[: len(chunk)]):
+                        yield ValueError("corrupt gzip: bytes after the last member")
+                        return
+        except _INFLATE_ERRORS as exc:
+            if inflate is zlib and not produced and fh.tell() <= INFLATE_CHUNK_BYTES:
+                # The magic bytes were a coincidence (plain text starting with 0x1f 0x8b):
+                # nothing decoded, so read the file as it is (zlib decides, as the replay).
+                fh.seek(0)
+                while plain := fh.read(READ_CHUNK_BYTES):
+                    yield plain
                 return
-        if mid_member:
-            tail = inflater.flush()  # what decoded before the data ran out
-            if tail:
-                yield tail
-            yield ValueError("truncated gzip stream: the file ends inside a compressed member")
+            yield ValueError(f"corrupt gzip stream: {exc}")
+            return
+    if mid_member:
+        tail = inflater.flush()  # what decoded before the data ran out
+        if tail:
+            yield tail
+        yield ValueError("truncated gzip stream: the file ends inside a compressed member")
 
 
 def iter_ndjson_batches(
