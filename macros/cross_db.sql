@@ -239,3 +239,30 @@ where {{ alias }}.load_id > {{ latest }}
   {%- endif -%}
   {{ return(newest) }}
 {%- endmacro %}
+
+
+{#
+  pre_hook of an incremental model whose rows are a function of one row of `source` per
+  `key`, and which stores the `columns` of that source row it was built from: delete the
+  stored rows whose key has no source row with the same columns (changed or gone; NULLs
+  compare equal). The build then adds the keys without rows. No-op on a full build.
+#}
+{% macro segment_delete_changed_rows(key, source, columns) -%}
+  {%- if is_incremental() -%}
+  delete from {{ this }}
+  where {{ key }} in (
+    select stored.{{ key }}
+    from {{ this }} as stored
+    left join {{ source }} as current_rows
+      on current_rows.{{ key }} = stored.{{ key }}
+      {%- for column in columns %}
+      and (current_rows.{{ column }} = stored.{{ column }}
+        or (current_rows.{{ column }} is null and stored.{{ column }} is null))
+      {%- endfor %}
+    where current_rows.{{ key }} is null
+  )
+  {%- else -%}
+  select 1
+  {%- endif -%}
+{%- endmacro %}
+

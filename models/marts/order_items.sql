@@ -1,10 +1,30 @@
--- One row per product line of an order's products[] (from the order's counted completion).
--- quantity defaults to 1 when absent; price and quantity sent as strings are parsed.
+{#-
+  One row per product line of an order's products[] (from the order's counted completion).
+  quantity defaults to 1 when absent; price and quantity sent as strings are parsed.
+
+  Incremental by order: an order's lines depend only on its row in int_orders_deduplicated,
+  and they keep its message_id (the counted completion) and person_id. The pre_hook deletes
+  the lines of orders whose row has another message or person, or is gone (macro
+  segment_delete_changed_rows); then the orders without lines are parsed (orders without
+  products have none, and are parsed again each run: a null or empty array costs nothing).
+  A table on Spark with plain Parquet (no row deletes there), rebuilt in full every run.
+-#}
+{{ config(
+    materialized=('incremental' if segment_rows_replaceable() else 'table'),
+    incremental_strategy='append',
+    on_schema_change='append_new_columns',
+    pre_hook="{{ segment_delete_changed_rows('order_id', ref('int_orders_deduplicated'), ['message_id', 'person_id']) }}",
+) }}
+
 with
 
 orders as (
-    select order_id, person_id, placed_at, currency, products_json
-    from {{ ref('int_orders_deduplicated') }}
+    select order_id, message_id, person_id, placed_at, currency, products_json
+    from {{ ref('int_orders_deduplicated') }} as o
+    {%- if is_incremental() %}
+    -- the pre_hook deleted the lines of every changed order: parse the orders without lines
+    where not exists (select 1 from {{ this }} as kept where kept.order_id = o.order_id)
+    {%- endif %}
 ),
 
 lines as (
@@ -15,6 +35,7 @@ parsed as (
     select
         order_id,
         line_number,
+        message_id,
         person_id,
         placed_at,
         currency,
@@ -44,5 +65,6 @@ select
     brand,
     price,
     coalesce(quantity_sent, 1) as quantity,
-    cast(price * coalesce(quantity_sent, 1) as {{ segment_type_money() }}) as line_total
+    cast(price * coalesce(quantity_sent, 1) as {{ segment_type_money() }}) as line_total,
+    message_id
 from parsed

@@ -4,7 +4,8 @@ A small archive in two loads (written here, loaded by the loader): the first loa
 the second load brings
 - a late alias that merges two persons who both have orders (Bea's person joins Ann's);
 - a refund for an order of the first load, and a full refund for another;
-- a cancel of an order completed in the first load;
+- a cancel of an order completed in the first load, and an earlier completion of another one
+  with other products (it becomes the counted completion: the order's lines change);
 - a third user id on an anonymous id, which crosses var identity_max_user_ids_per_anonymous_id
   (set to 2 here): the device becomes a shared device although all its users are one person;
 - a late page 20 minutes after a stored session (it joins that session) and a late Product
@@ -73,6 +74,10 @@ SECOND = [
     # late too, in the same stored session: its funnel row now reaches Product Viewed
     message("track", "n12", "2024-05-06T12:40:00", userId="cid", event="Product Viewed",
             properties={"product_id": "P1"}),
+    # an earlier completion of a stored order, with other products: it becomes the counted one
+    message("track", "n13", "2024-05-06T12:20:00", userId="cid", event="Order Completed",
+            properties={"order_id": "O-cid-2", "total": 20.0, "currency": "USD",
+                        "products": [{"product_id": "P2", "price": 10.0, "quantity": 2}]}),
     # a third user id of Dan's person on device D: over the cap, D becomes a shared device
     message("identify", "n07", "2024-05-07T11:00:00", anonymousId="anon-d", userId="dan-3"),
     message("alias", "n08", "2024-05-07T11:01:00", userId="dan", previousId="dan-3"),
@@ -141,6 +146,9 @@ def test_the_second_load_hits_the_hard_paths(builds):
         ("dan", 1, "05-06 13:20", "05-06 13:30"),
         ("dan", 2, "05-07 11:05", "05-07 11:05"),
     ]
+    # the order's lines come from its new counted completion
+    assert query(incremental, """select product_id, quantity, message_id from analytics.order_items
+                                 where order_id = 'O-cid-2'""") == [("P2", 2, "n13")]
     # the stored session's funnel row was rebuilt from its new events; Ann's person took Bea's
     # sessions (its last touch is the refund call on the second day)
     assert query(incremental, """select furthest_step, strftime(timezone('UTC', product_viewed_at), '%H:%M')

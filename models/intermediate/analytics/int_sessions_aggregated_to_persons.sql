@@ -5,14 +5,14 @@
   Incremental by person: a row depends only on the person's sessions, and it carries their
   count and the sum of their events_fingerprint. The pre_hook deletes the rows of persons
   whose sessions in the sessions mart no longer match those (or who have none left; macro
-  analytics_delete_changed_person_touches), then the persons without a row are built. A
+  segment_delete_changed_rows), then the persons without a row are built. A
   table on Spark with plain Parquet (no row deletes there), rebuilt in full every run.
 -#}
 {{ config(
     materialized=('incremental' if segment_rows_replaceable() else 'table'),
     incremental_strategy='append',
     on_schema_change='append_new_columns',
-    pre_hook="{{ analytics_delete_changed_person_touches(ref('sessions')) }}",
+    pre_hook="{{ segment_delete_changed_rows('person_id', '(select person_id, count(*) as session_count, sum(events_fingerprint) as sessions_fingerprint from ' ~ ref('sessions') ~ ' group by person_id)', ['session_count', 'sessions_fingerprint']) }}",
 ) }}
 
 with

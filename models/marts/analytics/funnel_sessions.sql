@@ -7,7 +7,7 @@
   Incremental by session: a row depends only on its session's events, and it carries the
   session's events_fingerprint. The pre_hook deletes the rows whose session is gone from
   the sessions mart or stored there with another fingerprint, person or start (macro
-  analytics_delete_changed_funnel_sessions), then the sessions without a row are built:
+  segment_delete_changed_rows), then the sessions without a row are built:
   after a small load, a few thousand instead of every session. A table on Spark with plain
   Parquet (no row deletes there), rebuilt in full every run.
 -#}
@@ -15,7 +15,7 @@
     materialized=('incremental' if segment_rows_replaceable() else 'table'),
     incremental_strategy='append',
     on_schema_change='append_new_columns',
-    pre_hook="{{ analytics_delete_changed_funnel_sessions(ref('sessions')) }}",
+    pre_hook="{{ segment_delete_changed_rows('session_id', ref('sessions'), ['events_fingerprint', 'person_id', 'started_at']) }}",
 ) }}
 {%- set steps = ['product viewed', 'product added', 'checkout started', 'order completed'] %}
 
