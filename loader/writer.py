@@ -345,9 +345,9 @@ def _superseding(con: duckdb.DuckDBPyConnection, schema_name: str, hits: pa.Tabl
                  loads: tuple[int, ...]) -> pa.Table:
     """The hits (`dedup.probe_history`) whose history copy this run loaded and received later
     (or without a receivedAt): with that copy's table (`tbl`). Every message is in `tracks`
-    (its `event` names its table) or in one call table, so six lookups find any copy; they
-    run only for the hits that history says may supersede (its receivedAt of the copy is
-    later, none, or unknown: recorded before history kept it)."""
+    (its `event` names its table) or in one call table, so six lookups find any copy. They
+    run only for the hits received before history's receivedAt of this run's copy, or whose
+    copy's is NULL (none, or recorded before history kept it)."""
     earlier = pc.fill_null(pc.less(hits["received_at"], hits["run_received_at"]), True)
     candidates = hits.filter(pc.and_(pc.and_(pc.is_valid(hits["run_file_id"]), pc.is_valid(hits["received_at"])),
                                      earlier))
