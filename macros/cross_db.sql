@@ -130,7 +130,8 @@
 {%- endmacro %}
 
 {#
-  A number in [0, 1e9+7) derived from a hash of `expression`: summed over a set of rows it is
+  A number in [0, 1e9+7) derived from a hash of `expression` (one SQL expression, or several
+  separated by commas: both engines' hash functions take several): summed over a set of rows it is
   an order-independent checksum of that set (incremental analytics models compare such sums
   to find persons whose events changed). Summing stays far inside BIGINT.
 #}

@@ -3,8 +3,9 @@
   quantity defaults to 1 when absent; price and quantity sent as strings are parsed.
 
   Incremental by order: an order's lines depend only on its row in int_orders_deduplicated,
-  and they keep its message_id (the counted completion) and person_id. The pre_hook deletes
-  the lines of orders whose row has another message or person, or is gone (macro
+  and they keep its message_id (the counted completion), person_id, placed_at and currency.
+  The pre_hook deletes the lines of orders whose row differs in one of those, or is gone (a
+  re-delivered copy of the completion at another time, or a merge of persons; macro
   segment_delete_changed_rows); then the orders without lines are parsed (orders without
   products have none, and are parsed again each run: a null or empty array costs nothing).
   A table on Spark with plain Parquet (no row deletes there), rebuilt in full every run.
@@ -13,7 +14,7 @@
     materialized=('incremental' if segment_rows_replaceable() else 'table'),
     incremental_strategy='append',
     on_schema_change='append_new_columns',
-    pre_hook="{{ segment_delete_changed_rows('order_id', ref('int_orders_deduplicated'), ['message_id', 'person_id']) }}",
+    pre_hook="{{ segment_delete_changed_rows('order_id', ref('int_orders_deduplicated'), ['message_id', 'person_id', 'placed_at', 'currency']) }}",
 ) }}
 
 with

@@ -116,10 +116,10 @@ def run_dbt(
     return result
 
 
-def load_archive(path: Path, db: Path) -> None:
+def load_archive(path: Path, db: Path, *options: str) -> None:
     """Load a Segment archive folder into `db` with the project's loader CLI."""
     proc = subprocess.run(
-        [sys.executable, "-m", "loader", "load", str(path), "--db", str(db)],
+        [sys.executable, "-m", "loader", "load", str(path), "--db", str(db), *options],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -96,5 +96,7 @@ select
     user_agent,
     {{ analytics_device_category('user_agent') }} as device_category,
     {{ analytics_is_bot_user_agent('user_agent') }} as is_bot_user_agent,
-    {{ segment_hash_number('message_id') }} as event_fingerprint
+    -- the time too: a re-delivered copy of a message at another time changes its session's
+    -- events_fingerprint, which the incremental funnel_sessions and person touches compare
+    {{ segment_hash_number('message_id, event_at') }} as event_fingerprint
 from parsed
