@@ -236,9 +236,29 @@ where {{ alias }}.load_id > {{ latest }}
 {% macro segment_newest_marker(relation) -%}
   {%- set newest = -1 -%}
   {%- if execute -%}
+    {%- do segment_require_stored_columns(relation, ['changed_by_run']) -%}
     {%- set newest = run_query('select coalesce(max(changed_by_run), -1) from ' ~ relation).columns[0].values()[0] | int -%}
   {%- endif -%}
   {{ return(newest) }}
+{%- endmacro %}
+
+{#
+  Fail with the fix in the message when an incremental model's stored table lacks a column
+  its incremental logic reads: a table built by an older version of the project (before the
+  change feed or a stored source column existed) cannot be updated in place, and DuckDB's own
+  error would only say the column is not found.
+#}
+{% macro segment_require_stored_columns(relation, columns) -%}
+  {%- if execute -%}
+    {%- set stored = adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list -%}
+    {%- set missing = columns | reject('in', stored) | list -%}
+    {%- if stored and missing -%}
+      {{ exceptions.raise_compiler_error(
+          relation ~ " was built by an older version of this project: it has no column " ~ missing | join(', ')
+          ~ ", which its incremental build reads. Rebuild it and what depends on it once: dbt run --full-refresh --select "
+          ~ relation.identifier ~ "+") }}
+    {%- endif -%}
+  {%- endif -%}
 {%- endmacro %}
 
 
@@ -250,6 +270,7 @@ where {{ alias }}.load_id > {{ latest }}
 #}
 {% macro segment_delete_changed_rows(key, source, columns) -%}
   {%- if is_incremental() -%}
+  {%- do segment_require_stored_columns(this, [key] + columns) -%}
   delete from {{ this }}
   where {{ key }} in (
     select stored.{{ key }}

@@ -189,3 +189,25 @@ def test_incremental_build_equals_full_refresh_in_every_relation(builds):
             "analytics_intermediate.int_events_mapped_to_persons"} <= set(names)
     differences = {name: table_difference(incremental, full, name) for name in names}
     assert {name: d for name, d in differences.items() if d != (0, 0)} == {}
+
+
+def test_a_table_built_before_a_stored_column_existed_fails_with_the_fix(builds, tmp_path):
+    """An incremental table built by an older version of the project lacks a column its
+    incremental build reads (the change feed's changed_by_run; a stored source column): the
+    run fails on that model with the command that fixes it, not with DuckDB's bare binder
+    error, and the fix works."""
+    import duckdb
+
+    _, full = builds
+    db = copy_db(full, tmp_path / "older.duckdb")
+    con = duckdb.connect(str(db))
+    con.execute("ALTER TABLE analytics.sessions DROP COLUMN changed_by_run")
+    con.execute("ALTER TABLE analytics.order_items DROP COLUMN message_id")
+    con.close()
+    failed = run_dbt(["run", "--select", "sessions", "order_items", *VARS], db, tmp_path, check=False)
+    assert failed.returncode != 0
+    for model, column in (("sessions", "changed_by_run"), ("order_items", "message_id")):
+        assert f"has no column {column}" in failed.output, failed.output
+        assert f"dbt run --full-refresh --select {model}+" in failed.output, failed.output
+    run_dbt(["run", "--full-refresh", "--select", "sessions+", "order_items+", *VARS], db, tmp_path)
+    assert run_dbt(["run", *VARS], db, tmp_path).returncode == 0
