@@ -295,3 +295,41 @@ def test_a_column_type_drift_fails_the_contract_and_leaves_the_mart_as_it_was(
             in (('users', 'order_count'), ('funnel_daily', 'session_count'))
         order by 1""")
     assert types == [("funnel_daily", "BIGINT"), ("users", "BIGINT")]
+
+
+def _views(db: Path) -> dict[str, tuple]:
+    """{schema.view: (DuckDB's SQL text, comment, [(column, type, comment)])} of the project's views."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        views = con.execute("""select schema_name || '.' || view_name, sql, comment from duckdb_views()
+                               where not internal and schema_name like 'analytics%'""").fetchall()
+        return {name: (sql, comment, con.execute(
+            """select column_name, data_type, comment from duckdb_columns()
+               where schema_name || '.' || table_name = ? order by column_index""", [name]).fetchall())
+            for name, sql, comment in views}
+    finally:
+        con.close()
+
+
+def test_a_run_keeps_the_views_that_did_not_change_and_replaces_the_others(first_build, tmp_path):
+    """macros/materializations/view.sql: a view equal to its new definition is kept (no rename,
+    no comments written again); a view whose SQL, columns or comments differ is re-created."""
+    db = copy_db(first_build[0], tmp_path / "views.duckdb")
+    built = _views(db)
+    assert len(built) == 15
+    con = duckdb.connect(str(db))
+    try:
+        # three ways a stored view can differ from the project's: its SQL and columns, the
+        # view's comment, one column's comment
+        con.execute("create or replace view analytics_staging.stg_segment__groups as select 1 as x")
+        con.execute("comment on view analytics.events is 'stale'")
+        con.execute("comment on column analytics.page_views.page_url is 'stale'")
+    finally:
+        con.close()
+    run_dbt(["run", "--select", "config.materialized:view"], db, tmp_path / "run")
+    # every view is again what a build creates
+    assert _views(db) == built
+    log = (tmp_path / "run" / "logs" / "dbt.log").read_text()
+    replaced = {name.split(".")[-1] for name in built
+                if f'"{name.split(".")[-1]}__dbt_tmp" rename to' in log}
+    assert replaced == {"stg_segment__groups", "events", "page_views"}
