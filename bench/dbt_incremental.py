@@ -20,6 +20,7 @@ measures the fixed floor under any incremental run:
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -54,6 +55,44 @@ def node_seconds(target: Path) -> dict[str, float]:
     return {r["unique_id"].split(".")[-1]: round(r["execution_time"], 3) for r in results}
 
 
+# dbt's debug file log (its default): which thread runs which node, and each statement's time
+LOG_NODE = re.compile(r"\[(Thread-\d+)[^\]]*\]: (Began|Finished) running node \S+?\.(\w+)$")
+LOG_SQL = re.compile(r"\[(Thread-\d+)[^\]]*\]: SQL status: .* in ([\d.]+) seconds$")
+
+
+def node_sql_seconds(log: Path, offset: int) -> dict[str, float]:
+    """Seconds of DuckDB statements per node of the dbt invocation logged after byte `offset`
+    of dbt.log: the rest of a node's seconds is dbt's own Python (compiling, the
+    materialization's macros, the adapter's cache and metadata queries' overhead, logging)."""
+    if not log.exists():
+        return {}
+    with log.open("rb") as f:
+        f.seek(offset)
+        text = f.read().decode("utf-8", "replace")
+    running: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    for line in text.splitlines():
+        if m := LOG_NODE.search(line):
+            if m[2] == "Began":
+                running[m[1]] = m[3]
+            else:
+                running.pop(m[1], None)
+        elif (m := LOG_SQL.search(line)) and m[1] in running:
+            seconds[running[m[1]]] = seconds.get(running[m[1]], 0.0) + float(m[2])
+    return {n: round(s, 3) for n, s in seconds.items()}
+
+
+def split(target: Path, log: Path, offset: int, wall: float) -> dict:
+    """Where a dbt command's wall time went: dbt's start and end around the nodes (wall
+    minus run_results' elapsed time), and the nodes' seconds (both threads summed) as SQL
+    and dbt's Python."""
+    elapsed = json.loads((target / "run_results.json").read_text())["elapsed_time"]
+    nodes = sum(node_seconds(target).values())
+    sql = sum(node_sql_seconds(log, offset).values())
+    return {"dbt_outside_nodes_s": round(wall - elapsed, 2), "node_s": round(nodes, 2),
+            "node_sql_s": round(sql, 2), "node_python_s": round(nodes - sql, 2)}
+
+
 def compare(bench, files: list[str], extra: dict | None) -> dict | None:
     """Measure COMMANDS after a 1 % load through `bench.measure`/`bench.record` (recorded with
     the other steps); return the medians and the incremental share. None without extra files."""
@@ -80,10 +119,14 @@ def compare(bench, files: list[str], extra: dict | None) -> dict | None:
     for _ in range(bench.a.repeat):
         for step, args in COMMANDS.items():
             copy_state(state, work)
+            log = bench.work / "dbt-logs" / "dbt.log"
+            offset = log.stat().st_size if log.exists() else 0
             m = bench.measure([*dbt, *args, *bench.dbt_dirs()], env=bench.dbt_env(work),
                               timeout=bench.a.timeout)
-            nodes = node_seconds(bench.work / "dbt-target") if m["rc"] == 0 else {}
-            bench.record(step, m, nodes=nodes)
+            target = bench.work / "dbt-target"
+            ok = m["rc"] == 0 and step.startswith("dbt_run")
+            bench.record(step, m, nodes=node_seconds(target) if ok else {},
+                         split=split(target, log, offset, m["wall_s"]) if ok else {})
         # the floor: the last command left every model current; "dbt run" again reads nothing new
         bench.record("dbt_run_no_new_data", bench.measure(
             [*dbt, "run", *bench.dbt_dirs()], env=bench.dbt_env(work), timeout=bench.a.timeout))
@@ -98,7 +141,10 @@ def compare(bench, files: list[str], extra: dict | None) -> dict | None:
     runs = [m["nodes"] for m in bench.runs.get("dbt_run_after_1pct", []) if m.get("nodes")]
     nodes = {n: median([r[n] for r in runs if n in r]) for n in (runs[0] if runs else {})}
     slowest = dict(sorted(nodes.items(), key=lambda kv: -kv[1])[:8])
-    return {**walls, "share": incr / full if incr and full else None, "target": TARGET_SHARE,
+    splits = {step: {k: median([m["split"][k] for m in bench.runs.get(step, []) if m.get("split")])
+                     for k in ("dbt_outside_nodes_s", "node_s", "node_sql_s", "node_python_s")}
+              for step in ("dbt_run_after_1pct", "dbt_run_full_refresh")}
+    return {**walls, "split": splits, "share": incr / full if incr and full else None, "target": TARGET_SHARE,
             "extra_files": len(extra["file_list"]), "extra_lines": extra["lines"],
             "slowest_nodes_after_1pct": slowest}
 
@@ -114,6 +160,11 @@ def row(result: dict | None) -> str:
             f"{result['dbt_run_full_refresh']:.2f} s after {result['extra_lines']:,} new events); "
             f"hourly build {hourly or float('nan'):.2f} s, daily build {daily or float('nan'):.2f} s; "
             f"dbt run with nothing new {result.get('dbt_run_no_new_data') or float('nan'):.2f} s")
+    for step, parts in (result.get("split") or {}).items():
+        if parts.get("node_s") is not None:
+            line += (f"\n        {step}: dbt outside the nodes {parts['dbt_outside_nodes_s']:.2f} s; nodes "
+                     f"{parts['node_s']:.2f} s (2 threads summed) = SQL {parts['node_sql_s']:.2f} s "
+                     f"+ dbt's Python {parts['node_python_s']:.2f} s")
     slowest = result.get("slowest_nodes_after_1pct")
     if slowest:
         line += "\n        slowest nodes of that run: " + ", ".join(
