@@ -465,6 +465,7 @@ class CommitGroup:
         with timer.stage("commit"):
             self.con.execute("COMMIT")
         crash_point("after_commit")
+        writer.release_memory()
         self.open = False
         self.result.schema_changes += self.changes
         self.changes = []

@@ -6,6 +6,8 @@ inside one transaction that the pipeline opens and commits (see `state.py` for t
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import datetime as dt
 import re
 from collections.abc import Iterator
@@ -408,13 +410,16 @@ def remove_superseded(con: duckdb.DuckDBPyConnection, schema_name: str, supersed
 
 def _insert_pending(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *, load_id: int) -> None:
     with one_thread(con):
-        for table, parts in pending.tables.items():
+        for table in list(pending.tables):
+            # Each table's rows leave `pending` as they go in, so that the group's rows are
+            # not held twice (Arrow and DuckDB's transaction) until the last table is in.
+            parts = pending.tables.pop(table)
             try:
-                rows = pa.concat_tables(parts, promote_options="permissive")
-                _insert(con, schema_name, table, rows)
+                _insert(con, schema_name, table, pa.concat_tables(parts, promote_options="permissive"))
             except (pa.ArrowInvalid, pa.ArrowTypeError):  # parts typed before and after a widening
                 for part in parts:
                     _insert(con, schema_name, table, part)
+            del parts
     if pending.discards:
         con.register("batch_discards", pa.concat_tables(pending.discards))
         con.execute(
@@ -434,13 +439,33 @@ def _insert_pending(con: duckdb.DuckDBPyConnection, schema_name: str, pending: P
             "FROM batch_violations"
         )
         con.unregister("batch_violations")
-    pending.tables.clear()
     pending.origins.clear()
     pending.discards.clear()
     pending.violations.clear()
     pending.superseded.clear()
     pending.touched.clear()
     pending.rows = pending.nbytes = 0
+
+
+def release_memory() -> None:
+    """Hand the memory a committed group freed back to the system: Arrow's pool (mimalloc)
+    and glibc's arenas keep freed pages for reuse, and the threads' arenas seldom reuse each
+    other's, so the next group's peak adds to what the last one left (bench/README.md,
+    "Peak RSS at 1M")."""
+    pa.default_memory_pool().release_unused()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _libc_malloc_trim():
+    """glibc's malloc_trim, or None elsewhere (musl, macOS)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _libc_malloc_trim()
 
 
 @contextmanager

@@ -1,0 +1,33 @@
+"""The writer's memory hygiene between commit groups (loader/writer.py)."""
+
+import ctypes
+import os
+
+from loader import writer
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def test_release_memory_hands_freed_heap_pages_back():
+    """Heap memory freed below a live block stays resident (glibc keeps it for reuse) until
+    release_memory, which the pipeline calls after each commit: the next group's peak must
+    not stack on what the last one left."""
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    block, count = 64 << 10, 1024  # 64 MiB in blocks below glibc's mmap threshold: on the heap
+    blocks = [libc.malloc(block) for _ in range(count)]
+    for b in blocks:
+        ctypes.memset(b, 1, block)  # resident
+    for b in blocks[:-1]:  # the last one stays: the freed space is not at the heap's top
+        libc.free(b)
+    before = rss_bytes()
+    writer.release_memory()
+    after = rss_bytes()
+    libc.free(blocks[-1])
+    assert before - after > (count // 2) * block, (before >> 20, after >> 20)
