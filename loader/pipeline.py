@@ -345,6 +345,7 @@ def _hash_all(files: list[InputFile]) -> dict[Path, tuple[str, int] | OSError]:
 
 
 def _run(files: list[InputFile], config: LoadConfig, result: LoadResult) -> None:
+    writer.map_large_blocks()
     con = writer.connect(config.db_path, memory_limit_mb=config.warehouse_memory_mb)
     try:
         writer.ensure_metadata(con, config.schema)

@@ -31,3 +31,22 @@ def test_release_memory_hands_freed_heap_pages_back():
     after = rss_bytes()
     libc.free(blocks[-1])
     assert before - after > (count // 2) * block, (before >> 20, after >> 20)
+
+
+def test_blocks_of_duckdbs_size_go_back_to_the_system_when_freed():
+    """After map_large_blocks (each load's first step), a freed 256 kB block (DuckDB's block
+    size) is unmapped at once, wherever it lies, instead of staying in glibc's heap."""
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    writer.map_large_blocks()
+    block, count = 256 << 10, 256  # 64 MiB
+    blocks = [libc.malloc(block) for _ in range(count)]
+    for b in blocks:
+        ctypes.memset(b, 1, block)
+    before = rss_bytes()
+    for b in blocks[:-1]:
+        libc.free(b)
+    after = rss_bytes()
+    libc.free(blocks[-1])
+    assert before - after > (count // 2) * block, (before >> 20, after >> 20)
