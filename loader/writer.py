@@ -448,10 +448,9 @@ def _insert_pending(con: duckdb.DuckDBPyConnection, schema_name: str, pending: P
 
 
 def release_memory() -> None:
-    """Hand the memory a committed group freed back to the system: Arrow's pool (mimalloc)
-    and glibc's arenas keep freed pages for reuse, and the threads' arenas seldom reuse each
-    other's, so the next group's peak adds to what the last one left (bench/README.md,
-    "Peak RSS at 1M")."""
+    """Hand the memory a committed group freed back to the system. Arrow's pool (mimalloc)
+    and glibc's heaps keep freed pages resident for reuse, so the next group's inserts stacked
+    on what the last one left (bench/README.md, "Peak RSS at 1M")."""
     pa.default_memory_pool().release_unused()
     if _malloc_trim is not None:
         _malloc_trim(0)
@@ -461,8 +460,8 @@ def map_large_blocks() -> None:
     """Have glibc map every allocation from 128 kB up (DuckDB's 256 kB blocks) on its own and
     unmap it when freed. By default glibc raises that threshold the first time such a block is
     freed, after which DuckDB's blocks come from the heaps, where freed ones stay resident:
-    that held the 1M load's peak 40-60 MiB higher (bench/README.md, "Peak RSS at 1M")."""
-    if _libc is not None and hasattr(_libc, "mallopt"):
+    that held the 1M load's peak about 50 MiB higher (bench/README.md, "Peak RSS at 1M")."""
+    if _libc is not None:
         _libc.mallopt(_M_MMAP_THRESHOLD, 128 << 10)
 
 
@@ -470,7 +469,7 @@ def _glibc() -> ctypes.CDLL | None:
     """glibc, for malloc_trim and mallopt; None elsewhere (musl, macOS)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
     except OSError:
         return None
 
