@@ -7,7 +7,6 @@ inside one transaction that the pipeline opens and commits (see `state.py` for t
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import datetime as dt
 import re
 from collections.abc import Iterator
@@ -466,9 +465,10 @@ def map_large_blocks() -> None:
 
 
 def _glibc() -> ctypes.CDLL | None:
-    """glibc, for malloc_trim and mallopt; None elsewhere (musl, macOS)."""
+    """glibc, for malloc_trim and mallopt; None elsewhere (musl, macOS). The process's own
+    symbols include the C library's: no search for the library file (a subprocess)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)
         return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
     except OSError:
         return None
