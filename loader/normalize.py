@@ -142,14 +142,14 @@ def shape(
     returned grouped by table (in line order within), so each table's standard columns are a
     zero-copy slice of it. Column name mappings are added to `name_map`. `shape_hints`, kept
     by the caller between batches, makes a stable shape cheap to find. `paths`, when given,
-    gets each root's path: FAST or CAREFUL (see `_shape_root`)."""
+    gets each root's path: SINGLE, FAST or CAREFUL (see `_shape_root`)."""
     order = pc.sort_indices(envelope, [("tbl", "ascending"), ("line_no", "ascending")])
     env = envelope.take(order)
     hints = shape_hints if shape_hints is not None else {}
     runs = _runs(env["tbl"])
     con.register(MESSAGES_VIEW, messages)
     try:
-        roots = [_shape_root(con, root, order, hints, runs, paths) for root in ("context", "payload")]
+        roots = [_shape_root(con, root, order, hints, runs, paths, messages[root]) for root in ("context", "payload")]
     finally:
         con.unregister(MESSAGES_VIEW)
     slices: list[TableSlice] = []
@@ -301,38 +301,173 @@ class ShapeChanged(Exception):
     """A leaf the fast path took from the hints holds an object: redo the root carefully."""
 
 
+SINGLE = "single"
 FAST = "fast"
 CAREFUL = "careful"
 
 
 def _shape_root(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array, hints: dict,
-                runs: dict[str, tuple[int, int]], paths: dict[str, str] | None) -> FlatRoot:
-    """One root's leaves by the ONE dispatch between the two ways of finding them:
+                runs: dict[str, tuple[int, int]], paths: dict[str, str] | None,
+                root_text: pa.ChunkedArray) -> FlatRoot:
+    """One root's leaves by the ONE dispatch between the three ways of finding them:
 
-    - FAST, once earlier batches left hints: `json_keys` is asked only at the known objects
-      (a handful of paths), and their known leaf keys are taken as leaves without asking each
-      one; `_prepare` then proves it (a leaf holding a non-empty object raises ShapeChanged).
-    - CAREFUL otherwise, or when that proof fails: `json_keys` at every known path.
+    - SINGLE, once earlier batches left hints of a plain shape (`_single_plan`): no key
+      discovery at all. The known leaves are extracted in one `json_transform` (the only
+      parse of the root after validation), and `_single_parse` proves from the extracted
+      values' byte lengths that each object held no key beyond them; the census (which
+      table's rows hold which leaf) comes from the values themselves.
+    - FAST, when that proof fails (a new key, a null, a duplicate key...) or the hints are
+      not plain: `json_keys` is asked only at the known objects (a handful of paths), and
+      their known leaf keys are taken as leaves without asking each one.
+    - CAREFUL otherwise (a reader's first batch): `json_keys` at every known path.
 
-    Both give the same FlatRoot; the path taken is recorded in `paths[root]`."""
+    On SINGLE and FAST, `_prepare` checks that no leaf taken from the hints holds a
+    non-empty object (ShapeChanged: the root goes CAREFUL). All give the same FlatRoot;
+    the path taken is recorded in `paths[root]`."""
     known = hints.setdefault(root, set())
     known_objects = hints.get(root + "#objects")
+    taken = None
     if known_objects is not None:
         try:
-            flat = _flatten(con, root, order, known, known_objects)
+            flat = _single_parse(con, root, order, hints, runs, root_text)
+            taken = SINGLE
+            if flat is None:
+                flat, taken = _flatten(con, root, order, known, known_objects), FAST
             flat._prepare(runs)
-            if paths is not None:
-                paths[root] = FAST
-            return flat
         except ShapeChanged:
-            pass
-    objects: set[tuple[str, ...]] = set()
-    flat = _flatten(con, root, order, known, objects_found=objects)
-    if len(known) < MAX_KNOWN_PATHS:
-        hints[root + "#objects"] = objects | (known_objects or set())
+            taken = None
+    if taken is None:
+        objects: set[tuple[str, ...]] = set()
+        flat = _flatten(con, root, order, known, objects_found=objects)
+        if len(known) < MAX_KNOWN_PATHS:
+            hints[root + "#objects"] = objects | (known_objects or set())
+        taken = CAREFUL
     if paths is not None:
-        paths[root] = CAREFUL
+        paths[root] = taken
     return flat
+
+
+@dataclass(frozen=True)
+class _SinglePlan:
+    """The known shape of a root as one `json_transform` and the byte-length proof over it."""
+
+    spec: str  # the STRUCT of JSON leaves, as json_transform's structure argument
+    tree: dict  # key -> (bytes of the key as written, quotes and colon included; subtree or None for a leaf)
+
+
+def _single_plan(hints: dict, root: str) -> _SinglePlan | None:
+    """The SINGLE path's plan for the hints of `root` (cached while they do not change), or
+    None when the known shape is not plain: a key a STRUCT cannot hold (`_awkward_paths`), a
+    path known both as a leaf and as an object, an object with no known key, too many leaves."""
+    known, objects = hints[root], hints[root + "#objects"]
+    cached = hints.get(root + "#single")
+    if cached is not None and cached[0] == (len(known), len(objects)):  # the hints only grow
+        return cached[1]
+    plan = None
+    leaves = known - objects
+    parents = {p[:d] for p in known for d in range(1, len(p))}
+    if not known:
+        plan = _SinglePlan("", {})  # no key seen yet: the proof is that no object has one
+    elif (leaves and len(leaves) <= MAX_STRUCT_LEAVES and len(known) < MAX_KNOWN_PATHS and objects <= known
+            and parents == objects and not _awkward_paths(known)):
+        tree: dict = {}
+        for path in sorted(known, key=len):
+            node = tree
+            for key in path[:-1]:
+                node = node[key][1]
+            # A key as DuckDB writes it: quoted, then a colon. Its raw UTF-8 length is a lower
+            # bound (an escaped character only adds bytes), so a key written longer makes the
+            # proof fail, never pass falsely.
+            node[path[-1]] = (len(path[-1].encode("utf-8")) + 3, None if path in leaves else {})
+        structure: dict = {}
+        for path in sorted(leaves):
+            node = structure
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = "JSON"
+        plan = _SinglePlan(_json_dumps(structure).replace("'", "''"), tree)
+    hints[root + "#single"] = ((len(known), len(objects)), plan)
+    return plan
+
+
+class _Unproven(Exception):
+    """The SINGLE path's proof failed for this batch."""
+
+
+def _single_parse(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array, hints: dict,
+                  runs: dict[str, tuple[int, int]], root_text: pa.ChunkedArray) -> FlatRoot | None:
+    """The SINGLE path: every known leaf of `root` in one `json_transform`, and the proof
+    that no row's objects hold anything else. None when the proof fails (or there is no
+    plain plan): the caller takes the FAST path.
+
+    The proof: validation wrote each root object out as minified JSON (`{"k":v,...}`), and
+    json_transform writes each leaf value the same way, so an object whose keys are all known
+    is exactly 2 + the sum over its present keys of (key + 1 + value) + one comma between
+    keys, bytes long. Anything else in it (an unknown key, a known key holding null, which
+    json_transform cannot tell from an absent one, a duplicate key) makes it longer; an
+    object node holding a scalar, an array, `{}` or only nulls has no present key, which is
+    refused. So equal lengths in every row prove the census exact: a leaf is in a table's
+    columns when a row of that table holds it."""
+    plan = _single_plan(hints, root)
+    if plan is None:
+        return None
+    offsets, data, valid = _string_parts(root_text)
+    sizes = np.diff(offsets).astype(np.int64)
+    n = len(sizes)
+    first = np.zeros(n, np.uint8)
+    nonempty = valid & (sizes > 0)
+    first[nonempty] = data[offsets[:-1][nonempty]]
+    is_object = first == ord("{")
+    if not plan.tree:  # no known key: proven when every object is {} (nothing to extract)
+        if (sizes[is_object] != 2).any():
+            return None
+        return FlatRoot(root, {}, None, None, {}, set(), order)
+    result = in_line_order(con, f"SELECT line_no, json_transform({root}, '{plan.spec}') AS s FROM {MESSAGES_VIEW}")
+    struct = combine_chunks(result["s"])
+    table_names = sorted(runs)
+    row_table = np.empty(n, np.int64)
+    order_np = order.to_numpy()
+    for code, table in enumerate(table_names):
+        start, length = runs[table]
+        row_table[order_np[start:start + length]] = code
+    tables: dict[str, set[tuple[str, ...]]] = {}
+    objects: set[tuple[str, ...]] = set()
+
+    def present(array: pa.Array, parent: np.ndarray) -> np.ndarray:
+        if array.null_count == len(array):
+            return np.zeros(n, bool)
+        return parent if array.null_count == 0 else parent & array.is_valid().to_numpy(zero_copy_only=False)
+
+    def node_bytes(array: pa.StructArray, tree: dict, path: tuple[str, ...], here: np.ndarray):
+        total = np.full(n, 2, np.int64)  # the braces
+        keys = np.zeros(n, np.int64)
+        for key, (key_bytes, sub) in tree.items():
+            child = array.field(key)
+            held = present(child, here)
+            if not held.any():
+                continue
+            if sub is None:
+                child_offsets, _, _ = _string_parts(child)
+                value = np.diff(child_offsets).astype(np.int64)
+                for code in np.flatnonzero(np.bincount(row_table[held], minlength=len(table_names))):
+                    tables.setdefault(table_names[code], set()).add(path + (key,))
+            else:
+                value, inner = node_bytes(child, sub, path + (key,), held)
+                if (held & (inner == 0)).any():
+                    raise _Unproven  # an object node holding no known key: a scalar, [], {}, nulls
+                objects.add(path + (key,))
+            total += np.where(held, key_bytes + value, 0)
+            keys += held
+        return total + np.maximum(keys - 1, 0), keys
+
+    try:
+        expected, keys = node_bytes(struct, plan.tree, (), present(struct, np.ones(n, bool)))
+        if (keys[~is_object] > 0).any() or (expected[is_object] != sizes[is_object]).any():
+            return None
+    except _Unproven:
+        return None
+    assumed = frozenset(p for leaves in tables.values() for p in leaves)
+    return FlatRoot(root, tables, result["s"], None, {}, objects, order, assumed)
 
 
 def _flatten(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array,

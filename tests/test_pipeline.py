@@ -133,11 +133,12 @@ def test_seconds_per_stage_name_in_the_result_and_in_the_loads_table(tmp_path):
 
 def test_shaping_paths_are_counted_once_per_root_and_batch(tmp_path):
     """A reader thread's first batch has no hints: both its roots take the careful path; later
-    batches of the same shape the fast one. A unit split across commit groups counts once."""
+    batches of the same shape the single-parse one (also for `context`, absent here: no
+    key to prove). A unit split across commit groups counts once."""
     small = [write_ndjson(tmp_path / "logs" / f"{k}.ndjson", [event(k * 10 + i) for i in range(10)]) for k in range(3)]
     unit = run_load(small, tmp_path / "unit.duckdb", commit_every_rows=15)  # one batch, three groups
     assert unit.summary()["shape_paths"] == {"careful": 2}
     paths = run_load(streaming_files(tmp_path, n_files=2), tmp_path / "w.duckdb", batch_bytes=2_000).summary()[
         "shape_paths"]
     assert 2 <= paths["careful"] <= 2 * READERS  # at most every reader's first batch, both roots
-    assert paths["fast"] >= 2 and sum(paths.values()) % 2 == 0  # two roots per batch
+    assert paths["single"] >= 2 and "fast" not in paths and sum(paths.values()) % 2 == 0  # two roots per batch

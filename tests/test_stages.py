@@ -634,6 +634,90 @@ def test_fallback_to_careful_path(case, raw, paths):
     assert warm.paths == paths, case
 
 
+# --- shaping: the single-parse path (a plain known shape, proven by byte lengths) ----------
+
+# EVERY_KIND without what the single-parse path cannot take: a null value (json_transform
+# cannot tell it from an absent key) and keys a STRUCT cannot hold (empty, equal but for case).
+PLAIN_KIND = {k: v for k, v in EVERY_KIND.items() if k not in ("n", "Case", "case", "")}
+PLAIN_CONTEXT = {"library": {"name": "analytics.js", "version": "2.0"}, "ip": "1.2.3.4"}
+
+
+def plain_line(i: int, event: str = "E", context: object = PLAIN_CONTEXT, drop: tuple[str, ...] = (),
+               raw_props: str = RAW_NUMBERS, **props) -> str:
+    """A track of PLAIN_KIND (keys in `drop` left out, `props` added or replaced) as JSON
+    with spaces after ':' and ',' (validation writes the roots out minified)."""
+    properties = {k: v for k, v in {**PLAIN_KIND, **props}.items() if k not in drop}
+    message = {**track(i, event=event, **properties), "context": context}
+    text = json.dumps(message)
+    return text.replace('"properties": {', '"properties": {' + raw_props + ("," if properties else ""), 1)
+
+
+def reordered_line(i: int) -> str:
+    """plain_line(i) with its properties' keys in reverse order."""
+    message = json.loads(plain_line(i))
+    message["properties"] = dict(reversed(list(message["properties"].items())))
+    return json.dumps(message)
+
+
+# Lines after a warm-up of plain_line(1), plain_line(2, "F") -> the path each root takes.
+# Whatever the path, the result is the careful path's (shaped_after asserts it).
+SINGLE_CASES = [
+    ("the same shape", [plain_line(3), plain_line(4, "F")], "single", "single"),
+    ("some known keys absent", [plain_line(3, drop=("s", "obj", "deep")), plain_line(4, raw_props="")],
+     "single", "single"),
+    ("kinds conflicting across rows", [plain_line(3, mixed="one"), plain_line(4, mixed=True), plain_line(5, mixed=[1]),
+                                       plain_line(6, mixed=2.5), plain_line(7, mixed={})], "single", "single"),
+    ("keys in another order", [reordered_line(3)], "single", "single"),
+    ("roots absent, empty or not objects", [plain_line(3, context="text"), plain_line(4, context={}),
+                                            plain_line(5, context=[1]), plain_line(6, context=None)],
+     "single", "single"),
+    ("a new key", [plain_line(3, brand_new=1)], "single", "fast"),
+    ("a new key in a known object", [plain_line(3, obj={"k": {"deep": 1}, "when": "x", "new": 2})], "single", "fast"),
+    ("a new context key", [plain_line(3, context={**PLAIN_CONTEXT, "locale": "en"})], "fast", "single"),
+    ("a known key holding null", [plain_line(3, plain=None)], "single", "fast"),
+    ("a known object holding null", [plain_line(3, obj=None)], "single", "fast"),
+    ("a duplicate key", [plain_line(3).replace('"plain": "text"', '"plain": "text", "plain": "again"')],
+     "single", "fast"),
+    ("a known object now a scalar", [plain_line(3, obj=5)], "single", "fast"),
+    ("a known object now empty", [plain_line(3, obj={})], "single", "fast"),
+    ("a known object holding only nulls", [plain_line(3, obj={"k": None, "when": None})], "single", "fast"),
+    # A known object holding a short scalar writes fewer bytes than `{}`: a new key must not
+    # make up for it (an object node with no known key is refused outright).
+    ("a known object a scalar, and a new key", [plain_line(3, obj=5, a=1)], "single", "fast"),
+    ("a known leaf now an object", [plain_line(3, plain={"a": 1})], "single", "careful"),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "context", "payload"), SINGLE_CASES, ids=[c[0] for c in SINGLE_CASES])
+def test_single_parse_path_or_its_fallback_equals_careful_path(case, raw, context, payload):
+    warm, _ = shaped_after(fixture_lines(plain_line(1), plain_line(2, "F")), fixture_lines(*raw))
+    assert warm.paths == {"context": context, "payload": payload}, case
+
+
+def test_single_parse_path_values_are_those_sent():
+    """Spot checks of the single-parse path's result (equal to the careful one above)."""
+    warm, _ = shaped_after(fixture_lines(plain_line(1)), fixture_lines(plain_line(2, mixed="x"), plain_line(3)))
+    assert warm.paths == {"context": "single", "payload": "single"}
+    (event,) = [s for s in warm.slices if s.table == "e"]
+    got = {c: event.values[c].text.to_pylist() for c in ("s", "u", "p150", "p400", "m0", "e", "mixed",
+                                                         "obj_k_deep", "deep_d9_d8_d7_d6_d5_d4_d3", "empty_obj",
+                                                         "context_library_name")}
+    assert got == {"s": [PLAIN_KIND["s"]] * 2, "u": [PLAIN_KIND["u"]] * 2, "p150": ["1.5"] * 2,
+                   "p400": ["1e400"] * 2, "m0": ["0"] * 2, "e": ["100.0"] * 2, "mixed": ["x", "1"],
+                   "obj_k_deep": ["1"] * 2, "deep_d9_d8_d7_d6_d5_d4_d3": ['{"d2":{"d1":{"d0":1}}}'] * 2,  # MAX_DEPTH
+                   "empty_obj": [None, None], "context_library_name": ["analytics.js"] * 2}
+    assert event.columns["mixed"].types == {Kind.VARCHAR: 1, Kind.UBIGINT: 1}
+
+
+def test_single_parse_path_refuses_a_key_written_with_escapes():
+    """A known key DuckDB writes with escapes (a quote, a control character) counts only its
+    raw bytes in the proof, so the proof fails (the fast path runs) rather than pass falsely."""
+    for key in ('say "hi"', "tab\there"):
+        warm_up = fixture_lines(plain_line(1, **{key: 1}), plain_line(2, **{key: 2}))
+        warm, _ = shaped_after(warm_up, fixture_lines(plain_line(3, **{key: 3})))
+        assert warm.paths == {"context": "single", "payload": "fast"}, key
+
+
 def test_first_batch_takes_the_careful_path_and_leaves_hints_for_the_fast_one():
     con = compute_connection(256)
     try:
@@ -643,7 +727,7 @@ def test_first_batch_takes_the_careful_path_and_leaves_hints_for_the_fast_one():
     finally:
         con.close()
     assert first.paths == {"context": "careful", "payload": "careful"}
-    assert second.paths == {"context": "fast", "payload": "fast"}
+    assert second.paths == {"context": "fast", "payload": "fast"}  # EVERY_KIND holds a null: not "single"
 
 
 def test_query_rows_come_back_in_line_order():
