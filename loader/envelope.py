@@ -30,6 +30,7 @@ from loader.normalize import (
     by_line,
     combine_chunks,
     in_line_order,
+    json_value_and_type,
     scalar_texts,
 )
 from loader.read import Rejection
@@ -185,58 +186,77 @@ def route(con: duckdb.DuckDBPyConnection, checked: pa.Table) -> Routed:
 def standard_columns(con: duckdb.DuckDBPyConnection, messages: pa.Table, source_id: str | None) -> pa.Table:
     """Standard columns of every routed message, in line order: line_no, message_id, call,
     tbl, event_text, then per column its text, `<col>#kind` (JSON type) and, for the
-    timestamps, `<col>#ts` (parsed once here, rather than per table later)."""
-    value = _field
-    ts = {k: f"try_cast({value(k)}->>'$' AS TIMESTAMPTZ)" for k in ("receivedAt", "sentAt", "originalTimestamp")}
+    timestamps, `<col>#ts` (parsed once here, rather than per table later).
+
+    Texts and types come from the envelope fields' JSON text in Arrow (`json_value_and_type`:
+    what `->>'$'` and `json_type` give, without parsing each field again); DuckDB parses the
+    timestamps and looks up `properties.name`/`category` for pages and screens without one."""
+    value: dict[str, tuple[pa.Array, pa.Array]] = {
+        key: json_value_and_type(messages[key])
+        for key in ("anonymousId", "userId", "receivedAt", "sentAt", "originalTimestamp", "timestamp",
+                    "projectId", "groupId", "previousId")}
+    n = messages.num_rows
+    # A field holds a value of its own unless absent, null, an object or an array (the first
+    # byte of its JSON text: n, {, [); `name`/`category` then fall back to the properties'.
+    own = {key: pc.and_(pc.is_valid(messages[key]), pc.invert(pc.is_in(pc.utf8_slice_codeunits(messages[key], 0, 1),
+                                                                          pa.array(["n", "{", "["]))))
+           for key in ("projectId", "name", "category")}
+    is_view = pc.is_in(messages["call"], pa.array(["page", "screen"]))
+    inputs = {"line_no": messages["line_no"], "properties": messages["properties"]}
+    for key in ("receivedAt", "sentAt", "originalTimestamp", "timestamp"):
+        inputs[key], inputs[key + "#kind"] = value[key]
+    for key in ("name", "category"):
+        inputs[key + "#fallback"] = pc.and_(pc.invert(own[key]), is_view)
+    ts = {k: f'try_cast("{k}" AS TIMESTAMPTZ)' for k in ("receivedAt", "sentAt", "originalTimestamp")}
     # Keep the archive's timestamp; else correct the device clock by the send/receive gap.
     computed = (
         f"strftime(coalesce({ts['receivedAt']} - ({ts['sentAt']} - {ts['originalTimestamp']}), "
         f"{ts['receivedAt']}), '%Y-%m-%dT%H:%M:%S.%fZ')"
     )
-    has_timestamp = f"coalesce({value('timestamp')}, 'null') <> 'null'"
-    fallback = "NULL" if source_id is None else "'" + source_id.replace("'", "''") + "'"
-    has_project = f"left({value('projectId')}, 1) NOT IN ('n', '{{', '[')"
-    columns = {
-        "anonymous_id": (value("anonymousId"), None),
-        "user_id": (value("userId"), None),
-        "received_at": (value("receivedAt"), None),
-        "sent_at": (value("sentAt"), None),
-        "original_timestamp": (value("originalTimestamp"), None),
-        "timestamp": (
-            f"CASE WHEN {has_timestamp} THEN {value('timestamp')}->>'$' ELSE {computed} END",
-            (f"CASE WHEN {has_timestamp} THEN json_type({value('timestamp')}) "
-             f"WHEN {ts['receivedAt']} IS NOT NULL THEN 'VARCHAR' END"),
-        ),
-        "source_id": (
-            f"coalesce(CASE WHEN {has_project} THEN {value('projectId')}->>'$' END, {fallback})",
-            (f"CASE WHEN {has_project} THEN json_type({value('projectId')}) "
-             f"WHEN {fallback} IS NOT NULL THEN 'VARCHAR' END"),
-        ),
+    has_timestamp = "coalesce(\"timestamp#kind\", 'NULL') <> 'NULL'"
+    select = [
+        "line_no",
+        f'CASE WHEN {has_timestamp} THEN "timestamp" ELSE {computed} END AS "timestamp"',
+        (f"CASE WHEN {has_timestamp} THEN \"timestamp#kind\" WHEN {ts['receivedAt']} IS NOT NULL "
+         "THEN 'VARCHAR' END AS \"timestamp#kind\""),
+        *(f"CASE WHEN \"{k}#fallback\" THEN json_extract(properties, '/{k}') END AS \"{k}\"" for k in ("name", "category")),
+    ]
+    texts = {"received_at": "receivedAt", "sent_at": "sentAt", "original_timestamp": "originalTimestamp",
+             "timestamp": "timestamp"}
+    for col, key in texts.items():
+        # Segment's own shape takes a GLOB (a subset of the regex, with no spaces to trim):
+        # 0.007 CPU s less per 16 MB batch than the regex and trim on every timestamp.
+        expr, kind = (f'"{key}"', f'"{key}#kind"') if col != "timestamp" else (
+            f"CASE WHEN {has_timestamp} THEN \"timestamp\" ELSE {computed} END",
+            f"CASE WHEN {has_timestamp} THEN \"timestamp#kind\" WHEN {ts['receivedAt']} IS NOT NULL THEN 'VARCHAR' END")
+        select.append(
+            f"CASE WHEN ({kind}) = 'VARCHAR' THEN CASE WHEN {expr} GLOB '{SEGMENT_TIMESTAMP_GLOB}' "
+            f"THEN try_cast({expr} AS TIMESTAMPTZ) WHEN regexp_full_match({expr}, '{ISO_DATE_OR_TIME_RE}') "
+            f'THEN try_cast(trim({expr}) AS TIMESTAMPTZ) END END AS "{col}#ts"'
+        )
+    with registered(con, standard_inputs=pa.table(inputs)):
+        parsed = in_line_order(con, f"SELECT {', '.join(select)} FROM standard_inputs")
+    fallback = pa.scalar(source_id, pa.string())
+    project_text, project_kind = value["projectId"]
+    columns: dict[str, tuple[pa.Array, pa.Array]] = {
+        "anonymous_id": value["anonymousId"],
+        "user_id": value["userId"],
+        "received_at": value["receivedAt"],
+        "sent_at": value["sentAt"],
+        "original_timestamp": value["originalTimestamp"],
+        "timestamp": (parsed["timestamp"], parsed["timestamp#kind"]),
+        "source_id": (pc.if_else(own["projectId"], project_text, fallback),
+                      pc.if_else(own["projectId"], project_kind,
+                                 pa.scalar(None if source_id is None else "VARCHAR", pa.string()))),
         # Pages and screens: the call's name, else properties.name (as RudderStack does).
-        **{
-            key: (
-                (f"coalesce(CASE WHEN left({value(key)}, 1) NOT IN ('n', '{{', '[') THEN {value(key)} END, "
-                 f"CASE WHEN call IN ('page', 'screen') THEN json_extract({value('properties')}, '/{key}') END)"),
-                None,
-            )
-            for key in ("name", "category")
-        },
-        "group_id": (value("groupId"), None),
-        "previous_id": (value("previousId"), None),
+        **{col: json_value_and_type(pc.if_else(own[col], messages[col], parsed[col])) for col in ("name", "category")},
+        "group_id": value["groupId"],
+        "previous_id": value["previousId"],
     }
-    select = ["line_no", "message_id", "call", "tbl", "event_text"]
-    for col, (expr, kind) in columns.items():
-        if kind is None:
-            expr, kind = f"{expr}->>'$'", f"json_type({expr})"
-        select.append(f'{expr} AS "{col}"')
-        select.append(f'{kind} AS "{col}#kind"')
+    out = {k: messages[k] for k in ("line_no", "message_id", "call", "tbl", "event_text")}
+    for col, (text, kind) in columns.items():
+        out[col], out[col + "#kind"] = text, kind
         if col in TIMESTAMP_COLUMNS:
-            # Segment's own shape takes a GLOB (a subset of the regex, with no spaces to trim):
-            # 0.007 CPU s less per 16 MB batch than the regex and trim on every timestamp.
-            select.append(
-                f"CASE WHEN ({kind}) = 'VARCHAR' THEN CASE WHEN {expr} GLOB '{SEGMENT_TIMESTAMP_GLOB}' "
-                f"THEN try_cast({expr} AS TIMESTAMPTZ) WHEN regexp_full_match({expr}, '{ISO_DATE_OR_TIME_RE}') "
-                f'THEN try_cast(trim({expr}) AS TIMESTAMPTZ) END END AS "{col}#ts"'
-            )
-    with registered(con, routed_messages=messages):
-        return in_line_order(con, f"SELECT {', '.join(select)} FROM routed_messages")
+            out[col + "#ts"] = parsed[col + "#ts"]
+    assert n == parsed.num_rows
+    return pa.table(out)

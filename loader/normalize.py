@@ -390,6 +390,12 @@ def _single_plan(hints: dict, root: str) -> _SinglePlan | None:
     return plan
 
 
+def _validity(array: pa.Array) -> np.ndarray:
+    """An array's validity bitmap as numpy booleans (one unpack, no Arrow boolean array)."""
+    bits = np.frombuffer(array.buffers()[0], np.uint8)
+    return np.unpackbits(bits, count=array.offset + len(array), bitorder="little")[array.offset:].view(bool)
+
+
 class _Unproven(Exception):
     """The SINGLE path's proof failed for this batch."""
 
@@ -424,48 +430,50 @@ def _single_parse(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array, hi
         return FlatRoot(root, {}, None, None, {}, set(), order)
     result = in_line_order(con, f"SELECT line_no, json_transform({root}, '{plan.spec}') AS s FROM {MESSAGES_VIEW}")
     struct = combine_chunks(result["s"])
-    table_names = sorted(runs)
-    row_table = np.empty(n, np.int64)
-    order_np = order.to_numpy()
-    for code, table in enumerate(table_names):
-        start, length = runs[table]
-        row_table[order_np[start:start + length]] = code
-    tables: dict[str, set[tuple[str, ...]]] = {}
+    leaves: list[tuple[str, ...]] = []
+    held_by_leaf: list[np.ndarray] = []
     objects: set[tuple[str, ...]] = set()
 
-    def present(array: pa.Array, parent: np.ndarray) -> np.ndarray:
-        if array.null_count == len(array):
-            return np.zeros(n, bool)
-        return parent if array.null_count == 0 else parent & array.is_valid().to_numpy(zero_copy_only=False)
-
     def node_bytes(array: pa.StructArray, tree: dict, path: tuple[str, ...], here: np.ndarray):
+        """Each row's bytes of the object at `path` as its known keys would write it, and
+        how many of them it holds (`here`: the rows holding the object)."""
         total = np.full(n, 2, np.int64)  # the braces
         keys = np.zeros(n, np.int64)
         for key, (key_bytes, sub) in tree.items():
             child = array.field(key)
-            held = present(child, here)
-            if not held.any():
+            if child.null_count == len(child):
                 continue
+            held = here if child.null_count == 0 else here & _validity(child)
             if sub is None:
-                child_offsets, _, _ = _string_parts(child)
-                value = np.diff(child_offsets).astype(np.int64)
-                for code in np.flatnonzero(np.bincount(row_table[held], minlength=len(table_names))):
-                    tables.setdefault(table_names[code], set()).add(path + (key,))
+                offsets = np.frombuffer(child.buffers()[1], np.int32, len(child) + 1, child.offset * 4)
+                value = (offsets[1:] - offsets[:-1]).astype(np.int64)
+                leaves.append(path + (key,))
+                held_by_leaf.append(held)
             else:
                 value, inner = node_bytes(child, sub, path + (key,), held)
                 if (held & (inner == 0)).any():
                     raise _Unproven  # an object node holding no known key: a scalar, [], {}, nulls
-                objects.add(path + (key,))
-            total += np.where(held, key_bytes + value, 0)
+                if held.any():
+                    objects.add(path + (key,))
+            total += (key_bytes + value) * held
             keys += held
         return total + np.maximum(keys - 1, 0), keys
 
     try:
-        expected, keys = node_bytes(struct, plan.tree, (), present(struct, np.ones(n, bool)))
+        here = _validity(struct) if struct.null_count else np.ones(n, bool)
+        expected, keys = node_bytes(struct, plan.tree, (), here)
         if (keys[~is_object] > 0).any() or (expected[is_object] != sizes[is_object]).any():
             return None
     except _Unproven:
         return None
+    # The census: a leaf is a column of the tables whose rows hold it (rows grouped by table).
+    table_names = sorted(runs, key=lambda t: runs[t][0])
+    tables: dict[str, set[tuple[str, ...]]] = {}
+    if leaves:
+        starts = np.asarray([runs[t][0] for t in table_names], np.int64)
+        in_table = np.logical_or.reduceat(np.stack(held_by_leaf)[:, order.to_numpy()], starts, axis=1)
+        for leaf, table in zip(*np.nonzero(in_table)):
+            tables.setdefault(table_names[table], set()).add(leaves[leaf])
     assumed = frozenset(p for leaves in tables.values() for p in leaves)
     return FlatRoot(root, tables, result["s"], None, {}, objects, order, assumed)
 
@@ -622,6 +630,40 @@ def json_kinds(json_text: pa.Array) -> tuple[pa.Array, pa.Array]:
     """Split JSON texts into the value as text (strings unquoted) and its JSON type."""
     text, codes = _json_text_and_codes(json_text)
     return text, _kind_names(codes)
+
+
+_INT64_MIN, _UINT64_MAX = "-9223372036854775808", "18446744073709551615"
+
+
+def json_value_and_type(json_text: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """What DuckDB's `->>'$'` and `json_type` give for JSON texts DuckDB wrote (the envelope
+    fields validation extracted), without parsing them again: json_kinds, except that JSON
+    null has the type NULL, and that DuckDB types DOUBLE what reads as an integer by its
+    first byte but is not a 64-bit one (NaN, Infinity, nan: its reader takes them; integers
+    beyond 64 bits)."""
+    json_text = combine_chunks(json_text)
+    text, codes = _json_text_and_codes(json_text)
+    _, _, valid = _string_parts(json_text)
+    null_literal = pc.fill_null(pc.equal(json_text, "null"), False).to_numpy(zero_copy_only=False)
+    not_a_number = np.flatnonzero(valid & (codes == _NULL) & ~null_literal)  # nan, by its first byte
+    if len(not_a_number):
+        mask = np.zeros(len(codes), bool)
+        mask[not_a_number] = True
+        text = pc.if_else(pa.array(mask), json_text, text)
+        codes[not_a_number] = _DOUBLE
+    integers = np.flatnonzero((codes == _UBIGINT) | (codes == _BIGINT))
+    if len(integers):
+        subset = json_text.take(pa.array(integers))
+        plain = pc.match_substring_regex(subset, r"^-?[0-9]+$").to_numpy(zero_copy_only=False)
+        size = pc.utf8_length(subset).to_numpy(zero_copy_only=False)
+        negative = codes[integers] == _BIGINT
+        limit = pc.if_else(pa.array(negative), _INT64_MIN, _UINT64_MAX)
+        beyond = (size > 20) | ((size == 20) & pc.greater(subset, limit).to_numpy(zero_copy_only=False))
+        codes[integers[~plain | beyond]] = _DOUBLE
+    kind = _kind_names(codes)
+    if null_literal.any():
+        kind = pc.if_else(pa.array(null_literal), "NULL", kind)
+    return text, kind
 
 
 def scalar_texts(json_text: pa.Array) -> pa.Array:

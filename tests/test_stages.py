@@ -17,7 +17,7 @@ import pytest
 from loader import load, writer
 from loader.cast import cast_values
 from loader.config import LoadConfig
-from loader.normalize import ColumnStats, compute_connection, in_line_order, json_kinds
+from loader.normalize import ColumnStats, compute_connection, in_line_order, json_kinds, json_value_and_type
 from loader.pipeline import DrySink, WarehouseSink
 from loader.replay import replay
 from loader.schema import infer_type, may_discard, needs_widening
@@ -238,6 +238,54 @@ def test_envelope_to_standard_columns(line, table, standard):
     assert got == standard
 
 
+
+# Standard columns from fields of every JSON kind -> (text, kind) of each column named
+STANDARD_KINDS = [
+    ('{"type":"identify",' + ENVELOPE.replace('"u1"', "12") + ',"anonymousId":null,"projectId":null}',
+     "identifies", {"user_id": ("12", Kind.UBIGINT), "anonymous_id": (None, "NULL"), "source_id": ("src", Kind.VARCHAR)}),
+    ('{"type":"identify",' + ENVELOPE + ',"projectId":{"a":1},"previousId":[1],"timestamp":null}',
+     "identifies", {"source_id": ("src", Kind.VARCHAR), "timestamp": ("2024-03-01T10:00:10.000000Z", Kind.VARCHAR)}),
+    ('{"type":"alias",' + ENVELOPE + ',"projectId":5,"previousId":NaN,"timestamp":1709287200}',
+     "aliases", {"source_id": ("5", Kind.UBIGINT), "previous_id": ("NaN", Kind.DOUBLE), "timestamp": ("1709287200", Kind.UBIGINT)}),
+    ('{"type":"group","groupId":-18446744073709551616,' + ENVELOPE + ',"sentAt":"a\\"b"}',
+     "groups", {"group_id": ("-18446744073709551616", Kind.DOUBLE), "sent_at": ('a"b', Kind.VARCHAR)}),
+    # pages and screens without a name of their own (absent, null, an object): properties'
+    ('{"type":"page","name":null,"category":{"x":1},"properties":{"name":["Home"],"category":2.5},' + ENVELOPE + '}',
+     "pages", {"name": ('["Home"]', Kind.ARRAY), "category": ("2.5", Kind.DOUBLE)}),
+    ('{"type":"screen","category":"own","properties":{"category":"theirs"},' + ENVELOPE + '}',
+     "screens", {"name": (None, None), "category": ("own", Kind.VARCHAR)}),
+]
+
+
+@pytest.mark.parametrize(("line", "table", "standard"), STANDARD_KINDS)
+def test_envelope_fields_of_every_kind_to_standard_columns(line, table, standard):
+    lines = pa.table({"line_no": pa.array([1], pa.int64()), "raw": pa.array([line])})
+    batch = unit_stages(lines, "src")
+    assert batch.rejections == []
+    (slice_,) = [s for s in batch.slices if s.table == table]
+    got = {col: (slice_.values[col].text[0].as_py(), slice_.values[col].kind[0].as_py()) for col in standard}
+    assert got == standard
+
+
+# JSON texts of envelope fields (as validation extracts them); the expected value and type
+# are DuckDB's own `->>'$'` and `json_type` of each, which standard_columns used to run
+FIELD_JSON = ['"a"', '"a\\"b"', '"\\u00e9"', '""', '"null"', "1", "-1", "0", "-0", "1.5", "1E+2", "1e400",
+              "18446744073709551615", "18446744073709551616", "-9223372036854775808", "-9223372036854775809",
+              "99999999999999999999", "true", "false", "null", "[1]", "{}", '{"a":1}', "NaN", "Infinity",
+              "-Infinity", "nan", "inf", None]
+
+
+def test_envelope_field_values_and_types_are_duckdbs():
+    con = duckdb.connect()
+    try:
+        texts = [None if v is None else con.execute("SELECT json_extract(?, '$')", [v]).fetchone()[0]
+                 for v in FIELD_JSON]
+        want = [tuple(con.execute("SELECT ?::JSON->>'$', json_type(?::JSON)", [t, t]).fetchone()) for t in texts]
+    finally:
+        con.close()
+    got_text, got_type = json_value_and_type(pa.array(texts, pa.string()))
+    assert list(zip(got_text.to_pylist(), got_type.to_pylist())) == want
+    assert ("NaN", "DOUBLE") in want and (None, "NULL") in want  # the oracle covers the odd cases
 
 # receivedAt values (JSON) near the timestamp shapes Segment and others send
 RECEIVED_AT_VALUES = ['"2024-03-01T10:00:00.000Z"', '"2024-13-01T10:00:00.000Z"', '"2024-02-30T10:00:00.000Z"',
