@@ -17,7 +17,13 @@ import pytest
 from loader import load, writer
 from loader.cast import cast_values
 from loader.config import LoadConfig
-from loader.normalize import ColumnStats, compute_connection, in_line_order, json_kinds, json_value_and_type
+from loader.normalize import (
+    ColumnStats,
+    compute_connection,
+    in_line_order,
+    json_kinds,
+    json_value_and_type,
+)
 from loader.pipeline import DrySink, WarehouseSink
 from loader.replay import replay
 from loader.schema import infer_type, may_discard, needs_widening
