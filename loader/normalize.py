@@ -33,6 +33,10 @@ from loader.spec import (
 MAX_DEPTH = 8  # objects nested deeper than this are kept whole, as JSON
 MAX_STRUCT_LEAVES = 500  # wider roots are extracted as a list (see _flatten)
 MAX_KNOWN_PATHS = 20_000  # shape hints kept between batches (see _flatten)
+# After a failed single-parse proof, a root skips the single path for this many of the reader's
+# batches: a source whose objects often hold nulls would otherwise pay the extraction twice
+# (the proof's, then the fast path's) in every batch.
+SINGLE_BACKOFF_BATCHES = 4
 
 # A leaf's column name depends only on its path and table kind: named once, not every batch.
 _column_name = functools.lru_cache(maxsize=1 << 16)(column_name)
@@ -403,8 +407,9 @@ class _Unproven(Exception):
 def _single_parse(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array, hints: dict,
                   runs: dict[str, tuple[int, int]], root_text: pa.ChunkedArray) -> FlatRoot | None:
     """The SINGLE path: every known leaf of `root` in one `json_transform`, and the proof
-    that no row's objects hold anything else. None when the proof fails (or there is no
-    plain plan): the caller takes the FAST path.
+    that no row's objects hold anything else. None when the proof fails (the root then
+    waits SINGLE_BACKOFF_BATCHES batches before it tries again), when it waits, or when there
+    is no plain plan: the caller takes the FAST path.
 
     The proof: validation wrote each root object out as minified JSON (`{"k":v,...}`), and
     json_transform writes each leaf value the same way, so an object whose keys are all known
@@ -415,7 +420,9 @@ def _single_parse(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array, hi
     refused. So equal lengths in every row prove the census exact: a leaf is in a table's
     columns when a row of that table holds it."""
     plan = _single_plan(hints, root)
-    if plan is None:
+    waiting = hints.get(root + "#single_wait", 0)
+    if plan is None or waiting:
+        hints[root + "#single_wait"] = max(waiting - 1, 0)
         return None
     offsets, data, valid = _string_parts(root_text)
     sizes = np.diff(offsets).astype(np.int64)
@@ -426,6 +433,7 @@ def _single_parse(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array, hi
     is_object = first == ord("{")
     if not plan.tree:  # no known key: proven when every object is {} (nothing to extract)
         if (sizes[is_object] != 2).any():
+            hints[root + "#single_wait"] = SINGLE_BACKOFF_BATCHES
             return None
         return FlatRoot(root, {}, None, None, {}, set(), order)
     result = in_line_order(con, f"SELECT line_no, json_transform({root}, '{plan.spec}') AS s FROM {MESSAGES_VIEW}")
@@ -463,8 +471,9 @@ def _single_parse(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array, hi
         here = _validity(struct) if struct.null_count else np.ones(n, bool)
         expected, keys = node_bytes(struct, plan.tree, (), here)
         if (keys[~is_object] > 0).any() or (expected[is_object] != sizes[is_object]).any():
-            return None
+            raise _Unproven
     except _Unproven:
+        hints[root + "#single_wait"] = SINGLE_BACKOFF_BATCHES
         return None
     # The census: a leaf is a column of the tables whose rows hold it (rows grouped by table).
     table_names = sorted(runs, key=lambda t: runs[t][0])

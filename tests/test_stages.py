@@ -748,6 +748,22 @@ def test_single_parse_path_or_its_fallback_equals_careful_path(case, raw, contex
     assert warm.paths == {"context": context, "payload": payload}, case
 
 
+def test_a_failed_proof_skips_the_single_parse_path_for_a_few_batches():
+    """A source whose objects often hold nulls must not pay the extraction twice in every
+    batch: after a failed proof the root takes the fast path for SINGLE_BACKOFF_BATCHES
+    batches, then tries again."""
+    from loader.normalize import SINGLE_BACKOFF_BATCHES
+
+    con = compute_connection(256)
+    try:
+        ctx = Context(LoadConfig(), con)
+        lines = [plain_line(1), plain_line(2, plain=None)] + [plain_line(i) for i in range(3, 4 + SINGLE_BACKOFF_BATCHES)]
+        taken = [run(lines_batch(fixture_lines(line), "src"), UNIT_STAGES, ctx).paths["payload"] for line in lines]
+    finally:
+        con.close()
+    assert taken == ["careful", "fast"] + ["fast"] * SINGLE_BACKOFF_BATCHES + ["single"]
+
+
 def test_single_parse_path_values_are_those_sent():
     """Spot checks of the single-parse path's result (equal to the careful one above)."""
     warm, _ = shaped_after(fixture_lines(plain_line(1)), fixture_lines(plain_line(2, mixed="x"), plain_line(3)))
