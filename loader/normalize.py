@@ -34,8 +34,8 @@ MAX_DEPTH = 8  # objects nested deeper than this are kept whole, as JSON
 MAX_STRUCT_LEAVES = 500  # wider roots are extracted as a list (see _flatten)
 MAX_KNOWN_PATHS = 20_000  # shape hints kept between batches (see _flatten)
 # After a failed single-parse proof, a root skips the single path for this many of the reader's
-# batches: a source whose objects often hold nulls would otherwise pay the extraction twice
-# (the proof's, then the fast path's) in every batch.
+# batches, unless the fast path found new keys meanwhile: a source whose objects often hold
+# nulls would otherwise pay the extraction twice (the proof's, then the fast path's) per batch.
 SINGLE_BACKOFF_BATCHES = 4
 
 # A leaf's column name depends only on its path and table kind: named once, not every batch.
@@ -408,8 +408,8 @@ def _single_parse(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array, hi
                   runs: dict[str, tuple[int, int]], root_text: pa.ChunkedArray) -> FlatRoot | None:
     """The SINGLE path: every known leaf of `root` in one `json_transform`, and the proof
     that no row's objects hold anything else. None when the proof fails (the root then
-    waits SINGLE_BACKOFF_BATCHES batches before it tries again), when it waits, or when there
-    is no plain plan: the caller takes the FAST path.
+    waits SINGLE_BACKOFF_BATCHES batches before it tries again, or until the hints grow),
+    when it waits, or when there is no plain plan: the caller takes the FAST path.
 
     The proof: validation wrote each root object out as minified JSON (`{"k":v,...}`), and
     json_transform writes each leaf value the same way, so an object whose keys are all known
@@ -420,9 +420,10 @@ def _single_parse(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array, hi
     refused. So equal lengths in every row prove the census exact: a leaf is in a table's
     columns when a row of that table holds it."""
     plan = _single_plan(hints, root)
-    waiting = hints.get(root + "#single_wait", 0)
-    if plan is None or waiting:
-        hints[root + "#single_wait"] = max(waiting - 1, 0)
+    shape_now = (len(hints[root]), len(hints[root + "#objects"]))
+    waiting, shape_then = hints.get(root + "#single_wait", (0, shape_now))
+    if plan is None or (waiting and shape_then == shape_now):  # new keys since: try at once
+        hints[root + "#single_wait"] = (max(waiting - 1, 0), shape_then)
         return None
     offsets, data, valid = _string_parts(root_text)
     sizes = np.diff(offsets).astype(np.int64)
@@ -433,7 +434,7 @@ def _single_parse(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array, hi
     is_object = first == ord("{")
     if not plan.tree:  # no known key: proven when every object is {} (nothing to extract)
         if (sizes[is_object] != 2).any():
-            hints[root + "#single_wait"] = SINGLE_BACKOFF_BATCHES
+            hints[root + "#single_wait"] = (SINGLE_BACKOFF_BATCHES, shape_now)
             return None
         return FlatRoot(root, {}, None, None, {}, set(), order)
     result = in_line_order(con, f"SELECT line_no, json_transform({root}, '{plan.spec}') AS s FROM {MESSAGES_VIEW}")
@@ -473,7 +474,7 @@ def _single_parse(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array, hi
         if (keys[~is_object] > 0).any() or (expected[is_object] != sizes[is_object]).any():
             raise _Unproven
     except _Unproven:
-        hints[root + "#single_wait"] = SINGLE_BACKOFF_BATCHES
+        hints[root + "#single_wait"] = (SINGLE_BACKOFF_BATCHES, shape_now)
         return None
     # The census: a leaf is a column of the tables whose rows hold it (rows grouped by table).
     table_names = sorted(runs, key=lambda t: runs[t][0])

@@ -764,6 +764,19 @@ def test_a_failed_proof_skips_the_single_parse_path_for_a_few_batches():
     assert taken == ["careful", "fast"] + ["fast"] * SINGLE_BACKOFF_BATCHES + ["single"]
 
 
+def test_a_proof_failed_by_new_keys_is_tried_again_at_once():
+    """New keys make the proof fail once; the fast path adds them to the hints, and the next
+    batch's proof (over the grown shape) is tried at once, without waiting."""
+    con = compute_connection(256)
+    try:
+        ctx = Context(LoadConfig(), con)
+        lines = [plain_line(1), plain_line(2, brand_new=1), plain_line(3, brand_new=2)]
+        taken = [run(lines_batch(fixture_lines(line), "src"), UNIT_STAGES, ctx).paths["payload"] for line in lines]
+    finally:
+        con.close()
+    assert taken == ["careful", "fast", "single"]
+
+
 def test_single_parse_path_values_are_those_sent():
     """Spot checks of the single-parse path's result (equal to the careful one above)."""
     warm, _ = shaped_after(fixture_lines(plain_line(1)), fixture_lines(plain_line(2, mixed="x"), plain_line(3)))
