@@ -484,7 +484,7 @@ def _single_parse(con: duckdb.DuckDBPyConnection, root: str, order: pa.Array, hi
         in_table = np.logical_or.reduceat(np.stack(held_by_leaf)[:, order.to_numpy()], starts, axis=1)
         for leaf, table in zip(*np.nonzero(in_table)):
             tables.setdefault(table_names[table], set()).add(leaves[leaf])
-    assumed = frozenset(p for leaves in tables.values() for p in leaves)
+    assumed = frozenset(p for found in tables.values() for p in found)
     return FlatRoot(root, tables, result["s"], None, {}, objects, order, assumed)
 
 

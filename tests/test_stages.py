@@ -234,12 +234,17 @@ ENVELOPES = [
 ]
 
 
-@pytest.mark.parametrize(("line", "table", "standard"), ENVELOPES)
-def test_envelope_to_standard_columns(line, table, standard):
-    lines = pa.table({"line_no": pa.array([1], pa.int64()), "raw": pa.array([line])})
-    batch = unit_stages(lines, "src")
+def standard_slice(line: str, table: str):
+    """The slice of `table` after UNIT_STAGES over one valid line (source id "src")."""
+    batch = unit_stages(pa.table({"line_no": pa.array([1], pa.int64()), "raw": pa.array([line])}), "src")
     assert batch.rejections == []
     (slice_,) = [s for s in batch.slices if s.table == table]
+    return slice_
+
+
+@pytest.mark.parametrize(("line", "table", "standard"), ENVELOPES)
+def test_envelope_to_standard_columns(line, table, standard):
+    slice_ = standard_slice(line, table)
     got = {col: slice_.values[col].text[0].as_py() for col in standard}
     assert got == standard
 
@@ -265,10 +270,7 @@ STANDARD_KINDS = [
 
 @pytest.mark.parametrize(("line", "table", "standard"), STANDARD_KINDS)
 def test_envelope_fields_of_every_kind_to_standard_columns(line, table, standard):
-    lines = pa.table({"line_no": pa.array([1], pa.int64()), "raw": pa.array([line])})
-    batch = unit_stages(lines, "src")
-    assert batch.rejections == []
-    (slice_,) = [s for s in batch.slices if s.table == table]
+    slice_ = standard_slice(line, table)
     got = {col: (slice_.values[col].text[0].as_py(), slice_.values[col].kind[0].as_py()) for col in standard}
     assert got == standard
 
