@@ -113,10 +113,11 @@
   pre_hook of int_events_sessionized: delete the stored rows that an incremental build must
   sessionize again, so that what stays is, per person, a run of unchanged sessions that no
   changed event can touch. The candidates are the rows of `source` (message_id, person_id,
-  event_at, is_bot_user_agent, changed_by_run) written since the table's last build
+  event_at, load_id, is_bot_user_agent, changed_by_run) written since the table's last build
   (changed_by_run newer than the newest it holds): every message attributed since then. A
-  person's changed events are the candidates not stored under that person or at that time,
-  and the stored rows of those messages. Deleted per person with a change: every session
+  person's changed events are the candidates not stored under that person, at that time or
+  from that load (a copy with other content that replaced the stored one), and the stored
+  rows of those messages. Deleted per person with a change: every session
   that ends less than var analytics_session_timeout_minutes before the earliest changed
   event (a later session too, being later), all sessions if the person's bot flags change,
   and the changed unattributed rows (NULL person: no sessions). No-op on a full build.
@@ -131,13 +132,15 @@
     with
 
     current_rows as (
-      select message_id, coalesce(person_id, '~') as person_key, event_at
+      select message_id, coalesce(person_id, '~') as person_key, event_at, load_id
       from {{ source }}
       where changed_by_run > {{ seen }}
     ),
 
-    -- the candidates whose person or time differs from the stored row, or that are not stored
-    -- (a message never leaves the source: its rows are only added or replaced)
+    -- the candidates whose person, time or copy differs from the stored row, or that are not
+    -- stored (a message never leaves the source: its rows are only added or replaced). The
+    -- copy is its load: a re-delivered copy that replaced the stored one (the same time and
+    -- person, other campaign, url or received_at) comes with a newer load_id
     changed as (
       select c.person_key as current_key, c.event_at as current_at,
         s.message_id as stored_id, coalesce(s.person_id, '~') as stored_key, s.event_at as stored_at
@@ -146,6 +149,7 @@
       where s.message_id is null
         or c.person_key <> coalesce(s.person_id, '~')
         or c.event_at <> s.event_at
+        or c.load_id <> s.load_id
     ),
 
     arrived as (

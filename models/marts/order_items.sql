@@ -3,9 +3,10 @@
   quantity defaults to 1 when absent; price and quantity sent as strings are parsed.
 
   Incremental by order: an order's lines depend only on its row in int_orders_deduplicated,
-  and they keep its message_id (the counted completion), person_id, placed_at and currency.
-  The pre_hook deletes the lines of orders whose row differs in one of those, or is gone (a
-  re-delivered copy of the completion at another time, or a merge of persons; macro
+  and they keep its message_id (the counted completion), person_id, placed_at, currency and
+  products_fingerprint. The pre_hook deletes the lines of orders whose row differs in one of
+  those, or is gone (a re-delivered copy of the completion at another time or with other
+  products, or a merge of persons; macro
   segment_delete_changed_rows); then the orders without lines are parsed (orders without
   products have none, and are parsed again each run: a null or empty array costs nothing).
   A table on Spark with plain Parquet (no row deletes there), rebuilt in full every run.
@@ -14,13 +15,13 @@
     materialized=('incremental' if segment_rows_replaceable() else 'table'),
     incremental_strategy='append',
     on_schema_change='append_new_columns',
-    pre_hook="{{ segment_delete_changed_rows('order_id', ref('int_orders_deduplicated'), ['message_id', 'person_id', 'placed_at', 'currency']) }}",
+    pre_hook="{{ segment_delete_changed_rows('order_id', ref('int_orders_deduplicated'), ['message_id', 'person_id', 'placed_at', 'currency', 'products_fingerprint']) }}",
 ) }}
 
 with
 
 orders as (
-    select order_id, message_id, person_id, placed_at, currency, products_json
+    select order_id, message_id, person_id, placed_at, currency, products_json, products_fingerprint
     from {{ ref('int_orders_deduplicated') }} as o
     {%- if is_incremental() %}
     -- the pre_hook deleted the lines of every changed order: parse the orders without lines
@@ -40,6 +41,7 @@ parsed as (
         person_id,
         placed_at,
         currency,
+        products_fingerprint,
         coalesce({{ segment_json_text('element_json', 'product_id') }}, {{ segment_json_text('element_json', 'id') }}) as product_id,
         {{ segment_json_text('element_json', 'sku') }} as sku,
         {{ segment_json_text('element_json', 'name') }} as product_name,
@@ -67,5 +69,6 @@ select
     price,
     coalesce(quantity_sent, 1) as quantity,
     cast(price * coalesce(quantity_sent, 1) as {{ segment_type_money() }}) as line_total,
-    message_id
+    message_id,
+    products_fingerprint
 from parsed

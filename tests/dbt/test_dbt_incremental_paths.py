@@ -15,6 +15,9 @@ the second load brings
   and received earlier, so the new copies count): Ann's completion moves before her first
   page (the order's lines move), Dan's stays inside its session (it ends earlier), and the
   only page of Fay, who has nothing else new, moves her first touch;
+- stored messages delivered again at the SAME time, same person, received earlier, with other
+  content: Gus's landing page with another campaign and url (his session's source and his first
+  touch change), and his order's completion with other products (the order's lines change);
 then the incremental build must equal a --full-refresh build, every table and view.
 """
 
@@ -62,6 +65,10 @@ FIRST = [
     message("page", "m13", "2024-05-06T13:20:00", anonymousId="anon-d", properties={"path": "/d"}),
     order("m14", "2024-05-06T13:30:00", "dan", "O-dan-1", 10.0),
     message("page", "m15", "2024-05-06T14:00:00", userId="fay", properties={"path": "/f"}),
+    # Gus: a page that starts his only session, from a newsletter, and an order
+    message("page", "m16", "2024-05-06T15:00:00", userId="gus", properties={
+        "path": "/g", "url": "https://shop.example/g?utm_source=newsletter&utm_medium=email"}),
+    order("m17", "2024-05-06T15:05:00", "gus", "O-gus-1", 60.0),
 ]
 SECOND = [
     # Bea's person merges into Ann's (ann is seen first, so the person is ann)
@@ -93,6 +100,14 @@ SECOND = [
     order("m03", "2024-05-06T08:55:00", "ann", "O-ann-1", 100.0),
     order("m14", "2024-05-06T13:25:00", "dan", "O-dan-1", 10.0),
     message("page", "m15", "2024-05-06T13:58:00", userId="fay", properties={"path": "/f"}),
+    # copies of Gus's page and order at the SAME time, same person, received earlier (so they
+    # count) with other content: another campaign and url, other products
+    message("page", "m16", "2024-05-06T15:00:00", userId="gus", receivedAt="2024-05-06T15:00:00.100Z",
+            properties={"path": "/g2", "url": "https://shop.example/g2?utm_source=google&utm_medium=cpc"},
+            context={"campaign": {"source": "google", "medium": "cpc", "name": "spring"}}),
+    {**order("m17", "2024-05-06T15:05:00", "gus", "O-gus-1", 60.0), "receivedAt": "2024-05-06T15:05:00.100Z",
+     "properties": {"order_id": "O-gus-1", "total": 60.0, "currency": "USD",
+                    "products": [{"product_id": "P3", "price": 20.0, "quantity": 3}]}},
 ]
 # the second load counts a message as a duplicate only if a run of the last 0.86 s loaded it
 WINDOW = ["--dedup-window", "0.00001"]
@@ -141,6 +156,7 @@ def test_the_second_load_hits_the_hard_paths(builds):
         ("O-cid-2", "cid", "partially_refunded", 5, 1),
         ("O-dan-1", "dan", "completed", 0, 1),
         ("O-eve-1", "eve", "completed", 0, 1),
+        ("O-gus-1", "gus", "completed", 0, 1),
     ]
     assert query(incremental, """select person_id, order_count from analytics.users
                                  where person_id in ('ann', 'bea') order by 1""") == [("ann", 3)]
@@ -179,6 +195,19 @@ def test_the_second_load_hits_the_hard_paths(builds):
     assert query(incremental, """select distinct order_id, strftime(timezone('UTC', placed_at), '%H:%M')
                                  from analytics.order_items where order_id in ('O-ann-1', 'O-dan-1')
                                  order by 1""") == [("O-ann-1", "08:55"), ("O-dan-1", "13:25")]
+
+
+def test_a_copy_with_other_content_at_the_same_time_rebuilds_its_rows(builds):
+    """Same message id, person and time, other content: the incremental build shows the new
+    copy's campaign, url and products (as a full refresh does), not the stored ones."""
+    incremental, _ = builds
+    assert query(incremental, """select landing_page_path, utm_source, utm_medium, utm_campaign, channel
+                                 from analytics.sessions where person_id = 'gus'""") == [
+        ("/g2", "google", "cpc", "spring", "paid_search")]
+    assert query(incremental, """select first_touch_source, first_touch_campaign from analytics.users
+                                 where person_id = 'gus'""") == [("google", "spring")]
+    assert query(incremental, """select product_id, quantity, message_id from analytics.order_items
+                                 where order_id = 'O-gus-1'""") == [("P3", 3, "m17")]
 
 
 def test_incremental_build_equals_full_refresh_in_every_relation(builds):

@@ -96,7 +96,9 @@ select
     user_agent,
     {{ analytics_device_category('user_agent') }} as device_category,
     {{ analytics_is_bot_user_agent('user_agent') }} as is_bot_user_agent,
-    -- the time too: a re-delivered copy of a message at another time changes its session's
-    -- events_fingerprint, which the incremental funnel_sessions and person touches compare
-    {{ segment_hash_number('message_id, event_at') }} as event_fingerprint
+    -- the time and the load too: a re-delivered copy of a message (at another time, or at the
+    -- same time with other content: another campaign, url, event name) changes its
+    -- session's events_fingerprint, which the incremental funnel_sessions and person touches
+    -- compare; a copy that replaces the stored one always comes with a newer load
+    {{ segment_hash_number('message_id, event_at, load_id') }} as event_fingerprint
 from parsed

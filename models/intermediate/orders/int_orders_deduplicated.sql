@@ -35,6 +35,8 @@ select
     coupon,
     checkout_id,
     products_json,
+    -- order_items compares it to find a re-delivered completion with other products
+    {{ segment_hash_number('products_json') }} as products_fingerprint,
     completion_count,
     source_id
 from completions
