@@ -138,6 +138,9 @@ class Bench:
         return os.environ | {
             "SEGMENT_DUCKDB_PATH": str(db), "DO_NOT_TRACK": "1",
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "False", "DBT_USE_COLORS": "False",
+            # dbt.log never rolls over: dbt_incremental reads each command's statements from
+            # the offset the log had before it, which a rollover (10 MiB) would put past the end
+            "DBT_LOG_FILE_MAX_BYTES": "0",
         }
 
     def dbt_available(self) -> str | None:

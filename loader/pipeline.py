@@ -96,7 +96,7 @@ class LoadResult:
     # across commit groups share their batch's dict (dataclasses.replace does not copy it).
     _counted: dict[int, tuple[dict, dict]] = field(default_factory=dict, repr=False)
     # How many root objects (context, payload) of the batches each shaping path took
-    # (normalize.FAST with the hints of earlier batches, normalize.CAREFUL otherwise).
+    # (normalize.SINGLE or FAST with the hints of earlier batches, CAREFUL otherwise).
     shape_paths: dict[str, int] = field(default_factory=dict)
 
     def ran(self, batch: Batch) -> None:

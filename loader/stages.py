@@ -78,7 +78,7 @@ class Batch:
     envelope: pa.Table | None = None
     slices: list[TableSlice] = field(default_factory=list)
     messages: pa.Table | None = None  # line_no, message_id, received_at (the dedup's order)
-    paths: dict[str, str] = field(default_factory=dict)  # root (context, payload) -> FAST or CAREFUL
+    paths: dict[str, str] = field(default_factory=dict)  # root (context, payload) -> SINGLE, FAST or CAREFUL
     # tracking_plan: every violation (VIOLATION_SCHEMA); blocked events moved to `rejections`
     violations: pa.Table | None = None
     # plan_schema, cast, dedup, write

@@ -255,8 +255,10 @@ where {{ alias }}.load_id > {{ latest }}
     {%- if stored and missing -%}
       {{ exceptions.raise_compiler_error(
           relation ~ " was built by an older version of this project: it has no column " ~ missing | join(', ')
-          ~ ", which its incremental build reads. Rebuild it and what depends on it once: dbt run --full-refresh --select "
-          ~ relation.identifier ~ "+") }}
+          ~ ", which its incremental build reads. Rebuild the project once after an upgrade: dbt run --full-refresh"
+          ~ " (the minimum for this model alone is dbt run --full-refresh --select " ~ relation.identifier
+          ~ "+, but bookkeeping columns of other models, such as the fingerprints, may also follow an older"
+          ~ " formula and then differ from a fresh build)") }}
     {%- endif -%}
   {%- endif -%}
 {%- endmacro %}

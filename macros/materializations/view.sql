@@ -3,7 +3,7 @@
   one step. dbt re-creates every view on every run: create the new definition as
   <view>__dbt_tmp, rename the old one away, rename the new one in, comment the view and each
   documented column (persist_docs), drop the old one: about 12 statements and their Python
-  per view, for the 17 views of this project on every hourly run although a view changes only
+  per view, for the 15 views of this project on every hourly run although a view changes only
   when the project or a raw table's columns change. Here, right after creating
   <view>__dbt_tmp, the two definitions are compared (segment_view_unchanged: DuckDB's text of
   each, the columns' names and types, and the comments persist_docs would write); when they
