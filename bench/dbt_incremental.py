@@ -66,6 +66,9 @@ def node_sql_seconds(log: Path, offset: int) -> dict[str, float]:
     materialization's macros, the adapter's cache and metadata queries' overhead, logging)."""
     if not log.exists():
         return {}
+    if log.stat().st_size < offset:  # the log rolled over: no figure rather than a silent 0
+        raise RuntimeError(f"{log} is shorter than before the command: it rolled over "
+                           "(run dbt with DBT_LOG_FILE_MAX_BYTES=0)")
     with log.open("rb") as f:
         f.seek(offset)
         text = f.read().decode("utf-8", "replace")

@@ -451,8 +451,8 @@ def release_memory() -> None:
     and glibc's heaps keep freed pages resident for reuse, so the next group's inserts stacked
     on what the last one left (bench/README.md, "Peak RSS at 1M")."""
     pa.default_memory_pool().release_unused()
-    if _malloc_trim is not None:
-        _malloc_trim(0)
+    if _libc is not None:
+        _libc.malloc_trim(0)
 
 
 def map_large_blocks() -> None:
@@ -475,7 +475,6 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 _libc = _glibc()
-_malloc_trim = _libc.malloc_trim if _libc is not None else None
 _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dbt_incremental
 
@@ -36,3 +38,10 @@ def test_statements_count_for_the_node_their_thread_runs(tmp_path):
     log.write_text(LOG + LOG)
     assert dbt_incremental.node_sql_seconds(log, len(LOG)) == {"users": 1.448, "orders": 0.26}
     assert dbt_incremental.node_sql_seconds(tmp_path / "missing.log", 0) == {}
+
+
+def test_a_log_that_rolled_over_is_an_error_not_zero_seconds(tmp_path):
+    log = tmp_path / "dbt.log"
+    log.write_text(LOG)  # shorter than the offset the command started from: a rollover
+    with pytest.raises(RuntimeError, match="rolled over"):
+        dbt_incremental.node_sql_seconds(log, len(LOG) + 100)
