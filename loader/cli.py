@@ -53,12 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     p_load.add_argument("--force", action="store_true", help="reload files the manifest has already loaded (rows still dedup by messageId)")
     p_load.add_argument("--retry-failed", action="store_true", help="read again files that failed before and have not changed (by default they are skipped until their content or the settings that judged them change)")
     p_load.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="leave out files whose path or name matches GLOB (repeatable), e.g. a file you know is not an archive")
-    p_load.add_argument("--dry-run", action="store_true", help="show the tables and schema changes a load would make; write nothing")
+    p_load.add_argument("--dry-run", action="store_true", help="show the tables and schema changes a load would make; write nothing (with --engine spark also the counts: rows, duplicates, rejects per file, as the load would count them)")
     p_load.add_argument("--max-reject-ratio", type=float, default=0.25, help="fail a file when more than this share of its lines is rejected (default 0.25)")
     p_load.add_argument("--max-event-bytes", type=int, default=32 * 1024, help="reject lines longer than this (default 32768, Segment's limit)")
     p_load.add_argument("--source-id", help="source id for messages with no projectId outside the segment-logs/<source>/ layout")
     p_load.add_argument("--commit-every-rows", type=int, default=100_000, help="commit files in groups of about this many rows (default 100000; 1 = a transaction per file)")
-    p_load.add_argument("--dedup-window", type=float, metavar="DAYS", help="count a message as a duplicate only if a run of the last DAYS days loaded its messageId (Segment's windowed semantics; default: no window, every id ever loaded)")
+    p_load.add_argument("--dedup-window", type=float, metavar="DAYS", help="count a message as a duplicate only if a run of the last DAYS days loaded its messageId (Segment's windowed semantics; default: no window, every id ever loaded; both engines)")
     p_load.add_argument("--memory-limit-mb", type=int, default=DEFAULT_MEMORY_MB, help="DuckDB memory for the load, in MB (default 640: a third for each of the two reader threads, the rest for the warehouse); it spills to disk past it")
     p_load.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb", help="duckdb (default): load into the --db file; spark: run the stages as Spark tasks and write Parquet lake tables under --lake (loader/spark.py)")
     p_load.add_argument("--lake", metavar="DIR", help="with --engine spark: the lake folder (a path the driver and every executor see)")
@@ -194,7 +194,7 @@ def _load(args) -> int:
     if args.json:
         _out(json.dumps(_load_json(result, verbose=args.verbose), default=str))
     elif not args.quiet:
-        _print_result(result, dry_run=args.dry_run)
+        _print_result(result, dry_run=args.dry_run, counted=args.engine == "spark")
     for f in result.failed:
         print(f"error: {f.reason}", file=sys.stderr)
     return EXIT_FILES_FAILED if result.failed else EXIT_OK
@@ -272,10 +272,18 @@ def _terminal_progress(p: dict) -> None:
     sys.stderr.flush()
 
 
-def _print_result(result: LoadResult, *, dry_run: bool) -> None:
+def _accounting(s: dict) -> str:
+    return (f"lines {s['lines']:,} = rows {s['rows_loaded']:,} + duplicates {s['duplicates']:,} "
+            f"+ rejects {s['rejects']:,}; {s['discards']:,} value(s) discarded")
+
+
+def _print_result(result: LoadResult, *, dry_run: bool, counted: bool = False) -> None:
+    """`counted`: a dry run that ran the writer too (the Spark engine's) has the load's counts."""
     s = result.summary()
     if dry_run:
         _out(f"dry run: {s['files_planned']} file(s) would be loaded, {s['files_skipped']} already loaded; nothing written")
+        if counted:
+            _out(f"  {_accounting(s)}")
         for ch in result.schema_changes:
             what = ch["change"].replace("_", " ")
             col = f".{ch['column']}" if ch["column"] else ""
@@ -292,9 +300,7 @@ def _print_result(result: LoadResult, *, dry_run: bool) -> None:
         return
     _out(f"load {s['load_id']}: {s['files_loaded']} file(s) loaded, {skipped}, "
          f"{s['files_failed']} failed in {s['seconds']:.2f}s")
-    _out(f"  lines {s['lines']:,} = rows {s['rows_loaded']:,} + duplicates {s['duplicates']:,} "
-         f"+ rejects {s['rejects']:,}; {s['discards']:,} value(s) discarded; "
-         f"{s['schema_changes']} schema change(s)")
+    _out(f"  {_accounting(s)}; {s['schema_changes']} schema change(s)")
     if s["violations"] or s["blocked"]:
         _out(f"  tracking plan: {s['violations']:,} violation(s) recorded, {s['blocked']:,} event(s) "
              "blocked (in rejects; `python -m loader replay` loads them once the plan is fixed)")

@@ -8,8 +8,9 @@ The same stages as the DuckDB loader, spread over Spark tasks, writing Parquet l
 2. Plan (driver): replay the schema planning unit by unit, in file order, from those
    statistics: the same tables, columns, types and widenings as loading the files one by one.
 3. Dedup (Spark SQL): the first copy of each message id, in file order, that no committed
-   load holds (a distributed anti-join against the lake's `_loader/seen_messages`); every other
-   copy is a loser of its unit.
+   load holds (a distributed anti-join against the lake's `_loader/seen_messages`; with a
+   dedup window only the `load=<id>` folders of the loads inside it); every other copy is a
+   loser of its unit.
 4. Write (one task per unit): the loader's own writer, into a task-local in-memory DuckDB
    holding the schema as it stood before the unit, with the unit's losers pre-recorded as
    history (so they are counted as duplicates exactly as the DuckDB loader counts them); then
@@ -23,6 +24,10 @@ commit record exists. A run first removes what an uncommitted run left (its `loa
 directories and the staging area), and takes the next load id after the last committed one,
 so a re-run after a crash redoes that load from scratch. Files are skipped by the committed
 manifest, as in the DuckDB loader, so a re-run after success is a no-op.
+
+A dry run runs steps 1-4 as a load does (the same counts, by the same writer) but its write
+tasks export nothing, step 5 never runs, and the tasks' scratch (message ids, losers) lives in
+a temporary folder beside the lake: the lake is not touched, not even its lock file.
 
 The lake is plain Parquet on a filesystem every executor and the driver see (local disk in
 local mode, a shared mount on a cluster): directory renames are what make publishing cheap.
@@ -378,18 +383,16 @@ def session(master: str | None = None, app: str = "segment-loader"):
 
 
 def load_spark(paths: list[str], config: LoadConfig, lake: str, spark=None) -> pipeline.LoadResult:
-    """Load Segment archives into the Parquet lake at `lake` with Spark (see module doc)."""
-    if config.dry_run:
-        raise UsageError("--dry-run is not supported with --engine spark (run it with the DuckDB engine)")
-    if config.dedup_window_days is not None:
-        raise UsageError("--dedup-window is not supported with --engine spark")
+    """Load Segment archives into the Parquet lake at `lake` with Spark (see module doc).
+    A dry run (`config.dry_run`) runs every stage but the commit and leaves the lake as it was."""
     started = time.monotonic()
     lake_dir = Path(lake).resolve()
-    lake_dir.mkdir(parents=True, exist_ok=True)
+    if not config.dry_run:
+        lake_dir.mkdir(parents=True, exist_ok=True)
     files = discover_files(paths, config.since, config.exclude)
     _ = (config.compiled_plan, config.pii_policy)  # a bad one is a usage error, now
     spark = spark or session()
-    with _only_writer(lake_dir):
+    with _reader(lake_dir) if config.dry_run else _only_writer(lake_dir):
         return _load(files, config, lake_dir, spark, started)
 
 
@@ -399,29 +402,78 @@ def _only_writer(lake: Path) -> Iterator[None]:
     run; the kernel releases it when the driver dies, however it dies."""
     (lake / META).mkdir(parents=True, exist_ok=True)
     with open(lake / META / "lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DatabaseLockedError(f"lake {lake} is being loaded by another run; run again when it has "
-                                      "finished (exit code 3 means: retry later)") from None
+        _lock(fh, lake, fcntl.LOCK_EX)
         yield
 
 
+@contextlib.contextmanager
+def _reader(lake: Path) -> Iterator[None]:
+    """A dry run's share of the lock: the lock file is opened to read, never created, so the
+    lake is not touched; a load that is running stops the dry run (exit code 3), as a DuckDB
+    file being written stops the DuckDB engine's read-only dry run."""
+    lock = lake / META / "lock"
+    if not lock.is_file():
+        yield
+        return
+    with open(lock) as fh:
+        _lock(fh, lake, fcntl.LOCK_SH)
+        yield
+
+
+def _lock(fh, lake: Path, how: int) -> None:
+    try:
+        fcntl.flock(fh, how | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise DatabaseLockedError(f"lake {lake} is in use by another run (a load, or a dry run); run again "
+                                  "when it has finished (exit code 3 means: retry later)") from None
+
+
 def _load(files: list[InputFile], config: LoadConfig, lake_dir: Path, spark, started: float) -> pipeline.LoadResult:
-    loads = _recover(lake_dir)
+    dry = config.dry_run
+    # A dry run removes nothing: what an uncommitted run left is ignored by every reader anyway.
+    loads = set(committed(lake_dir)) if dry else _recover(lake_dir)
     load_id = max(loads, default=0) + 1
-    result = pipeline.LoadResult(load_id, str(lake_dir))
+    result = pipeline.LoadResult(None if dry else load_id, str(lake_dir))
     records = committed(lake_dir)
     base: Schema = copy.deepcopy(records[max(records)]["schema"]) if records else {}
     todo, hashes = _triage(files, config, lake_dir, loads, result)
-    staging = lake_dir / "_staging" / str(load_id)
-    staging.mkdir(parents=True)
+    history = history_files(lake_dir, loads, _window_start(lake_dir, loads, config))
+    if dry:
+        # The tasks' scratch (message ids, losers) on the filesystem every executor sees, but
+        # outside the lake: beside it, removed at the end.
+        lake_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{lake_dir.name}-dry-run-", dir=lake_dir.parent))
+    else:
+        staging = lake_dir / "_staging" / str(load_id)
+        staging.mkdir(parents=True)
+    try:
+        final = _job(todo, hashes, config, lake_dir, loads, load_id, base, history, staging, spark, result)
+        if dry:  # counted as the load would count them, by the same writer; nothing committed
+            for f in result.files:
+                f.status = "planned" if f.status == "loaded" else f.status
+        else:
+            with result.timer.stage("spark_commit"):
+                _commit(lake_dir, staging, load_id, loads, base, final, config, result, started)
+    finally:
+        if dry:
+            shutil.rmtree(staging, ignore_errors=True)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _job(todo: list[InputFile], hashes: dict, config: LoadConfig, lake_dir: Path, loads: set[int], load_id: int,
+         base: Schema, history: list[str], staging: Path, spark, result: pipeline.LoadResult) -> Schema:
+    """Shape, plan, dedup and write (steps 1-4 of the module doc) into `staging`; adds the
+    files' results to `result` and returns the load's final schema. A dry run's write tasks
+    write into their in-memory DuckDB only (no export)."""
     sizes = {f.path: hashes[f.path][1] for f in todo if f.origin is None}  # objects: a unit each
     units = plan_units(todo, sizes, config.batch_bytes)
     from pyspark import StorageLevel
 
     sc = spark.sparkContext
-    job_config = replace(config, progress=None)
+    # The window is applied here, by the driver's choice of history (the losers); a task's
+    # DuckDB holds the losers as history of no load, which its own window would leave out.
+    job_config = replace(config, progress=None, dedup_window_days=None)
     ids_dir = str(staging / "ids")
 
     def shape(item):
@@ -445,14 +497,16 @@ def _load(files: list[InputFile], config: LoadConfig, lake_dir: Path, spark, sta
     with result.timer.stage("spark_dedup"):
         losers_dir = staging / "losers"
         if units:
-            _losers(spark, ids_dir, table_files(lake_dir, META, "seen_messages", loads), str(losers_dir))
+            _losers(spark, ids_dir, history, str(losers_dir))
     schema_name = config.schema
+    export = not config.dry_run
     plans_by_unit = sc.broadcast(unit_plans)  # sent once per executor, not with every task
 
     def write(packed: bytes) -> _Written:
         os.environ.pop(CRASH_ENV, None)
         shaped: Shaped = pickle.loads(packed)
-        return _write_task(shaped, plans_by_unit.value[shaped.index], job_config, staging, losers_dir, schema_name)
+        return _write_task(shaped, plans_by_unit.value[shaped.index], job_config, staging, losers_dir, schema_name,
+                           export=export)
 
     with result.timer.stage("spark_write"):
         written = sorted(shaped_rdd.values().map(write).collect(), key=lambda w: w.index) if units else []
@@ -461,10 +515,7 @@ def _load(files: list[InputFile], config: LoadConfig, lake_dir: Path, spark, sta
     for w in written:
         result.files += w.files
         result.timer.merge(w.timer)
-    with result.timer.stage("spark_commit"):
-        _commit(lake_dir, staging, load_id, loads, base, final, config, result, started)
-    result.seconds = time.monotonic() - started
-    return result
+    return final
 
 
 def _triage(files: list[InputFile], config: LoadConfig, lake: Path, loads: set[int],
@@ -473,13 +524,8 @@ def _triage(files: list[InputFile], config: LoadConfig, lake: Path, loads: set[i
     holds (same content; an object: same ETag or generation, known by its listing), and
     files that failed before unchanged unless --retry-failed. Returns them and
     {path: (content hash, size)} (an object's hash is taken as it downloads)."""
-    con = duckdb.connect()
+    con = _metadata(lake, loads, config.schema, ("files", "loads"))
     try:
-        writer.ensure_metadata(con, config.schema)
-        for table in ("files", "loads"):
-            parts = table_files(lake, META, table, loads)
-            if parts:
-                con.execute(f"INSERT INTO {META}.{table} BY NAME SELECT * FROM {_read(parts)}")
         done, done_objects = state.loaded_hashes(con), state.loaded_objects(con)
         failed_hashes, failed_objects = ({}, {}) if config.retry_failed or config.force else \
             state.failed_before(con, pipeline.judging_settings(config))
@@ -507,6 +553,38 @@ def _triage(files: list[InputFile], config: LoadConfig, lake: Path, loads: set[i
         else:
             todo.append(f)
     return todo, hashes
+
+
+def _metadata(lake: Path, loads: set[int], schema: str, tables: tuple[str, ...]) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the loader's metadata, `tables` of it filled from the
+    committed lake, for the loader's own functions over them (loader/state.py, dedup.py)."""
+    con = duckdb.connect()
+    writer.ensure_metadata(con, schema)
+    for table in tables:
+        parts = table_files(lake, META, table, loads)
+        if parts:
+            con.execute(f"INSERT INTO {META}.{table} BY NAME SELECT * FROM {_read(parts)}")
+    return con
+
+
+def _window_start(lake: Path, loads: set[int], config: LoadConfig) -> int | None:
+    """The first load of the dedup window (None: no window), as the DuckDB loader finds it
+    (dedup.window_start: the first load started in the last DAYS days) over the lake's
+    `_loader/loads`."""
+    if config.dedup_window_days is None:
+        return None
+    con = _metadata(lake, loads, config.schema, ("loads",))
+    try:
+        return dedup.window_start(con, config.dedup_window_days)
+    finally:
+        con.close()
+
+
+def history_files(lake: Path, loads: set[int], since: int | None = None) -> list[str]:
+    """The `_loader/seen_messages` files dedup reads: every committed load's, or with a
+    window only those of loads `since` onwards. History is laid out by load
+    (`load=<id>/` folders), so a window's probe never lists or opens older loads' files."""
+    return table_files(lake, META, "seen_messages", {i for i in loads if since is None or i >= since})
 
 
 def _next_file_id(lake: Path, loads: set[int]) -> int:
@@ -561,8 +639,9 @@ def _losers(spark, ids_dir: str, history: list[str], out: str) -> None:
 
 
 def _write_task(shaped: Shaped, plan: _UnitPlan, config: LoadConfig, staging: Path, losers_dir: Path,
-                schema_name: str) -> _Written:
-    """Executor: write one unit into a task-local DuckDB, export its tables to staging."""
+                schema_name: str, *, export: bool = True) -> _Written:
+    """Executor: write one unit into a task-local DuckDB, export its tables to staging
+    (unless not `export`: a dry run counts what the writer would do and keeps nothing)."""
     con = writer.connect(":memory:", memory_limit_mb=config.warehouse_memory_mb)
     try:
         writer.ensure_metadata(con, schema_name)
@@ -580,7 +659,8 @@ def _write_task(shaped: Shaped, plan: _UnitPlan, config: LoadConfig, staging: Pa
         group = pipeline.CommitGroup(con, config, plan.load_id, result, writer.read_schema(con, schema_name))
         files = write_unit(group, shaped, plan.hashes)
         group.commit()
-        _export(con, schema_name, plan.final, plan.load_id, staging, shaped.index)
+        if export:
+            _export(con, schema_name, plan.final, plan.load_id, staging, shaped.index)
         return _Written(shaped.index, files, result.timer)
     finally:
         con.close()

@@ -5,6 +5,7 @@ commit. One local SparkSession serves the whole module (a JVM start costs ~15 s)
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -204,7 +205,8 @@ def test_cli_json_and_usage_errors(tmp_path):
 
 
 def test_one_load_at_a_time_per_lake(tmp_path, spark):
-    """A second run on a lake being loaded stops at once with exit code 3's error."""
+    """A second run (a load or a dry run) on a lake being loaded stops at once with exit code
+    3's error."""
     import fcntl
 
     from loader.errors import DatabaseLockedError
@@ -215,6 +217,8 @@ def test_one_load_at_a_time_per_lake(tmp_path, spark):
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(DatabaseLockedError, match="another run"):
             load_spark([str(SAMPLE / "segment-logs")], LoadConfig(), str(lake), spark)
+        with pytest.raises(DatabaseLockedError, match="another run"):  # a dry run only reads: stopped too
+            load_spark([str(SAMPLE / "segment-logs")], LoadConfig(dry_run=True), str(lake), spark)
     assert not committed(lake)
 
 
@@ -239,3 +243,99 @@ def test_shaped_batches_pack_compactly_and_round_trip(tmp_path):
     for a, b in zip(batch.slices, back.slices, strict=True):
         assert (a.table, a.line.to_pylist(), a.columns) == (b.table, b.line.to_pylist(), b.columns)
         assert {c: v.text.to_pylist() for c, v in a.values.items()} == {c: v.text.to_pylist() for c, v in b.values.items()}
+
+
+# ---- --dry-run and --dedup-window ----------------------------------------------------------
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under `folder` with its size and mtime (a folder's mtime moves
+    when anything is created or removed in it, even briefly)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in [folder, *sorted(folder.rglob("*"))]}
+
+
+COUNTS = ("lines", "rows_loaded", "duplicates", "rejects", "discards", "violations", "blocked")
+
+
+def file_counts(result) -> dict[str, tuple]:
+    return {f.path: tuple(getattr(f, k) for k in COUNTS) for f in result.files if f.status != "skipped"}
+
+
+def test_dry_run_writes_nothing_and_counts_what_the_load_then_does(tmp_path, spark, capsys):
+    """A dry run over a lake holding a load: history duplicates, retries across files, a
+    widening, a malformed line. The lake (every file and folder, bytes and mtimes) is
+    unchanged and no scratch is left beside it; the counts, per file, and the schema changes
+    are those the real load then reports; --json has the DuckDB engine's dry-run shape."""
+    from loader.cli import _print_result, main
+
+    paths = make_archive(tmp_path / "in", files=4)
+    bad = tmp_path / "in" / "bad.ndjson"
+    bad.write_text("\n".join([*(json.dumps(event(900 + i)) for i in range(9)), "{not json"]) + "\n")
+    lake = tmp_path / "lake"
+    load_spark([str(paths[0])], LoadConfig(), str(lake), spark)  # its ids come again in paths[1]
+    before, around = snapshot(lake), sorted(p.name for p in tmp_path.iterdir())
+    todo = [*map(str, paths), str(bad)]
+
+    dry = load_spark(todo, LoadConfig(dry_run=True), str(lake), spark)
+    assert snapshot(lake) == before and sorted(p.name for p in tmp_path.iterdir()) == around
+    s = dry.summary()
+    assert (s["load_id"], s["files_planned"], s["files_skipped"], s["files_loaded"]) == (None, 4, 1, 0)
+    assert s["duplicates"] > 0 and s["rows_loaded"] > 0
+    assert file_counts(dry)[str(bad)] == (10, 9, 0, 1, 0, 0, 0)
+    assert any(c["change"] == "widen" for c in dry.schema_changes)
+
+    assert main(["load", *todo, "--engine", "spark", "--lake", str(lake), "--dry-run", "--json"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
+    assert snapshot(lake) == before
+    assert main(["load", *todo, "--db", str(tmp_path / "w.duckdb"), "--dry-run", "--json"]) == 0
+    assert as_json.keys() == json.loads(capsys.readouterr().out).keys()
+    assert {k: as_json[k] for k in COUNTS} == {k: s[k] for k in COUNTS}
+    _print_result(dry, dry_run=True, counted=True)
+    text = capsys.readouterr().out
+    assert "dry run: 4 file(s) would be loaded, 1 already loaded" in text and "widen" in text
+    assert f"lines {s['lines']:,} = rows {s['rows_loaded']:,} + duplicates {s['duplicates']:,}" in text
+
+    real = load_spark(todo, LoadConfig(), str(lake), spark)
+    assert real.summary()["files_loaded"] == 4
+    assert file_counts(real) == file_counts(dry)
+    assert real.schema_changes == dry.schema_changes
+    assert {f.status for f in dry.files if f.status != "skipped"} == {"planned"}
+
+
+def age_first_load(db: Path, lake: Path, days: int = 10) -> None:
+    """Load 1 started `days` ago, in the DuckDB file and in the lake."""
+    con = duckdb.connect(str(db))
+    con.execute(f"UPDATE _loader.loads SET started_at = started_at - INTERVAL {days} DAY WHERE load_id = 1")
+    con.close()
+    (part,) = table_files(lake, "_loader", "loads", {1})
+    duckdb.execute(f"COPY (SELECT * REPLACE (started_at - INTERVAL {days} DAY AS started_at) FROM "
+                   f"read_parquet('{part}', hive_partitioning = false)) TO '{part}.new' (FORMAT parquet)")
+    os.replace(f"{part}.new", part)
+
+
+def test_dedup_window_agrees_with_duckdb_and_reads_only_the_windows_loads(tmp_path, spark):
+    """m1 was loaded by a load older than the window: loaded again; m3 by one inside it: a
+    counted duplicate; without the window both are duplicates. Both engines agree, line by
+    line, and the window's probe reads only the history of the loads inside it."""
+    from loader.spark import _window_start, history_files
+
+    first = write_ndjson(tmp_path / "in" / "1.ndjson", [event(1), event(2)])
+    second = write_ndjson(tmp_path / "in" / "2.ndjson", [event(3)])
+    resent = write_ndjson(tmp_path / "in" / "3.ndjson", [event(1), event(3), event(4), event(4)])
+    db, lake, _ = both([[first]], tmp_path, spark)
+    age_first_load(db, lake)
+    both([[second]], tmp_path, spark)
+
+    exact = load_spark([str(resent)], LoadConfig(dry_run=True), str(lake), spark)
+    assert file_counts(exact) == {str(resent): (4, 1, 3, 0, 0, 0, 0)}  # m1, m3 and m4's copy
+
+    loads = set(committed(lake))
+    since = _window_start(lake, loads, LoadConfig(dedup_window_days=7))
+    assert since == 2 and history_files(lake, loads, since) == table_files(lake, "_loader", "seen_messages", {2})
+    assert len(history_files(lake, loads)) == 2  # no window: both loads'
+
+    duck = run_load([resent], db, dedup_window_days=7)
+    windowed = load_spark([str(resent)], LoadConfig(dedup_window_days=7), str(lake), spark)
+    assert file_counts(windowed) == file_counts(duck) == {str(resent): (4, 2, 2, 0, 0, 0, 0)}
+    assert query(db, "SELECT count(*) FROM segment.signed_up WHERE id = 'm1'") == [(2,)]
+    assert_same(db, lake, tmp_path)  # the same rows and history: the same lines were duplicates
