@@ -27,7 +27,8 @@ manifest, as in the DuckDB loader, so a re-run after success is a no-op.
 
 A dry run runs steps 1-4 as a load does (the same counts, by the same writer) but its write
 tasks export nothing, step 5 never runs, and the tasks' scratch (message ids, losers) lives in
-a temporary folder beside the lake: the lake is not touched, not even its lock file.
+a temporary folder beside the lake: nothing in the lake is written, not even its lock file
+(opened to read).
 
 The lake is plain Parquet on a filesystem every executor and the driver see (local disk in
 local mode, a shared mount on a cluster): directory renames are what make publishing cheap.
