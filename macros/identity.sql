@@ -157,3 +157,121 @@ select count(*) as unconverged_edges
   {%- do adapter.drop_relation(segment_components_table(prefix ~ name)) -%}
 {%- endfor -%}
 {%- endmacro %}
+
+{#
+  The scope of an incremental build of int_identifiers_mapped_to_persons, as a working table
+  <model>__scope(identifier_type, identifier) that the model filters on (README "Incremental
+  builds" says why the result equals a full build):
+  - V: every id (user id, anonymous id, alias previous id) of the messages of loads newer
+    than the map's (its greatest last_load_id);
+  - the links with an end in V (new links, and old aliases whose previous id is now typed
+    user), and both their ends;
+  - users: all of the above, plus every user of the stored persons (old components) of any
+    of them, so a component is always recomputed whole, from all its links;
+  - anonymous ids: all of the above, plus every anonymous id linked to one of those users
+    (its person, or its shared-device flag, may change with theirs).
+  Each identifier value is put under both types, so a value whose type changes (a previous id
+  later seen as a user id) loses its old row (segment_identity_delete_stale).
+  Messages are only ever added to int_events_unioned, except a stored copy that a later load
+  replaces (dedup keeps the earliest received copy; README "Dedup"): its old ids are gone from
+  every table. The map keeps message_count per identifier, so if the stored loads' messages
+  carry another number of ids than the map counted, V is every id, in the messages or in the
+  map (a full recomputation through the same path: the rows of ids that vanished go too).
+  Returns none (recompute everything, no working table) in unit tests.
+#}
+{% macro segment_identity_scope() -%}
+{%- if not execute or model.resource_type == 'unit_test' -%}
+  {{ return(none) }}
+{%- endif -%}
+{%- do segment_require_stored_columns(this, ['message_count', 'last_load_id', 'changed_by_run']) -%}
+{%- set events = ref('int_events_unioned') -%}
+{%- set links = ref('int_identity_links_unioned') -%}
+{%- set stored = run_query('select coalesce(max(last_load_id), -1), coalesce(sum(message_count), 0) from ' ~ this) -%}
+{%- set watermark = stored.columns[0].values()[0] | int -%}
+{%- set counted = stored.columns[1].values()[0] | int -%}
+{%- set kept = run_query('select count(user_id) + count(anonymous_id) from ' ~ events
+    ~ ' where load_id <= ' ~ watermark).columns[0].values()[0] | int -%}
+{%- if kept != counted -%}
+  {%- do log(this.identifier ~ ': a stored message was replaced by a later copy; recomputing every identifier', info=true) -%}
+  {%- set watermark = -1 -%}
+{%- endif -%}
+{%- set scope = segment_components_table('scope') -%}
+{%- set scope_sql -%}
+with new_ids as (
+    select user_id as identifier from {{ events }} where load_id > {{ watermark }} and user_id is not null
+    union
+    select anonymous_id from {{ events }} where load_id > {{ watermark }} and anonymous_id is not null
+    union
+    select previous_id from {{ events }}
+    where load_id > {{ watermark }} and message_type = 'alias' and previous_id is not null
+    {%- if kept != counted %}
+    union
+    -- ids of the replaced copies are in no table but the map now
+    select identifier from {{ this }}
+    {%- endif %}
+),
+touched_links as (
+    select from_id, to_id from {{ links }}
+    where from_id in (select identifier from new_ids) or to_id in (select identifier from new_ids)
+),
+touched as (
+    select identifier from new_ids
+    union
+    select from_id from touched_links
+    union
+    select to_id from touched_links
+),
+scope_users as (
+    select identifier from touched
+    union
+    select identifier from {{ this }}
+    where identifier_type = 'user' and person_id in (
+        select person_id from {{ this }}
+        where identifier_type = 'user' and identifier in (select identifier from touched)
+    )
+)
+select 'user' as identifier_type, identifier from scope_users
+union all
+select 'anonymous' as identifier_type, identifier from (
+    select identifier from touched
+    union
+    select from_id from {{ links }}
+    where from_type = 'anonymous' and to_id in (select identifier from scope_users)
+) as scope_anonymous_ids
+{%- endset -%}
+{%- do adapter.drop_relation(scope) -%}
+{%- do run_query(get_create_table_as_sql(False, scope, scope_sql)) -%}
+{{ return(scope) }}
+{%- endmacro %}
+
+{#
+  post_hook of int_identifiers_mapped_to_persons: after an incremental build wrote the rows of
+  its scope (stamped changed_by_run by this run), delete the scope's older rows that were not
+  rewritten: identifiers that no longer exist under that type. No-op without a scope table
+  (a full build); the empty table it then creates is dropped by the next post_hook. A
+  plain select where rows cannot be deleted (the model is a table there).
+#}
+{% macro segment_identity_delete_stale() -%}
+{%- set scope = segment_components_table('scope') -%}
+{%- if not segment_rows_replaceable() -%}
+select 1
+{%- else -%}
+{%- if execute -%}
+  {%- do run_query('create table if not exists ' ~ scope
+      ~ ' as select identifier_type, identifier from ' ~ this ~ ' where 1 = 0') -%}
+{%- endif -%}
+delete from {{ this }}
+where changed_by_run < {{ segment_run_marker() }}
+    and (
+        (identifier_type = 'user' and identifier in (
+            select identifier from {{ scope }} where identifier_type = 'user'))
+        or (identifier_type = 'anonymous' and identifier in (
+            select identifier from {{ scope }} where identifier_type = 'anonymous'))
+    )
+{%- endif -%}
+{%- endmacro %}
+
+{#- Drops the scope table of segment_identity_scope (a post-hook of its model). -#}
+{% macro segment_drop_identity_scope() -%}
+{%- do adapter.drop_relation(segment_components_table('scope')) -%}
+{%- endmacro %}

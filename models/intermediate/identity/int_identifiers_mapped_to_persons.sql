@@ -15,13 +15,30 @@
   - person_id = the earliest-seen user id of the person (ties: smallest id); a person without
     any user id is its anonymous id.
 -#}
-{{ config(post_hook="{{ segment_drop_components_tables('cc') }}") }}
-
 {%- set max_iterations = var('identity_max_iterations') | int %}
+{%- set replaceable = segment_rows_replaceable() %}
+{{ config(
+    materialized=('incremental' if replaceable else 'table'),
+    unique_key=['identifier_type', 'identifier'],
+    incremental_strategy=(segment_incremental_strategy() if replaceable else none),
+    on_schema_change='append_new_columns',
+    post_hook=[
+        "{{ segment_identity_delete_stale() }}",
+        "{{ segment_drop_components_tables('cc') }}",
+        "{{ segment_drop_identity_scope() }}",
+    ],
+) }}
+
+{#- the identifiers to recompute (none: all of them), a working table; see the header -#}
+{%- set scope = segment_identity_scope() if is_incremental() and replaceable else none %}
+{%- if execute and not scope and model.resource_type != 'unit_test' %}{% do segment_drop_identity_scope() %}{% endif %}
 
 {#- the strong links (alias calls between user ids) as one statement, for the rounds' tables -#}
 {%- set user_edges_sql -%}
 select from_id as node_a, to_id as node_b from {{ ref('int_identity_links_unioned') }} where from_type = 'user'
+{%- if scope %}
+    and to_id in (select identifier from {{ scope }} where identifier_type = 'user')
+{%- endif %}
 {%- endset %}
 
 with
@@ -31,18 +48,38 @@ links as (
 ),
 
 events as (
-    select anonymous_id, user_id, event_at from {{ ref('int_events_unioned') }}
+    select anonymous_id, user_id, event_at, load_id from {{ ref('int_events_unioned') }}
 ),
 
+{% if scope -%}
+scope_users as (
+    select identifier from {{ scope }} where identifier_type = 'user'
+),
+
+scope_anonymous_ids as (
+    select identifier from {{ scope }} where identifier_type = 'anonymous'
+),
+{%- endif %}
+
 sightings as (
-    select 'user' as identifier_type, user_id as identifier, event_at
+    select 'user' as identifier_type, user_id as identifier, event_at, load_id
     from events where user_id is not null
+    {%- if scope %} and user_id in (select identifier from scope_users){% endif %}
     union all
-    select 'anonymous' as identifier_type, anonymous_id as identifier, event_at
+    select 'anonymous' as identifier_type, anonymous_id as identifier, event_at, load_id
     from events where anonymous_id is not null
+    {%- if scope %} and anonymous_id in (select identifier from scope_anonymous_ids){% endif %}
     union all
-    select from_type as identifier_type, from_id as identifier, first_linked_at as event_at
+    -- the alias message is counted (and its load seen) as its user id's
+    select from_type as identifier_type, from_id as identifier, first_linked_at as event_at,
+        cast(null as {{ dbt.type_bigint() }}) as load_id
     from links where link_source = 'alias'
+    {%- if scope %}
+        and exists (
+            select 1 from {{ scope }} as s
+            where s.identifier_type = links.from_type and s.identifier = links.from_id
+        )
+    {%- endif %}
 ),
 
 nodes as (
@@ -50,7 +87,9 @@ nodes as (
         identifier_type,
         identifier,
         min(event_at) as first_seen_at,
-        max(event_at) as last_seen_at
+        max(event_at) as last_seen_at,
+        count(load_id) as message_count,
+        max(load_id) as last_load_id
     from sightings
     group by identifier_type, identifier
 ),
@@ -99,8 +138,26 @@ anonymous_links as (
         l.first_linked_at,
         up.person_id
     from links as l
-    inner join user_persons as up on up.user_id = l.to_id
+    inner join (
+        select user_id, person_id from user_persons
+        {%- if scope %}
+        union all
+        -- users outside the scope keep their person: read it from the stored map
+        select identifier as user_id, person_id
+        from {{ this }}
+        where identifier_type = 'user'
+            and identifier not in (select identifier from scope_users)
+            and identifier in (
+                select to_id from links
+                where from_type = 'anonymous'
+                    and from_id in (select identifier from scope_anonymous_ids)
+            )
+        {%- endif %}
+    ) as up on up.user_id = l.to_id
     where l.from_type = 'anonymous'
+    {%- if scope %}
+        and l.from_id in (select identifier from scope_anonymous_ids)
+    {%- endif %}
 ),
 
 anonymous_persons as (
@@ -155,7 +212,10 @@ select
     m.person_id,
     m.is_shared_device,
     n.first_seen_at,
-    n.last_seen_at
+    n.last_seen_at,
+    n.message_count,
+    n.last_load_id,
+    {{ segment_run_marker() }} as changed_by_run
 from mapped as m
 inner join nodes as n
     on n.identifier_type = m.identifier_type and n.identifier = m.identifier
