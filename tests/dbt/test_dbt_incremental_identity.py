@@ -6,6 +6,9 @@ relation:
 - SCOPED (only new messages: the map recomputes the components they touch) brings
   - an alias that merges two stored persons, plus a late page of the second user id earlier
     than anything of the first (the merged person is named after it);
+  - an alias that joins a new user id, seen before all the others, to the end of a stored
+    person's chain of three user ids: all of them and the person's anonymous id take its id,
+    though neither a new message nor a link of one names c1 or anon-c1;
   - an identify of a stored anonymous-only person (it joins a user's person);
   - a second person's user id on a stored anonymous id, which splits it off its person: a
     shared device from then on, its anonymous messages attributed by time;
@@ -54,6 +57,10 @@ FIRST = [
     # x1's identify, delivered again with another user id in the REPLACED load
     message("identify", "f11", "2024-05-06T14:00:00", anonymousId="anon-x", userId="x1"),
     message("page", "f12", "2024-05-06T14:05:00", anonymousId="anon-x"),
+    # one person of a chain of three user ids (c1, seen first, names it) and an anonymous id
+    message("identify", "f14", "2024-05-06T16:00:00", anonymousId="anon-c1", userId="c1"),
+    message("alias", "f15", "2024-05-06T16:10:00", userId="c2", previousId="c1"),
+    message("alias", "f16", "2024-05-06T16:20:00", userId="c4", previousId="c2"),
     # a person nothing later touches
     message("identify", "f13", "2024-05-06T15:00:00", anonymousId="anon-k", userId="k1"),
 ]
@@ -68,6 +75,10 @@ SCOPED = [
     message("identify", "s08", "2024-05-07T13:00:00", anonymousId="anon-n", userId="n1"),
     message("page", "s09", "2024-05-07T13:05:00", anonymousId="anon-n"),
     message("page", "s10", "2024-05-07T14:00:00", userId="old-9"),
+    # c3, seen before c1, aliased to c4: the whole stored person (c1 and anon-c1 too, which
+    # neither a new message nor a link of one names) is c3's now
+    message("page", "s11", "2024-05-05T09:00:00", userId="c3"),
+    message("alias", "s12", "2024-05-07T15:00:00", userId="c4", previousId="c3"),
 ]
 REPLACED = [
     {**message("identify", "f11", "2024-05-06T14:00:00", anonymousId="anon-x", userId="x2"),
@@ -112,6 +123,9 @@ def test_the_scoped_load_hits_every_case_and_keeps_untouched_rows(builds):
     # the merge, named after p2's late page of 08:00 (earlier than p1's first sighting)
     for identifier in [("user", "p1"), ("user", "p2"), ("anonymous", "anon-p1"), ("anonymous", "anon-p2")]:
         assert mapped[identifier] == ("p2", False)
+    for identifier in [("user", "c1"), ("user", "c2"), ("user", "c3"), ("user", "c4"),
+                       ("anonymous", "anon-c1")]:
+        assert mapped[identifier] == ("c3", False)
     assert mapped["anonymous", "anon-q"] == ("q1", False)
     # anon-s split off s1's person: a shared device, its later page attributed by time to s2
     assert mapped["anonymous", "anon-s"] == ("s1", True)
