@@ -14,6 +14,15 @@
     int_events_mapped_to_persons;
   - person_id = the earliest-seen user id of the person (ties: smallest id); a person without
     any user id is its anonymous id.
+
+  Incremental by component (README "Incremental builds", which says why it equals a full
+  build): segment_identity_scope writes the identifiers to recompute (the ids of the new
+  loads' messages, the ends of their links, the whole stored persons of those user ids and
+  the anonymous ids linked to them) into a working table; every CTE below then reads only
+  their messages and links, users outside the scope keep their stored person, and the
+  post_hook deletes the scope's rows not rewritten (ids whose type changed). message_count
+  and last_load_id are kept per identifier for that scope. A table where rows cannot be
+  deleted (Spark on plain Parquet).
 -#}
 {%- set max_iterations = var('identity_max_iterations') | int %}
 {%- set replaceable = segment_rows_replaceable() %}
