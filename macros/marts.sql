@@ -88,3 +88,29 @@ left join (
     where person_id{{ (' in (select person_id from ' ~ persons ~ ')') if persons else ' is not null' }}
     group by person_id
 {%- endmacro %}
+
+
+{#
+  pre_hook of int_sessions_attributed_to_orders (a row per order, built from its person's
+  sessions): delete the rows of persons with a session that `sessions` wrote since this
+  table's newest changed_by_run, and the rows whose session_id or attributed_session_id is
+  gone from `sessions`. No-op on a full build.
+#}
+{% macro segment_delete_orders_of_changed_sessions(sessions) -%}
+  {%- if is_incremental() -%}
+  {%- set newest = segment_newest_marker(this) -%}
+  {%- do segment_require_stored_columns(this, ['person_id', 'session_id', 'attributed_session_id']) -%}
+  delete from {{ this }}
+  where order_id in (
+    select stored.order_id
+    from {{ this }} as stored
+    left join {{ sessions }} as own on own.session_id = stored.session_id
+    left join {{ sessions }} as touch on touch.session_id = stored.attributed_session_id
+    where stored.person_id in (select person_id from {{ sessions }} where changed_by_run > {{ newest }})
+      or (stored.session_id is not null and own.session_id is null)
+      or (stored.attributed_session_id is not null and touch.session_id is null)
+  )
+  {%- else -%}
+  select 1
+  {%- endif -%}
+{%- endmacro %}

@@ -104,8 +104,8 @@ derived as (
 
 select
     derived.order_id,
-    person_id,
-    placed_at,
+    derived.person_id,
+    derived.placed_at,
     derived.currency,
     subtotal,
     total,
@@ -136,7 +136,7 @@ select
     order_sequence_number,
     coalesce(order_sequence_number = 1, false) as is_first_order,
     completion_count,
-    message_id,
+    derived.message_id,
     user_id,
     anonymous_id,
     event_name,
