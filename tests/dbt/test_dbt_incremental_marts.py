@@ -19,6 +19,7 @@ A small archive in two loads: the first load is built, the second load brings
 - 21 events of Sam in one minute: Sam becomes a bot, his sessions leave the sessions mart, and
   his order keeps no session although neither the order nor any session of his was written;
 - a late page of a new person (Quin) on a day when only Una was active: it gains one person;
+- an identify of Una with a new plan: a new message outside any session, her only change;
 then the incremental build must equal a --full-refresh build, every table and view.
 """
 
@@ -89,6 +90,8 @@ SECOND = [
     *[message("track", f"s1{n:02d}", at(f"12:00:{n:02d}", "2024-06-04"), userId="sam",
               event="Product Viewed", properties={"product_id": "P1"}) for n in range(21)],
     message("page", "q01", at("17:00:00", "2024-06-01"), userId="quin", properties={"path": "/q"}),
+    # Una's new plan: a message outside any session, her only change
+    message("identify", "u02", at("09:00:00", "2024-06-04"), userId="una", traits={"plan": "pro"}),
     # two more users on Vic's device: a shared device now, Vic's messages stay his
     message("identify", "v03", at("09:00:00", "2024-06-04"), anonymousId="anon-v", userId="wes"),
     message("identify", "v04", at("10:00:00", "2024-06-04"), anonymousId="anon-v", userId="xia"),
@@ -121,6 +124,8 @@ def test_the_second_load_changes_the_old_rows(builds):
     assert query(incremental, users) == [("hal", 5, 2), ("lee", 2, 0), ("ned", 2, 0), ("quin", 1, 0)]
     shared = "select used_shared_device, message_count from analytics.users where person_id = 'vic'"
     assert (query(before, shared), query(incremental, shared)) == ([(False, 2)], [(True, 2)])
+    una = "select plan, message_count from analytics.users where person_id = 'una'"
+    assert (query(before, una), query(incremental, una)) == ([(None, 1)], [("pro", 2)])
     ola = "select order_count, cancelled_order_count from analytics.users where person_id = 'ola'"
     assert (query(before, ola), query(incremental, ola)) == ([(1, 0)], [(0, 1)])
     assert query(incremental, """select message_id from analytics_intermediate.int_events_mapped_to_persons
