@@ -4,7 +4,7 @@ active_persons_daily) equal a full refresh when a second load changes old rows.
 A small archive in two loads: the first load is built, the second load brings
 - an identify that merges two persons with orders (a visitor's anonymous id, anon-ida, with a
   page and an order, identifies as Hal): the anonymous person is gone, Hal's takes its
-  messages and order;
+  messages, its session (which keeps its id) and its order;
 - a late identification of a new user (Ned) on a shared device (the kiosk, over the cap of 2
   user ids): the kiosk's anonymous messages after it move from Lee to Ned, and Lee, who sends
   nothing new, only LOSES messages;
@@ -44,8 +44,9 @@ FIRST = [
     # Hal and an anonymous visitor: two persons with an order each
     message("identify", "h01", at("09:00:00"), anonymousId="anon-hal", userId="hal"),
     order("h02", at("09:05:00"), "hal", "O-hal-1", 10.0),
-    message("page", "i02", at("09:11:00"), anonymousId="anon-ida", properties={"path": "/i"}),
-    message("track", "i03", at("09:15:00"), anonymousId="anon-ida", event="Order Completed",
+    # an hour after Hal's session: after the merge the visitor's session stays apart (same id)
+    message("page", "i02", at("10:11:00"), anonymousId="anon-ida", properties={"path": "/i"}),
+    message("track", "i03", at("10:15:00"), anonymousId="anon-ida", event="Order Completed",
             properties={"order_id": "O-ida-1", "total": 15.0, "currency": "USD"}),
     # the kiosk: three users (over the cap of 2), so its anonymous messages go by time
     message("identify", "k01", at("10:00:00"), anonymousId="kiosk", userId="kim"),
