@@ -31,9 +31,28 @@ select id,
 from raw.src
 {% if is_incremental() %}where batch > (select max(batch) from {{ this }}){% endif %}
 """
+# a table rebuilt every run; var `break` makes its build fail at run time
+TOTALS = """
+{{ config(materialized='table') }}
+select count(*) as events, sum(amount) as amount from raw.src
+{% if var('break', false) %}where error('boom') is null{% endif %}
+"""
+# a table that reads its own stored rows ({{ this }}): keeps dbt-duckdb's rename path
+HISTORY = """
+{{ config(materialized='table') }}
+select count(*) as events from raw.src
+{% if adapter.get_relation(this.database, this.schema, this.identifier) %}
+union all select events from {{ this }}
+{% endif %}
+"""
 DOCS = """
 version: 2
 models:
+  - name: totals
+    description: Totals.
+    columns:
+      - name: events
+        description: Rows of raw.src.
   - name: events
     description: One row per id.
     columns:
@@ -58,6 +77,8 @@ def project(root: Path) -> Path:
         "mini:\n  target: duckdb\n  outputs:\n    duckdb:\n      type: duckdb\n"
         "      path: \"{{ env_var('SEGMENT_DUCKDB_PATH') }}\"\n      schema: main\n      threads: 1\n")
     (root / "models" / "events.sql").write_text(MODEL)
+    (root / "models" / "totals.sql").write_text(TOTALS)
+    (root / "models" / "history.sql").write_text(HISTORY)
     (root / "models" / "_models.yml").write_text(DOCS)
     return root
 
@@ -85,10 +106,11 @@ def state(db: Path) -> tuple[list[tuple], list[tuple], str | None]:
     return rows, columns, comment
 
 
-def dbt(root: Path, db: Path, run: str, *args: str, check: bool = True, **variables: object):
+def dbt(root: Path, db: Path, run: str, *args: str, check: bool = True, select: str = "events",
+        **variables: object):
     """`dbt run` of the mini project (own target and log dirs per `run`); returns the result
     and the SQL statements dbt sent for the model (its debug log)."""
-    cli = ["run", *args] + (["--vars", json.dumps(variables)] if variables else [])
+    cli = ["run", "--select", select, *args] + (["--vars", json.dumps(variables)] if variables else [])
     result = run_dbt(cli, db, root / run, check=check, project=root)
     return result, (root / run / "logs" / "dbt.log").read_text()
 
@@ -100,7 +122,7 @@ def built_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root, db = project(tmp / "p"), tmp / "built.duckdb"
     execute(db, "create schema raw",
             "create table raw.src as select * from (values (1, 10, 1), (2, 20, 1)) t(id, amount, batch)")
-    dbt(root, db, "build")
+    dbt(root, db, "build", select="*")
     return root, db
 
 
@@ -183,3 +205,34 @@ def test_full_refresh_rebuilds_the_table(built):
     rows, columns, comment = state(db)
     assert rows == [(1, 10, 1), (2, 20, 1), (7, 70, 2)]
     assert (columns, comment) == (DOCUMENTED, "One row per id.")
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_a_table_is_rebuilt_in_place_and_a_failed_build_keeps_the_old_one(built):
+    root, db = built
+    execute(db, "insert into raw.src values (8, 80, 2)")
+    _, log = dbt(root, db, "table", select="totals history")
+    assert rows(db, "select * from main.totals") == [(3, 110)]
+    assert rows(db, """select t.comment, c.comment from duckdb_tables() t join duckdb_columns() c
+        using (database_name, schema_name, table_name) where table_name = 'totals'
+        order by c.column_index""") == [("Totals.", "Rows of raw.src."), ("Totals.", None)]
+    # in place: the old table dropped inside the model's transaction, nothing renamed or left over
+    assert 'drop table if exists "w"."main"."totals" cascade' in log
+    assert '"totals__dbt_tmp"' not in log and "totals__dbt_backup" not in log
+    # a model reading {{ this }} keeps the rename path and so still sees its old rows
+    assert '"history__dbt_tmp" rename to' in log
+    assert sorted(rows(db, "select * from main.history")) == [(2,), (3,)]
+    # a build that fails at run time rolls back: the old table and its rows stay
+    execute(db, "insert into raw.src values (9, 90, 3)")
+    result, _ = dbt(root, db, "broken", check=False, select="totals", **{"break": True})
+    assert result.returncode != 0 and "boom" in result.output
+    assert rows(db, "select * from main.totals") == [(3, 110)]
+    assert rows(db, """select table_name from duckdb_tables()
+        where table_name like 'totals%' order by 1""") == [("totals",)]
