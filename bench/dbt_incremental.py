@@ -60,9 +60,9 @@ LOG_NODE = re.compile(r"\[(Thread-\d+)[^\]]*\]: (Began|Finished) running node \S
 LOG_SQL = re.compile(r"\[(Thread-\d+)[^\]]*\]: SQL status: .* in ([\d.]+) seconds$")
 
 
-def node_sql_seconds(log: Path, offset: int) -> dict[str, float]:
-    """Seconds of DuckDB statements per node of the dbt invocation logged after byte `offset`
-    of dbt.log: the rest of a node's seconds is dbt's own Python (compiling, the
+def node_sql(log: Path, offset: int) -> dict[str, tuple[float, int]]:
+    """Seconds and number of DuckDB statements per node of the dbt invocation logged after byte
+    `offset` of dbt.log: the rest of a node's seconds is dbt's own Python (compiling, the
     materialization's macros, the adapter's cache and metadata queries' overhead, logging)."""
     if not log.exists():
         return {}
@@ -74,6 +74,7 @@ def node_sql_seconds(log: Path, offset: int) -> dict[str, float]:
         text = f.read().decode("utf-8", "replace")
     running: dict[str, str] = {}
     seconds: dict[str, float] = {}
+    counts: dict[str, int] = {}
     for line in text.splitlines():
         if m := LOG_NODE.search(line):
             if m[2] == "Began":
@@ -81,19 +82,28 @@ def node_sql_seconds(log: Path, offset: int) -> dict[str, float]:
             else:
                 running.pop(m[1], None)
         elif (m := LOG_SQL.search(line)) and m[1] in running:
-            seconds[running[m[1]]] = seconds.get(running[m[1]], 0.0) + float(m[2])
-    return {n: round(s, 3) for n, s in seconds.items()}
+            node = running[m[1]]
+            seconds[node] = seconds.get(node, 0.0) + float(m[2])
+            counts[node] = counts.get(node, 0) + 1
+    return {n: (round(s, 3), counts[n]) for n, s in seconds.items()}
+
+
+def node_sql_seconds(log: Path, offset: int) -> dict[str, float]:
+    """Seconds of DuckDB statements per node (see node_sql)."""
+    return {n: s for n, (s, _) in node_sql(log, offset).items()}
 
 
 def split(target: Path, log: Path, offset: int, wall: float) -> dict:
     """Where a dbt command's wall time went: dbt's start and end around the nodes (wall
     minus run_results' elapsed time), and the nodes' seconds (both threads summed) as SQL
-    and dbt's Python."""
+    and dbt's Python, with the number of statements the nodes ran (dbt's Python grows with it)."""
     elapsed = json.loads((target / "run_results.json").read_text())["elapsed_time"]
     nodes = sum(node_seconds(target).values())
-    sql = sum(node_sql_seconds(log, offset).values())
+    per_node = node_sql(log, offset).values()
+    sql = sum(s for s, _ in per_node)
     return {"dbt_outside_nodes_s": round(wall - elapsed, 2), "node_s": round(nodes, 2),
-            "node_sql_s": round(sql, 2), "node_python_s": round(nodes - sql, 2)}
+            "node_sql_s": round(sql, 2), "node_python_s": round(nodes - sql, 2),
+            "node_sql_statements": sum(n for _, n in per_node)}
 
 
 def compare(bench, files: list[str], extra: dict | None) -> dict | None:
@@ -131,8 +141,10 @@ def compare(bench, files: list[str], extra: dict | None) -> dict | None:
             bench.record(step, m, nodes=node_seconds(target) if ok else {},
                          split=split(target, log, offset, m["wall_s"]) if ok else {})
         # the floor: the last command left every model current; "dbt run" again reads nothing new
-        bench.record("dbt_run_no_new_data", bench.measure(
-            [*dbt, "run", *bench.dbt_dirs()], env=bench.dbt_env(work), timeout=bench.a.timeout))
+        offset = log.stat().st_size if log.exists() else 0
+        m = bench.measure([*dbt, "run", *bench.dbt_dirs()], env=bench.dbt_env(work), timeout=bench.a.timeout)
+        bench.record("dbt_run_no_new_data", m,
+                     split=split(target, log, offset, m["wall_s"]) if m["rc"] == 0 else {})
     fresh_db(work)
     fresh_db(state)
 
@@ -144,9 +156,11 @@ def compare(bench, files: list[str], extra: dict | None) -> dict | None:
     runs = [m["nodes"] for m in bench.runs.get("dbt_run_after_1pct", []) if m.get("nodes")]
     nodes = {n: median([r[n] for r in runs if n in r]) for n in (runs[0] if runs else {})}
     slowest = dict(sorted(nodes.items(), key=lambda kv: -kv[1])[:8])
-    splits = {step: {k: median([m["split"][k] for m in bench.runs.get(step, []) if m.get("split")])
-                     for k in ("dbt_outside_nodes_s", "node_s", "node_sql_s", "node_python_s")}
-              for step in ("dbt_run_after_1pct", "dbt_run_full_refresh")}
+    splits = {step: {k: median([m["split"][k] for m in bench.runs.get(step, [])
+                                if m.get("split") and k in m["split"]])
+                     for k in ("dbt_outside_nodes_s", "node_s", "node_sql_s", "node_python_s",
+                               "node_sql_statements")}
+              for step in ("dbt_run_after_1pct", "dbt_run_full_refresh", "dbt_run_no_new_data")}
     return {**walls, "split": splits, "share": incr / full if incr and full else None, "target": TARGET_SHARE,
             "extra_files": len(extra["file_list"]), "extra_lines": extra["lines"],
             "slowest_nodes_after_1pct": slowest}
@@ -165,9 +179,11 @@ def row(result: dict | None) -> str:
             f"dbt run with nothing new {result.get('dbt_run_no_new_data') or float('nan'):.2f} s")
     for step, parts in (result.get("split") or {}).items():
         if parts.get("node_s") is not None:
+            statements = parts.get("node_sql_statements")
             line += (f"\n        {step}: dbt outside the nodes {parts['dbt_outside_nodes_s']:.2f} s; nodes "
                      f"{parts['node_s']:.2f} s (2 threads summed) = SQL {parts['node_sql_s']:.2f} s "
-                     f"+ dbt's Python {parts['node_python_s']:.2f} s")
+                     f"+ dbt's Python {parts['node_python_s']:.2f} s"
+                     + (f"; {statements:.0f} statements" if statements is not None else ""))
     slowest = result.get("slowest_nodes_after_1pct")
     if slowest:
         line += "\n        slowest nodes of that run: " + ", ".join(

@@ -40,6 +40,12 @@ def test_statements_count_for_the_node_their_thread_runs(tmp_path):
     assert dbt_incremental.node_sql_seconds(tmp_path / "missing.log", 0) == {}
 
 
+def test_statements_are_counted_per_node_with_their_seconds(tmp_path):
+    log = tmp_path / "dbt.log"
+    log.write_text(LOG)
+    assert dbt_incremental.node_sql(log, 0) == {"users": (1.448, 2), "orders": (0.26, 2)}
+
+
 def test_a_log_that_rolled_over_is_an_error_not_zero_seconds(tmp_path):
     log = tmp_path / "dbt.log"
     log.write_text(LOG)  # shorter than the offset the command started from: a rollover
