@@ -200,26 +200,3 @@
       'docs_current': segment_docs_current(old[0][4], old | map(attribute=1) | list, old | map(attribute=3) | list),
   }) }}
 {%- endmacro %}
-
-
-{#
-  True when a relation's stored comments (`relation_comment`; `column_comments`, one per name
-  in `column_names`) are the ones persist_docs writes for the current model: the model's
-  description on the relation when persist_docs.relation is on, each documented column's
-  description when persist_docs.columns is on, and no comment anywhere else (persist_docs
-  never removes one, so a stale comment keeps dbt's path, which leaves it as dbt does).
-#}
-{% macro segment_docs_current(relation_comment, column_names, column_comments) -%}
-  {%- set wanted_relation = model.description if config.persist_relation_docs() and model.description else none -%}
-  {%- if relation_comment != wanted_relation -%}
-    {{ return(false) }}
-  {%- endif -%}
-  {%- set documented = model.columns if config.persist_column_docs() and model.columns else {} -%}
-  {%- for name in column_names -%}
-    {%- set wanted = documented[name]['description'] if name in documented else none -%}
-    {%- if column_comments[loop.index0] != wanted -%}
-      {{ return(false) }}
-    {%- endif -%}
-  {%- endfor -%}
-  {{ return(true) }}
-{%- endmacro %}

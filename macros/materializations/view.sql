@@ -103,17 +103,12 @@
   {%- if not old or old | length != new | length or old[0][1] != new[0][1] -%}
     {{ return(false) }}
   {%- endif -%}
-  {%- set relation_comment = model.description if config.persist_relation_docs() and model.description else none -%}
-  {%- if old[0][2] != relation_comment -%}
-    {{ return(false) }}
-  {%- endif -%}
-  {%- set documented = model.columns if config.persist_column_docs() and model.columns else {} -%}
   {%- for o in old -%}
     {%- set n = new[loop.index0] -%}
-    {%- set wanted = documented[o[3]]['description'] if o[3] in documented else none -%}
-    {%- if o[3] != n[3] or o[4] != n[4] or o[5] != wanted -%}
+    {%- if o[3] != n[3] or o[4] != n[4] -%}
       {{ return(false) }}
     {%- endif -%}
   {%- endfor -%}
-  {{ return(true) }}
+  {#- the comments: segment_docs_current (macros/materializations/persist_docs.sql) -#}
+  {{ return(segment_docs_current(old[0][2], old | map(attribute=3) | list, old | map(attribute=5) | list)) }}
 {%- endmacro %}
