@@ -28,6 +28,9 @@ group's hits may supersede this run's copy, so only those are looked up in the e
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
+
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -57,7 +60,6 @@ IN_BATCH_RANK = (
 SEEN_KEYS = "_loader.seen_keys"
 SEEN_TEXTS = "_loader.seen_texts"
 SEEN_VIEW = "_loader.seen_messages"
-GROUP_TABLE = "group_messages"  # temp: the ids the open commit group holds
 
 # The hash of an id that is not a UUID, as SQL over `{}` (a VARCHAR); any 128-bit value
 # will do, since hits are confirmed on the text. Tests swap it to force collisions.
@@ -127,9 +129,45 @@ def _record(con: duckdb.DuckDBPyConnection, keyed: str, *, received_at: bool = F
                 f"WHERE {is_hashed_sql('key')}")
 
 
-def begin_group(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {GROUP_TABLE} "
+_group_numbers = itertools.count(1)
+
+
+@dataclass
+class GroupState:
+    """The ids one open commit group holds (message_id, file_id, line, received_at), in a
+    temp table of the warehouse connection that this object owns: its name is unique per
+    group, and only functions handed this object read or write it (`fresh_in_group`,
+    `probe_history`). Made by `begin_group` inside the group's transaction; `close` drops it
+    before COMMIT (a ROLLBACK drops it with the transaction), so no group leaves a table behind
+    and no group sees another's ids. The ids stay in DuckDB because the probe of history is
+    a join there."""
+
+    con: duckdb.DuckDBPyConnection
+    name: str  # unique per group: its temp tables' names start with it
+    closed: bool = False
+
+    @property
+    def table(self) -> str:
+        return self.scratch("ids")
+
+    def scratch(self, what: str) -> str:
+        """The name of one of this group's temp tables (the probe drops its own where it
+        makes them)."""
+        return f"{self.name}_{what}"
+
+    def close(self) -> None:
+        """Drop the group's table (in its transaction, before COMMIT). Idempotent."""
+        if not self.closed:
+            self.closed = True
+            self.con.execute(f"DROP TABLE IF EXISTS {self.table}")
+
+
+def begin_group(con: duckdb.DuckDBPyConnection) -> GroupState:
+    """The state of a new commit group: an empty temp table of its own."""
+    group = GroupState(con, f"commit_group_{next(_group_numbers)}")
+    con.execute(f"CREATE TEMP TABLE {group.table} "
                 "(message_id VARCHAR, file_id BIGINT, line BIGINT, received_at TIMESTAMPTZ)")
+    return group
 
 
 # The copy of a message that wins among several: the earliest receivedAt (none: last), then
@@ -137,15 +175,16 @@ def begin_group(con: duckdb.DuckDBPyConnection) -> None:
 EARLIEST_FIRST = "received_at NULLS LAST, line_no"
 
 
-def fresh_in_group(con: duckdb.DuckDBPyConnection, messages: pa.Table, *,
+def fresh_in_group(group: GroupState, messages: pa.Table, *,
                    file_id: int | None = None) -> tuple[pa.Table, pa.Table]:
-    """Split the batch's messages (line_no, message_id, received_at) against the open group:
+    """Split the batch's messages (line_no, message_id, received_at) against the open `group`:
     returns the messages that win (new to the group, or earlier than the group's copy: they
     join the group) and the (file_id, line) of the group's copies they supersede (those rows
     become duplicates of their files at the commit). History is checked once, at the
     group's commit. A batch of several small files gives each row's `file_id` and `line` in
     the file as columns instead of `file_id`; among its own copies of a message the earliest
     wins (EARLIEST_FIRST)."""
+    con, table = group.con, group.table
     con.register("batch_messages", messages)
     if file_id is None:
         batch = (f"(SELECT * FROM batch_messages QUALIFY row_number() OVER "
@@ -160,7 +199,7 @@ def fresh_in_group(con: duckdb.DuckDBPyConnection, messages: pa.Table, *,
     # comes from an earlier file or line, so it wins a tie.
     winners = con.sql(
         f"SELECT {columns}, g.file_id AS superseded_file_id, g.line AS superseded_line "
-        f"FROM {batch} m LEFT JOIN {GROUP_TABLE} g ON g.message_id = m.message_id "
+        f"FROM {batch} m LEFT JOIN {table} g ON g.message_id = m.message_id "
         "WHERE g.message_id IS NULL OR m.received_at < g.received_at "
         "OR (g.received_at IS NULL AND m.received_at IS NOT NULL)"
     ).to_arrow_table()
@@ -170,21 +209,21 @@ def fresh_in_group(con: duckdb.DuckDBPyConnection, messages: pa.Table, *,
     fresh = winners.drop_columns(["superseded_file_id", "superseded_line"])
     con.register("fresh_messages", fresh)
     if superseded.num_rows:
-        con.execute(f"DELETE FROM {GROUP_TABLE} WHERE message_id IN (SELECT message_id FROM fresh_messages)")
-    con.execute(f"INSERT INTO {GROUP_TABLE} SELECT {rows} FROM fresh_messages")
+        con.execute(f"DELETE FROM {table} WHERE message_id IN (SELECT message_id FROM fresh_messages)")
+    con.execute(f"INSERT INTO {table} SELECT {rows} FROM fresh_messages")
     con.unregister("fresh_messages")
     return fresh, superseded
 
 
-def fresh_in_files(con: duckdb.DuckDBPyConnection, messages: pa.Table,
+def fresh_in_files(group: GroupState, messages: pa.Table,
                    file_ids: list[int]) -> tuple[pa.Table, pa.Table]:
     """`fresh_in_group` for a batch whose line numbers carry the index of their file in
     `file_ids` (loader/batch.py); most batches have one file."""
     if len(file_ids) == 1:
-        return fresh_in_group(con, messages, file_id=file_ids[0])
+        return fresh_in_group(group, messages, file_id=file_ids[0])
     lines = messages["line_no"]
     ids = np.asarray(file_ids, dtype=np.int64)
-    return fresh_in_group(con, messages.append_column("file_id", pa.array(ids[file_index(lines)]))
+    return fresh_in_group(group, messages.append_column("file_id", pa.array(ids[file_index(lines)]))
                           .append_column("line", plain_lines(lines)))
 
 
@@ -218,67 +257,71 @@ def window_start(con: duckdb.DuckDBPyConnection, days: float | None) -> int | No
     return first if first is not None else 1 << 62
 
 
-def probe_history(con: duckdb.DuckDBPyConnection, *, load_id: int, since_load: int | None = None,
+def probe_history(group: GroupState, *, load_id: int, since_load: int | None = None,
                   run_loads: tuple[int, ...] = ()) -> pa.Table:
-    """One probe of the whole group against history (loads >= `since_load` when a window is
-    set): returns the group's messages loaded before (file_id, line, message_id,
+    """One probe of the whole `group` against history (loads >= `since_load` when a window
+    is set): returns the group's messages loaded before (file_id, line, message_id,
     received_at), with `run_file_id`, the file of history's copy when THIS run loaded it
     (`load_id`, or one of the interrupted `run_loads` it continues), else NULL, and that
     copy's receivedAt as history holds it (`run_received_at`): among a run's copies the
     earliest receivedAt wins, which the writer settles (`writer.settle_group`).
     Records the group's other messages as loaded by `load_id`. Only the key hits of hashed
-    ids read their texts."""
+    ids read their texts. Its intermediate tables (the group's keys and hits, named after
+    the group) are dropped before it returns, also when it fails."""
+    con = group.con
+    keys, hits_table, texts, confirmed = (group.scratch(w) for w in ("keys", "hits", "text_hits", "confirmed"))
     window = "" if since_load is None else f" WHERE load_id >= {int(since_load)}"
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE group_keys AS
-        SELECT {key_sql('message_id')} AS key, message_id, file_id, line, received_at FROM {GROUP_TABLE}""")
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE group_hits AS
-        SELECT g.* FROM group_keys g SEMI JOIN (SELECT key FROM {SEEN_KEYS}{window}) s ON s.key = g.key""")
-    if con.execute(f"SELECT count(*) FROM group_hits WHERE {is_hashed_sql('key')}").fetchone()[0]:
-        # In two steps, so that only the candidates' texts are read (3x faster at 10M texts):
-        # the row ids of the texts with a hit key (a scan of the key column), then those rows.
+    try:
+        # Materialised once: the keys are read by the probe, the record and the run's lookup.
         con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE text_hits AS
-            SELECT h.file_id, h.line, h.message_id, s.rid FROM group_hits h
-            JOIN (SELECT rowid AS rid, key FROM {SEEN_TEXTS}{window}) s ON s.key = h.key""")
+            CREATE TEMP TABLE {keys} AS
+            SELECT {key_sql('message_id')} AS key, message_id, file_id, line, received_at FROM {group.table}""")
         con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE confirmed_hits AS
-            SELECT * FROM group_hits WHERE NOT {is_hashed_sql('key')}
-            UNION ALL
-            SELECT g.* FROM group_hits g SEMI JOIN (
-                SELECT c.file_id, c.line FROM text_hits c JOIN (
-                    SELECT t.rowid AS rid, t.message_id FROM {SEEN_TEXTS} t
-                    SEMI JOIN text_hits c ON t.rowid = c.rid) t
-                ON t.rid = c.rid AND t.message_id = c.message_id) x
-            ON x.file_id = g.file_id AND x.line = g.line""")
-        con.execute("DROP TABLE text_hits")
-        con.execute("DROP TABLE group_hits")
-        con.execute("ALTER TABLE confirmed_hits RENAME TO group_hits")
-    _record(con, f"(SELECT g.key, g.message_id, g.file_id, {int(load_id)} AS load_id, g.received_at "
-                 "FROM group_keys g ANTI JOIN group_hits h ON h.file_id = g.file_id AND h.line = g.line)",
-            received_at=True)
-    hits = con.sql("SELECT file_id, line, message_id, received_at FROM group_hits").to_arrow_table()
-    if hits.num_rows:
-        # Where history's copy is this run's (its loads' rows, at the end of the key table).
-        loads = int_list((load_id, *run_loads))
-        run_copies = con.sql(f"""
-            SELECT h.file_id, h.line, s.file_id AS run_file_id, s.received_at AS run_received_at
-            FROM group_hits h
-            JOIN (SELECT key, file_id, received_at FROM {SEEN_KEYS} WHERE load_id IN ({loads})) s ON s.key = h.key
-            WHERE NOT {is_hashed_sql('h.key')}
-            UNION ALL
-            SELECT h.file_id, h.line, s.file_id, s.received_at FROM group_hits h
-            JOIN (SELECT key, message_id, file_id, received_at FROM {SEEN_TEXTS} WHERE load_id IN ({loads})) s
-              ON s.key = h.key AND s.message_id = h.message_id""").to_arrow_table()
-        hits = hits.join(run_copies, ["file_id", "line"], join_type="left outer")
-    else:
-        hits = hits.append_column("run_file_id", pa.array([], pa.int64())).append_column(
+            CREATE TEMP TABLE {hits_table} AS
+            SELECT g.* FROM {keys} g SEMI JOIN (SELECT key FROM {SEEN_KEYS}{window}) s ON s.key = g.key""")
+        if con.execute(f"SELECT count(*) FROM {hits_table} WHERE {is_hashed_sql('key')}").fetchone()[0]:
+            # In two steps, so that only the candidates' texts are read (3x faster at 10M texts):
+            # the row ids of the texts with a hit key (a scan of the key column), then those rows.
+            con.execute(f"""
+                CREATE TEMP TABLE {texts} AS
+                SELECT h.file_id, h.line, h.message_id, s.rid FROM {hits_table} h
+                JOIN (SELECT rowid AS rid, key FROM {SEEN_TEXTS}{window}) s ON s.key = h.key""")
+            con.execute(f"""
+                CREATE TEMP TABLE {confirmed} AS
+                SELECT * FROM {hits_table} WHERE NOT {is_hashed_sql('key')}
+                UNION ALL
+                SELECT g.* FROM {hits_table} g SEMI JOIN (
+                    SELECT c.file_id, c.line FROM {texts} c JOIN (
+                        SELECT t.rowid AS rid, t.message_id FROM {SEEN_TEXTS} t
+                        SEMI JOIN {texts} c ON t.rowid = c.rid) t
+                    ON t.rid = c.rid AND t.message_id = c.message_id) x
+                ON x.file_id = g.file_id AND x.line = g.line""")
+            hits_table = confirmed
+        _record(con, f"(SELECT g.key, g.message_id, g.file_id, {int(load_id)} AS load_id, g.received_at "
+                     f"FROM {keys} g ANTI JOIN {hits_table} h ON h.file_id = g.file_id AND h.line = g.line)",
+                received_at=True)
+        hits = con.sql(f"SELECT file_id, line, message_id, received_at FROM {hits_table}").to_arrow_table()
+        if hits.num_rows:
+            # Where history's copy is this run's (its loads' rows, at the end of the key table).
+            loads = int_list((load_id, *run_loads))
+            run_copies = con.sql(f"""
+                SELECT h.file_id, h.line, s.file_id AS run_file_id, s.received_at AS run_received_at
+                FROM {hits_table} h
+                JOIN (SELECT key, file_id, received_at FROM {SEEN_KEYS} WHERE load_id IN ({loads})) s ON s.key = h.key
+                WHERE NOT {is_hashed_sql('h.key')}
+                UNION ALL
+                SELECT h.file_id, h.line, s.file_id, s.received_at FROM {hits_table} h
+                JOIN (SELECT key, message_id, file_id, received_at FROM {SEEN_TEXTS} WHERE load_id IN ({loads})) s
+                  ON s.key = h.key AND s.message_id = h.message_id""").to_arrow_table()
+            return hits.join(run_copies, ["file_id", "line"], join_type="left outer")
+        return hits.append_column("run_file_id", pa.array([], pa.int64())).append_column(
             "run_received_at", pa.array([], pa.timestamp("us", tz="UTC")))
-    for table in ("group_keys", "group_hits"):
-        con.execute(f"DROP TABLE {table}")
-    con.execute(f"DELETE FROM {GROUP_TABLE}")
-    return hits
+    finally:
+        try:
+            for table in (keys, group.scratch("hits"), texts, confirmed):
+                con.execute(f"DROP TABLE IF EXISTS {table}")
+        except duckdb.TransactionException:
+            pass  # the probe failed and aborted the transaction: its ROLLBACK drops them
 
 
 def move_history(con: duckdb.DuckDBPyConnection, moved: pa.Table, *, load_id: int,

@@ -433,7 +433,7 @@ class CommitGroup:
     def __init__(self, con, config: LoadConfig, load_id: int, result: LoadResult, schema: Schema):
         self.con, self.config, self.load_id, self.result, self.schema = con, config, load_id, result, schema
         self.pending = writer.Pending()
-        self.open = False
+        self.tx: writer.OpenGroup | None = None  # the open transaction and its state
         self.changes: list[dict] = []
         self.files: dict[int, FileResult] = {}  # file id -> its counts, for the history probe
         self.run_files: dict[int, FileResult] = {}  # the same for the run's committed groups
@@ -441,18 +441,17 @@ class CommitGroup:
         self.since_load = dedup.window_start(con, config.dedup_window_days)
 
     def begin(self) -> None:
-        if not self.open:
-            writer.begin(self.con)
-            self.open = True
+        if self.tx is None:
+            self.tx = writer.begin(self.con)
 
     def full(self) -> bool:
         return self.pending.rows >= self.config.commit_every_rows or self.pending.nbytes >= GROUP_BYTES
 
     def commit(self) -> None:
-        if not self.open:
+        if self.tx is None:
             return
-        timer = self.result.timer
-        seen, earlier = writer.settle_group(self.con, self.config.schema, self.pending, load_id=self.load_id,
+        tx, timer = self.tx, self.result.timer
+        seen, earlier = writer.settle_group(tx, self.config.schema, self.pending, load_id=self.load_id,
                                             since_load=self.since_load, run_loads=self.run_loads, timer=timer)
         with timer.stage("write"):
             for file_id, counts in [*seen.items(), *earlier.items()]:
@@ -461,13 +460,13 @@ class CommitGroup:
                 state.record_seen_before(self.con, file_id, counts)
             if earlier.keys() - self.files.keys() - self.run_files.keys():
                 state.recount_loads(self.con, self.run_loads)
-            writer.refresh_state_tables(self.con, self.config.schema, self.schema)
+            writer.refresh_state_tables(self.con, self.config.schema, self.schema, touched=tx.touched)
         crash_point("before_commit")
         with timer.stage("commit"):
-            self.con.execute("COMMIT")
+            tx.commit()
         crash_point("after_commit")
         writer.release_memory()
-        self.open = False
+        self.tx = None
         self.result.schema_changes += self.changes
         self.changes = []
         self.run_files.update(self.files)
@@ -477,7 +476,7 @@ class CommitGroup:
               path: str) -> Batch:
         """WAREHOUSE_STAGES over a batch of `files` (schema changes recorded under
         `change_file_id` and, in the result, `path`) into this group."""
-        sink = WarehouseSink(self.con, self.config, self.schema, self.pending, files, load_id=self.load_id,
+        sink = WarehouseSink(self.tx, self.config, self.schema, self.pending, files, load_id=self.load_id,
                              loaded_at=loaded_at, change_file_id=change_file_id)
         batch = run(batch, WAREHOUSE_STAGES, Context(self.config, None, timer=self.result.timer, sink=sink))
         self.changes += [asdict(c) | {"path": path} for c in batch.changes]
@@ -485,12 +484,9 @@ class CommitGroup:
         return batch
 
     def rollback(self) -> None:
-        if self.open:
-            self.open = False
-            try:
-                self.con.execute("ROLLBACK")
-            except duckdb.TransactionException:
-                pass  # a failed COMMIT (disk full) already ended it: keep the real error
+        if self.tx is not None:
+            self.tx.rollback()
+            self.tx = None
         self.pending = writer.Pending()
         self.changes = []
         self.files = {}
@@ -501,19 +497,20 @@ GROUP_BYTES = 64 << 20  # typed rows held for one group's inserts: bounds memory
 
 
 class WarehouseSink:
-    """The warehouse as the stages' sink: a batch of `files` into the open transaction (rows
-    wait in `pending` for the commit group's inserts). `before_write` runs first (replay
-    removes the rejects it is about to record again)."""
+    """The warehouse as the stages' sink: a batch of `files` into the open commit group `tx`
+    (rows wait in `pending` for the group's inserts; its ids are in `tx.ids`). `before_write`
+    runs first (replay removes the rejects it is about to record again)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, config: LoadConfig, schema: Schema, pending: writer.Pending,
+    def __init__(self, tx: writer.OpenGroup, config: LoadConfig, schema: Schema, pending: writer.Pending,
                  files: list[writer.FileRef], *, load_id: int, loaded_at: dt.datetime, change_file_id: int,
                  before_write: Callable[[], None] | None = None) -> None:
-        self.con, self.config, self.schema, self.pending, self.files = con, config, schema, pending, files
+        self.tx, self.con = tx, tx.con
+        self.config, self.schema, self.pending, self.files = config, schema, pending, files
         self.load_id, self.loaded_at, self.change_file_id = load_id, loaded_at, change_file_id
         self.before_write = before_write
 
     def fresh(self, batch: Batch) -> pa.Table:
-        fresh, superseded = dedup.fresh_in_files(self.con, batch.messages, [f.file_id for f in self.files])
+        fresh, superseded = dedup.fresh_in_files(self.tx.ids, batch.messages, [f.file_id for f in self.files])
         if superseded.num_rows:  # the group's earlier copies of these become duplicates at the commit
             self.pending.superseded.append(superseded)
         return fresh

@@ -46,7 +46,7 @@ def replay(config: LoadConfig, reasons: tuple[str, ...] = DEFAULT_REASONS) -> Lo
         for file_id, path in state.rejected_files(con, reasons):
             lines, kept = state.rejected_lines(con, file_id, reasons)
             fr = FileResult(path, "loaded", lines=len(lines))
-            writer.begin(con)
+            tx = writer.begin(con)
             try:
                 pending = writer.Pending()
                 loaded_at = dt.datetime.now(dt.UTC)
@@ -56,7 +56,7 @@ def replay(config: LoadConfig, reasons: tuple[str, ...] = DEFAULT_REASONS) -> Lo
                                       "raw": pa.array([t for _, t in chunk], pa.string())})
                     # The old rejects go before the write stage records the lines rejected again.
                     sink = WarehouseSink(
-                        con, config, schema, pending, [writer.FileRef(file_id, path, len(chunk))],
+                        tx, config, schema, pending, [writer.FileRef(file_id, path, len(chunk))],
                         load_id=load_id, loaded_at=loaded_at, change_file_id=file_id,
                         before_write=lambda c=chunk, f=file_id: writer.forget_rejects(
                             con, f, [n for n, _ in c], reasons, load_id=load_id))
@@ -65,19 +65,19 @@ def replay(config: LoadConfig, reasons: tuple[str, ...] = DEFAULT_REASONS) -> Lo
                     result.schema_changes += [{**c.__dict__, "path": path} for c in batch.changes]
                     fr.add(batch, batch.counts[0])
                 seen, earlier = writer.settle_group(
-                    con, config.schema, pending, load_id=load_id,
+                    tx, config.schema, pending, load_id=load_id,
                     since_load=dedup.window_start(con, config.dedup_window_days))
                 for counts in seen.values():
                     fr.seen_before(counts)  # one file: every history hit is its own
                 for earlier_id, counts in earlier.items():  # a file replayed before in this run
                     replayed[earlier_id].seen_before(counts)
                     state.record_seen_before(con, earlier_id, counts)
-                writer.refresh_state_tables(con, config.schema, schema)
+                writer.refresh_state_tables(con, config.schema, schema, touched=tx.touched)
                 state.record_replay(con, file_id, fr.rows_loaded, fr.duplicates, fr.discards, fr.rejects - len(lines))
                 crash_point("before_commit")
-                con.execute("COMMIT")
+                tx.commit()
             except BaseException:
-                con.execute("ROLLBACK")
+                tx.rollback()
                 raise
             fr.reason = f"{kept} reject(s) kept: not UTF-8" if kept else ""
             result.files.append(fr)

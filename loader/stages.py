@@ -5,8 +5,11 @@
 
 `STAGES` is that tuple; load (`pipeline.py`), replay (`replay.py`) and the dry run all run it
 through `run`. A `Batch` carries everything a stage needs and produces as named, typed fields;
-no stage reads what another left in a database by name (the open commit group's state in the
-warehouse connection is the sink's: `dedup.GROUP_TABLE`, `writer.TOUCHED_TABLE`).
+no stage reads what another left in a database by name. The open commit group's state (the
+ids it holds, the users / accounts its identifies / groups touch) is a `writer.OpenGroup`
+that the sink is given: made by `writer.begin`, passed to every function that reads or writes
+it, ended by its COMMIT or ROLLBACK. Its temp tables are named after the group and dropped
+with it.
 
 The first five stages (`UNIT_STAGES`) need no warehouse: `run_unit_stages` runs them over one
 unit of input files (a file, or several small ones read as one batch), on a compute

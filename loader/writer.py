@@ -1,7 +1,8 @@
 """Writing: the only module that changes the warehouse (the `write` stage persists through it).
 
 A file's rows, rejects, discards, schema changes, name mappings and manifest row are written
-inside one transaction that the pipeline opens and commits (see `state.py` for the manifest).
+inside one transaction, a commit group's (`OpenGroup`: `begin` opens it with the group's
+state, the pipeline commits it; see `state.py` for the manifest).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ CREATE TABLE IF NOT EXISTS _loader.violations (
     expected VARCHAR, action VARCHAR, recorded_at TIMESTAMPTZ);
 ALTER TABLE _loader.loads ADD COLUMN IF NOT EXISTS stage_seconds JSON;
 ALTER TABLE _loader.loads ADD COLUMN IF NOT EXISTS seconds_by_stage JSON;
+-- how many root objects took each shaping path (single, fast, careful), as in --json
+ALTER TABLE _loader.loads ADD COLUMN IF NOT EXISTS shape_paths JSON;
 """
 
 
@@ -191,7 +194,7 @@ class Pending:
     # (file_id, line) of pending rows that a later, earlier-received copy superseded
     superseded: list[pa.Table] = field(default_factory=list)
     # (state, k): the users / accounts keys the group's identifies / groups change, written
-    # to TOUCHED_TABLE with the inserts (one statement per group, not one per slice)
+    # to the group's `touched` table with the inserts (one statement per group, not one per slice)
     touched: list[pa.Table] = field(default_factory=list)
     # (kind, table, original, name) already in _loader.name_map: the committed groups' and
     # the open one's (a rollback starts a new Pending), so a batch writes only new names
@@ -308,7 +311,7 @@ class SeenBefore:
     violations: int = 0
 
 
-def flush(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, hits: pa.Table, *,
+def flush(group: OpenGroup, schema_name: str, pending: Pending, hits: pa.Table, *,
           load_id: int) -> dict[int, SeenBefore]:
     """Insert everything pending except the rows `hits` (file_id, line: the group's probe of
     history, `dedup.probe_history`) says were loaded before, and those a later copy in the
@@ -316,30 +319,30 @@ def flush(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, hi
     what was loaded before or superseded (duplicates now)."""
     hits = pa.concat_tables([hits.select(["file_id", "line"]), *pending.superseded]) if pending.superseded else hits
     seen = _drop_seen_before(pending, hits) if hits.num_rows else {}
-    _insert_pending(con, schema_name, pending, load_id=load_id)
+    _insert_pending(group, schema_name, pending, load_id=load_id)
     return seen
 
 
-def settle_group(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *, load_id: int,
+def settle_group(group: OpenGroup, schema_name: str, pending: Pending, *, load_id: int,
                  since_load: int | None, run_loads: tuple[int, ...] = (), timer: StageTimer | None = None,
                  ) -> tuple[dict[int, SeenBefore], dict[int, SeenBefore]]:
-    """A commit group's exactly-once work, in its transaction: one probe of history; among
+    """The open `group`'s exactly-once work, in its transaction: one probe of history; among
     this run's copies (`load_id` and the interrupted `run_loads` it continues) the earliest
     receivedAt wins, so committed copies that the group's earlier-received ones supersede are
     removed; then the insert of what stays. Returns, per file id, what the group's files lose
     to history or to a superseding copy, and what files loaded earlier in the run lose."""
-    loads = (load_id, *run_loads)
+    con, loads = group.con, (load_id, *run_loads)
     with maybe(timer, "dedup"):
-        hits = dedup.probe_history(con, load_id=load_id, since_load=since_load, run_loads=run_loads)
+        hits = dedup.probe_history(group.ids, load_id=load_id, since_load=since_load, run_loads=run_loads)
         superseding = _superseding(con, schema_name, hits, loads)
-        earlier = remove_superseded(con, schema_name, superseding, loads)
+        earlier = remove_superseded(group, schema_name, superseding, loads)
         if superseding.num_rows:
             dedup.move_history(con, superseding, load_id=load_id, run_loads=run_loads)
             hits = hits.join(superseding.select(["file_id", "line"]).append_column(
                 "won", pa.repeat(pa.scalar(True), superseding.num_rows)), ["file_id", "line"], join_type="left outer")
             hits = hits.filter(pc.is_null(hits["won"]))
     with maybe(timer, "write"):
-        return flush(con, schema_name, pending, hits.select(["file_id", "line"]), load_id=load_id), earlier
+        return flush(group, schema_name, pending, hits.select(["file_id", "line"]), load_id=load_id), earlier
 
 
 def _superseding(con: duckdb.DuckDBPyConnection, schema_name: str, hits: pa.Table,
@@ -373,7 +376,7 @@ def _superseding(con: duckdb.DuckDBPyConnection, schema_name: str, hits: pa.Tabl
         con.unregister("superseding_candidates")
 
 
-def remove_superseded(con: duckdb.DuckDBPyConnection, schema_name: str, superseded: pa.Table,
+def remove_superseded(group: OpenGroup, schema_name: str, superseded: pa.Table,
                       loads: tuple[int, ...]) -> dict[int, SeenBefore]:
     """Delete the rows that this run's `loads` committed and later-arriving, earlier-received
     copies supersede (message_id, run_file_id: the committed copy's file, tbl: its table),
@@ -381,6 +384,7 @@ def remove_superseded(con: duckdb.DuckDBPyConnection, schema_name: str, supersed
     Returns per file id what moves from its loaded rows to its duplicates."""
     if not superseded.num_rows:
         return {}
+    con = group.con
     seen: dict[int, SeenBefore] = {}
     in_run = f"load_id IN ({int_list(loads)})"
     con.register("superseded_rows", superseded)
@@ -389,7 +393,7 @@ def remove_superseded(con: duckdb.DuckDBPyConnection, schema_name: str, supersed
             ids = f"{in_run} AND id IN (SELECT message_id FROM superseded_rows WHERE tbl = {literal(tbl)})"
             for state, (source, key, _) in STATE_TABLES.items():
                 if tbl == source:  # the refresh must also see the user/account the old copy set
-                    con.execute(f"INSERT INTO {TOUCHED_TABLE} SELECT {literal(state)}, {ident(key)} "
+                    con.execute(f"INSERT INTO {group.touched} SELECT {literal(state)}, {ident(key)} "
                                 f"FROM {table_ref(schema_name, tbl)} WHERE {ids} AND {ident(key)} IS NOT NULL")
             con.execute(f"DELETE FROM {table_ref(schema_name, tbl)} WHERE {ids}")
             if tbl not in CALL_TABLES.values():  # a track: `tracks` holds it too
@@ -407,7 +411,8 @@ def remove_superseded(con: duckdb.DuckDBPyConnection, schema_name: str, supersed
     return seen
 
 
-def _insert_pending(con: duckdb.DuckDBPyConnection, schema_name: str, pending: Pending, *, load_id: int) -> None:
+def _insert_pending(group: OpenGroup, schema_name: str, pending: Pending, *, load_id: int) -> None:
+    con = group.con
     with one_thread(con):
         for table in list(pending.tables):
             # Each table's rows leave `pending` as they go in, so that the group's rows are
@@ -428,7 +433,7 @@ def _insert_pending(con: duckdb.DuckDBPyConnection, schema_name: str, pending: P
         con.unregister("batch_discards")
     if pending.touched:
         con.register("touched_keys", pa.concat_tables(pending.touched))
-        con.execute(f"INSERT INTO {TOUCHED_TABLE} SELECT state, k FROM touched_keys")
+        con.execute(f"INSERT INTO {group.touched} SELECT state, k FROM touched_keys")
         con.unregister("touched_keys")
     if pending.violations:
         con.register("batch_violations", pa.concat_tables(pending.violations))
@@ -566,11 +571,6 @@ def write_rejections(
     con.unregister("batch_rejects")
 
 
-# Temp: the users / accounts keys the open transaction's identifies / groups change (written
-# with the group's inserts, read by refresh_state_tables at the group's commit).
-TOUCHED_TABLE = "touched"
-
-
 def _note_touched_state(pending: Pending, slice_: TableSlice, keep: pa.Array | None) -> None:
     """Remember which users / accounts this file's identifies / groups change."""
     for state, (source, key, _) in STATE_TABLES.items():
@@ -582,16 +582,56 @@ def _note_touched_state(pending: Pending, slice_: TableSlice, keep: pa.Array | N
                                                  "k": keys.cast(pa.string())}))
 
 
-def begin(con: duckdb.DuckDBPyConnection) -> None:
+@dataclass
+class OpenGroup:
+    """One open commit group's transaction and the state it holds in the warehouse
+    connection: the ids it holds (`ids`, dedup.GroupState) and the users / accounts keys its
+    identifies / groups change (`touched`: a temp table of (state, k), written with the
+    group's inserts, read by `refresh_state_tables`). Made by `begin`, handed to every
+    function that reads or writes that state, ended by `commit` or `rollback`; the temp
+    tables' names are unique per group and the tables are gone once it ends."""
+
+    con: duckdb.DuckDBPyConnection
+    ids: dedup.GroupState
+    touched: str  # temp table name, unique per group
+    open: bool = True
+
+    def close(self) -> None:
+        """Drop the group's temp tables, in its transaction (a COMMIT then keeps none)."""
+        self.ids.close()
+        self.con.execute(f"DROP TABLE IF EXISTS {self.touched}")
+
+    def commit(self) -> None:
+        self.close()
+        self.open = False
+        self.con.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """ROLLBACK, which drops the temp tables made in the transaction. A failed COMMIT
+        (disk full) already ended it: the real error is the one to keep."""
+        if self.open:
+            self.open = False
+            self.ids.closed = True
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.TransactionException:
+                pass
+
+
+def begin(con: duckdb.DuckDBPyConnection) -> OpenGroup:
+    """Open a commit group: its transaction and its own temp tables."""
     con.execute("BEGIN TRANSACTION")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_TABLE} (state VARCHAR, k VARCHAR)")
-    dedup.begin_group(con)
+    ids = dedup.begin_group(con)
+    touched = ids.scratch("touched")
+    con.execute(f"CREATE TEMP TABLE {touched} (state VARCHAR, k VARCHAR)")
+    return OpenGroup(con, ids, touched)
 
 
-def refresh_state_tables(con: duckdb.DuckDBPyConnection, schema_name: str, schema: Schema) -> None:
-    """Recompute the `users` / `accounts` rows whose identifies/groups this file added: per
-    column, the latest non-null value by event time (then receipt time, then id), so the
-    result does not depend on the order in which files were loaded."""
+def refresh_state_tables(con: duckdb.DuckDBPyConnection, schema_name: str, schema: Schema, *, touched: str) -> None:
+    """Recompute the `users` / `accounts` rows whose identifies/groups changed: the keys in
+    the temp table `touched` (state, k; `OpenGroup.touched`). Per column, the latest non-null
+    value by event time (then receipt time, then id), so the result does not depend on the
+    order in which files were loaded."""
     for state, (source, key, left_out) in STATE_TABLES.items():
         if state not in schema or source not in schema:
             continue
@@ -603,13 +643,13 @@ def refresh_state_tables(con: duckdb.DuckDBPyConnection, schema_name: str, schem
         rank = ident(RANK_COLUMN)
         picks = [f"max_by(s.{ident(c)}, s.{rank}) FILTER (WHERE s.{ident(c)} IS NOT NULL)" for c in cols]
         target = table_ref(schema_name, state)
-        touched = f"(SELECT k FROM {TOUCHED_TABLE} WHERE state = {literal(state)})"
-        con.execute(f"DELETE FROM {target} WHERE id IN {touched}")
+        keys = f"(SELECT k FROM {touched} WHERE state = {literal(state)})"
+        con.execute(f"DELETE FROM {target} WHERE id IN {keys}")
         con.execute(
             f"INSERT INTO {target} (id{''.join(', ' + ident(c) for c in cols)}) "
             f"SELECT s.{ident(key)}{''.join(', ' + p for p in picks)} "
             f"FROM (SELECT *, row_number() OVER (ORDER BY \"timestamp\" ASC NULLS LAST, received_at ASC NULLS LAST, "
-            f"id ASC NULLS LAST) AS {rank} FROM {src} WHERE {ident(key)} IN {touched}) s "
+            f"id ASC NULLS LAST) AS {rank} FROM {src} WHERE {ident(key)} IN {keys}) s "
             f"GROUP BY s.{ident(key)}"
         )
 

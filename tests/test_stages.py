@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from loader import load, writer
+from loader import dedup, load, writer
 from loader.cast import cast_values
 from loader.config import LoadConfig
 from loader.normalize import (
@@ -528,14 +528,14 @@ def test_dedup_stage_keeps_only_messages_new_to_the_group():
     con = writer.connect(":memory:")
     try:
         writer.ensure_metadata(con, "segment")
-        writer.begin(con)
+        tx = writer.begin(con)
         pending = writer.Pending()
         schema: dict = {}
         typing = fixture_lines(track(9, amount=1))  # amount becomes a BIGINT column
         lines = fixture_lines(track(1, amount="abc"), track(2, amount=3), track(3, amount=4))
         counts = []
         for file_id, batch_lines in ((1, typing), (2, lines), (3, lines)):
-            sink = WarehouseSink(con, LoadConfig(), schema, pending,
+            sink = WarehouseSink(tx, LoadConfig(), schema, pending,
                                  [writer.FileRef(file_id, f"f{file_id}", batch_lines.num_rows)],
                                  load_id=1, loaded_at=dt.datetime.now(UTC), change_file_id=file_id)
             batch = warehouse_stages(unit_stages(batch_lines), sink)
@@ -545,6 +545,93 @@ def test_dedup_stage_keeps_only_messages_new_to_the_group():
         assert schema["order_completed"]["amount"] == "BIGINT"
         assert counts == [[(1, 0, 0)], [(3, 0, 1)], [(0, 3, 0)]]
         assert [d["file_id"].to_pylist() for d in pending.discards] == [[2]]
+    finally:
+        con.close()
+
+
+def temp_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return sorted(r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall())
+
+
+def write_into(tx: writer.OpenGroup, schema: dict, pending: writer.Pending, file_id: int, lines: pa.Table) -> Batch:
+    """WAREHOUSE_STAGES over fixture lines, as file `file_id` of the open group `tx`."""
+    sink = WarehouseSink(tx, LoadConfig(), schema, pending, [writer.FileRef(file_id, f"f{file_id}", lines.num_rows)],
+                         load_id=1, loaded_at=dt.datetime.now(UTC), change_file_id=file_id)
+    return warehouse_stages(unit_stages(lines), sink)
+
+
+def identify(i: int, user: str, **traits) -> dict:
+    return {"messageId": f"i{i}", "type": "identify", "userId": user, "receivedAt": "2024-03-01T10:00:00Z",
+            "traits": traits}
+
+
+def test_a_commit_group_owns_its_state_and_leaves_no_temp_table():
+    """A group's state (its ids, the users its identifies touch) lives in temp tables named
+    after the group and handed to whatever reads them; its probe of history drops its own
+    tables, and once it commits none is left. The next group starts empty: its copies of the
+    committed ids are found by the probe of history, not in the group."""
+    con = writer.connect(":memory:")
+    try:
+        writer.ensure_metadata(con, "segment")
+        schema: dict = {}
+        lines = fixture_lines(track(1), track(2), identify(3, "u1", plan="pro"))
+        tx, pending = writer.begin(con), writer.Pending()
+        first = write_into(tx, schema, pending, 1, lines)
+        assert [(c.loaded, c.duplicates) for c in first.counts] == [(3, 0)]
+        assert temp_tables(con) == sorted([tx.ids.table, tx.touched])
+        seen, earlier = writer.settle_group(tx, "segment", pending, load_id=1, since_load=None)
+        assert (seen, earlier) == ({}, {})
+        assert temp_tables(con) == sorted([tx.ids.table, tx.touched])  # the probe's own are gone
+        writer.refresh_state_tables(con, "segment", schema, touched=tx.touched)
+        tx.commit()
+        assert temp_tables(con) == []
+        assert con.execute("SELECT id, plan FROM segment.users").fetchall() == [("u1", "pro")]
+
+        again, pending = writer.begin(con), writer.Pending()
+        assert again.ids.table != tx.ids.table and again.touched != tx.touched
+        second = write_into(again, schema, pending, 2, lines)
+        assert [(c.loaded, c.duplicates) for c in second.counts] == [(3, 0)]  # new to this group
+        seen, _ = writer.settle_group(again, "segment", pending, load_id=1, since_load=None)
+        assert seen[2].rows == 3  # ... and all in history
+        again.commit()
+        assert temp_tables(con) == []
+        assert con.execute("SELECT count(*) FROM segment.tracks").fetchone() == (2,)
+    finally:
+        con.close()
+
+
+def test_two_group_states_do_not_see_each_other():
+    con = duckdb.connect()
+    try:
+        one, two = dedup.begin_group(con), dedup.begin_group(con)
+        messages = pa.table({"line_no": pa.array([1, 2], pa.int64()), "message_id": ["m1", "m2"],
+                             "received_at": pa.array([dt.datetime(2024, 3, 1, tzinfo=UTC)] * 2,
+                                                     pa.timestamp("us", tz="UTC"))})
+        assert dedup.fresh_in_group(one, messages, file_id=1)[0].num_rows == 2
+        assert dedup.fresh_in_group(two, messages, file_id=2)[0].num_rows == 2  # one's ids are not two's
+        assert dedup.fresh_in_group(one, messages, file_id=3)[0].num_rows == 0  # one still holds them
+        one.close()
+        assert temp_tables(con) == [two.table]
+    finally:
+        con.close()
+
+
+def test_a_rolled_back_groups_ids_are_not_in_the_next_groups_state():
+    con = writer.connect(":memory:")
+    try:
+        writer.ensure_metadata(con, "segment")
+        messages = pa.table({"line_no": pa.array([1, 2], pa.int64()), "message_id": ["m1", "m2"],
+                             "received_at": pa.array([None, None], pa.timestamp("us", tz="UTC"))})
+        failed = writer.begin(con)
+        assert dedup.fresh_in_files(failed.ids, messages, [1])[0].num_rows == 2
+        failed.rollback()
+        assert temp_tables(con) == []
+        tx = writer.begin(con)
+        fresh, superseded = dedup.fresh_in_files(tx.ids, messages, [2])
+        assert (fresh.num_rows, superseded.num_rows) == (2, 0)
+        assert dedup.probe_history(tx.ids, load_id=1).num_rows == 0  # nor in history
+        tx.commit()
+        assert temp_tables(con) == []
     finally:
         con.close()
 
