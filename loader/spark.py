@@ -763,7 +763,8 @@ def _state_tables(con, lake: Path, staging: Path, loads: set[int], final: Schema
         con.execute("CREATE OR REPLACE TEMP TABLE touched (state VARCHAR, k VARCHAR)")
         con.execute(f"INSERT INTO touched SELECT DISTINCT {literal(state_table)}, {ident(key)} "
                     f"FROM {table_ref(schema_name, source)} WHERE {ident(key)} IS NOT NULL")
-        writer.refresh_state_tables(con, schema_name, {state_table: final[state_table], source: cols})
+        writer.refresh_state_tables(con, schema_name, {state_table: final[state_table], source: cols},
+                                    touched="touched")
         target = lake / schema_name / state_table / "part.parquet"
         tmp = staging / "replace" / schema_name / state_table / "part.parquet"
         _copy(con, f"SELECT * FROM {table_ref(schema_name, state_table)}", tmp)
