@@ -171,8 +171,10 @@ def finish_load(con: duckdb.DuckDBPyConnection, load_id: int, status: str, total
         ],
     )
     if totals.get("stage_seconds") is not None:  # where the time went (loader/timing.py)
-        con.execute("UPDATE _loader.loads SET stage_seconds = ?, seconds_by_stage = ? WHERE load_id = ?",
-                    [json.dumps(totals["stage_seconds"]), json.dumps(totals.get("seconds_by_stage") or {}), load_id])
+        con.execute("UPDATE _loader.loads SET stage_seconds = ?, seconds_by_stage = ?, shape_paths = ? "
+                    "WHERE load_id = ?",
+                    [json.dumps(totals["stage_seconds"]), json.dumps(totals.get("seconds_by_stage") or {}),
+                     json.dumps(totals.get("shape_paths") or {}), load_id])
 
 
 def record_names(con: duckdb.DuckDBPyConnection, mappings: list, load_id: int,

@@ -6,8 +6,9 @@ import random
 import time
 from pathlib import Path
 
+import duckdb
 import pyarrow.compute as pc
-from conftest import event, query, run_load, table_snapshot, write_ndjson
+from conftest import cli, event, query, run_load, table_snapshot, write_ndjson
 
 from loader import LoadConfig
 from loader.batch import plan_units
@@ -142,3 +143,24 @@ def test_shaping_paths_are_counted_once_per_root_and_batch(tmp_path):
         "shape_paths"]
     assert 2 <= paths["careful"] <= 2 * READERS  # at most every reader's first batch, both roots
     assert paths["single"] >= 2 and "fast" not in paths and sum(paths.values()) % 2 == 0  # two roots per batch
+
+
+def test_shaping_paths_are_kept_in_the_loads_table_and_older_warehouses_get_the_column(tmp_path):
+    """`_loader.loads.shape_paths` holds the counts `--json` prints; a warehouse made before the
+    column existed gets it on its next run (its old rows NULL: not known)."""
+    db = tmp_path / "w.duckdb"
+    first = streaming_files(tmp_path / "a", n_files=2)
+    printed = json.loads(cli("load", *map(str, first), "--db", str(db), "--json").stdout)["shape_paths"]
+    assert sum(printed.values()) >= 2
+    assert [json.loads(p) for (p,) in query(db, "SELECT shape_paths FROM _loader.loads")] == [printed]
+
+    con = duckdb.connect(str(db))  # as a loader before the column left it
+    try:
+        con.execute("ALTER TABLE _loader.loads DROP COLUMN shape_paths")
+    finally:
+        con.close()
+    result = run_load(streaming_files(tmp_path / "b", n_files=2, lines=310), db, batch_bytes=2_000)  # not the same files
+    paths = result.summary()["shape_paths"]
+    assert sum(paths.values()) >= 4  # two roots for each of at least two batches
+    stored = query(db, "SELECT load_id, shape_paths FROM _loader.loads ORDER BY load_id")
+    assert [(load_id, p if p is None else json.loads(p)) for load_id, p in stored] == [(1, None), (2, paths)]
