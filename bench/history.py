@@ -157,17 +157,17 @@ def probe_cost(sizes: list[int], groups: list[int], repeat: int) -> list[dict]:
         for group, since in [(g, None) for g in groups] + [(groups[0], int(0.9 * size / 30000))]:
             times, cpu = [], []
             for _ in range(repeat):
-                group = writer.begin(con)
+                tx = writer.begin(con)
                 # the group: new UUIDs, 1 % of them already in history (hashed ids: their
                 # texts are read to confirm)
-                con.execute(f"""INSERT INTO {group.ids.table} (message_id, file_id, line) SELECT CASE WHEN i % 100 = 0
+                con.execute(f"""INSERT INTO {tx.ids.table} (message_id, file_id, line) SELECT CASE WHEN i % 100 = 0
                     THEN 'ajs-next-' || (i * 3 + 2) ELSE gen_random_uuid()::VARCHAR END, 0, i
                     FROM range({group}) t(i)""")
                 t, c = time.perf_counter(), time.process_time()
-                hits = dedup.probe_history(group.ids, load_id=1 << 40, since_load=since)
+                hits = dedup.probe_history(tx.ids, load_id=1 << 40, since_load=since)
                 times.append(time.perf_counter() - t)
                 cpu.append(time.process_time() - c)  # all threads: less sensitive to other load
-                group.rollback()
+                tx.rollback()
                 if since is None:  # the hits are old ids: outside a window
                     assert hits.num_rows == len(range(0, group, 100)), hits.num_rows
             row = {"history": size, "group": group, "window": since is not None, "probe_ms": round(median(times) * 1000, 1),
