@@ -603,12 +603,12 @@ class OpenGroup:
 
     def commit(self) -> None:
         self.close()
-        self.open = False
         self.con.execute("COMMIT")
+        self.open = False  # only now: after a failed COMMIT, `rollback` still ends the transaction
 
     def rollback(self) -> None:
-        """ROLLBACK, which drops the temp tables made in the transaction. A failed COMMIT
-        (disk full) already ended it: the real error is the one to keep."""
+        """ROLLBACK, which drops the temp tables made in the transaction. When a failed
+        COMMIT (disk full) already ended the transaction, the COMMIT's error is the one to keep."""
         if self.open:
             self.open = False
             self.ids.closed = True
