@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from dbt_helpers import REPO, copy_db, run_dbt
+from dbt_helpers import REPO, copy_db, query, run_dbt
 
 pytestmark = pytest.mark.slow
 
@@ -207,20 +207,12 @@ def test_full_refresh_rebuilds_the_table(built):
     assert (columns, comment) == (DOCUMENTED, "One row per id.")
 
 
-def rows(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def test_a_table_is_rebuilt_in_place_and_a_failed_build_keeps_the_old_one(built):
     root, db = built
     execute(db, "insert into raw.src values (8, 80, 2)")
     _, log = dbt(root, db, "table", select="totals history")
-    assert rows(db, "select * from main.totals") == [(3, 110)]
-    assert rows(db, """select t.comment, c.comment from duckdb_tables() t join duckdb_columns() c
+    assert query(db, "select * from main.totals") == [(3, 110)]
+    assert query(db, """select t.comment, c.comment from duckdb_tables() t join duckdb_columns() c
         using (database_name, schema_name, table_name) where table_name = 'totals'
         order by c.column_index""") == [("Totals.", "Rows of raw.src."), ("Totals.", None)]
     # in place: the old table dropped inside the model's transaction, nothing renamed or left over
@@ -228,11 +220,11 @@ def test_a_table_is_rebuilt_in_place_and_a_failed_build_keeps_the_old_one(built)
     assert '"totals__dbt_tmp"' not in log and "totals__dbt_backup" not in log
     # a model reading {{ this }} keeps the rename path and so still sees its old rows
     assert '"history__dbt_tmp" rename to' in log
-    assert sorted(rows(db, "select * from main.history")) == [(2,), (3,)]
+    assert sorted(query(db, "select * from main.history")) == [(2,), (3,)]
     # a build that fails at run time rolls back: the old table and its rows stay
     execute(db, "insert into raw.src values (9, 90, 3)")
     result, _ = dbt(root, db, "broken", check=False, select="totals", **{"break": True})
     assert result.returncode != 0 and "boom" in result.output
-    assert rows(db, "select * from main.totals") == [(3, 110)]
-    assert rows(db, """select table_name from duckdb_tables()
+    assert query(db, "select * from main.totals") == [(3, 110)]
+    assert query(db, """select table_name from duckdb_tables()
         where table_name like 'totals%' order by 1""") == [("totals",)]
