@@ -4,7 +4,7 @@
   after the new rows are in the temporary table, dbt asks DuckDB for the columns of the
   temporary table and of the stored one (on_schema_change), and persist_docs then comments
   the table, asks for its columns twice and comments each documented column: about six
-  statements, each with dbt's own Python, for the 8 incremental models of this project on every
+  statements, each with dbt's own Python, for each incremental model of this project on every
   hourly run although the columns and the comments change only with the project. Here one
   catalog query (segment_incremental_catalog) reads both tables' columns and the stored
   comments; when the two tables have the same columns (names and types: what dbt's

@@ -2,16 +2,15 @@
   The table materialization on DuckDB: dbt-duckdb's own (1.11.1,
   macros/materializations/table.sql) with one change. dbt-duckdb builds the new table as
   <table>__dbt_tmp, looks up the old one's indexes, renames the old one to <table>__dbt_backup
-  and the new one into place, commits, then drops the backup in a transaction of its own: five
-  statements around the CREATE for each of the 12 tables of this project on every run (the
-  drop of the backup often waits for DuckDB's automatic checkpoint).
-  dbt-duckdb already has a path that drops the old table inside the model's transaction and
-  creates the new one under its final name (build_in_place, for tables with foreign keys, with
-  dbt-duckdb's own drop_relation_for_rebuild); here every stored table takes it, so the swap is
-  one DROP in the same transaction and no backup is left to drop: a failed build rolls back to
-  the old table as before. A
-  model whose SQL reads its own table ({{ this }}), a view in the table's place, a first build
-  and DuckLake's pre-1.5.3 workarounds keep dbt-duckdb's rename path.
+  and the new one into place, commits, then drops the backup in a transaction of its own: four
+  statements around the CREATE for each table of this project on every run (the drop of the
+  backup often waits for DuckDB's automatic checkpoint). dbt-duckdb already has a path that
+  drops the old table inside the model's transaction and creates the new one under its final
+  name (build_in_place, for tables with foreign keys, with dbt-duckdb's own
+  drop_relation_for_rebuild); here every stored table takes it, so the swap is one DROP in the
+  same transaction and no backup is left to drop: a failed build rolls back to the old table
+  as before. A model whose SQL reads its own table ({{ this }}), a view in the table's place, a
+  first build and DuckLake's pre-1.5.3 workarounds keep dbt-duckdb's rename path.
 -#}
 {% materialization table, adapter="duckdb", supported_languages=['sql', 'python'] %}
 
