@@ -17,10 +17,10 @@
   plain Parquet).
 -#}
 {%- set replaceable = segment_rows_replaceable() %}
+{#- append: the pre_hook deleted every row the build writes again, no delete by key needed -#}
 {{ config(
     materialized=('incremental' if replaceable else 'table'),
-    unique_key=['id_type', 'id_value'],
-    incremental_strategy=(segment_incremental_strategy() if replaceable else none),
+    incremental_strategy=('append' if replaceable else none),
     on_schema_change='append_new_columns',
     pre_hook="{{ segment_identity_graph_delete_changed(ref('int_identifiers_mapped_to_persons')) }}",
 ) }}
