@@ -275,25 +275,3 @@ where changed_by_run < {{ segment_run_marker() }}
 {% macro segment_drop_identity_scope() -%}
 {%- do adapter.drop_relation(segment_components_table('scope')) -%}
 {%- endmacro %}
-
-{#
-  pre_hook of identity_graph (incremental): delete the rows whose identifier has no row in
-  the person map `map` older than this table's newest row (the map rewrote it, or it is
-  gone); the build then adds the map's rows written since. No-op on a full build.
-#}
-{% macro segment_identity_graph_delete_changed(map) -%}
-{%- if is_incremental() -%}
-{%- set built = segment_newest_marker(this) -%}
-delete from {{ this }}
-where not (
-    (id_type = 'user' and id_value in (
-        select identifier from {{ map }}
-        where identifier_type = 'user' and changed_by_run <= {{ built }}))
-    or (id_type = 'anonymous' and id_value in (
-        select identifier from {{ map }}
-        where identifier_type = 'anonymous' and changed_by_run <= {{ built }}))
-)
-{%- else -%}
-select 1
-{%- endif -%}
-{%- endmacro %}
