@@ -441,9 +441,10 @@ def _load(files: list[InputFile], config: LoadConfig, lake_dir: Path, spark, sta
     history = history_files(lake_dir, loads, _window_start(lake_dir, loads, config))
     if dry:
         # The tasks' scratch (message ids, losers) on the filesystem every executor sees, but
-        # outside the lake: beside it, removed at the end.
-        lake_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{lake_dir.name}-dry-run-", dir=lake_dir.parent))
+        # outside the lake: beside it (in its nearest existing ancestor when the lake's folder
+        # does not exist yet, so that no folder is made), removed at the end.
+        beside = next(p for p in lake_dir.parents if p.is_dir())
+        staging = Path(tempfile.mkdtemp(prefix=f".{lake_dir.name}-dry-run-", dir=beside))
     else:
         staging = lake_dir / "_staging" / str(load_id)
         staging.mkdir(parents=True)

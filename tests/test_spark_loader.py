@@ -272,9 +272,9 @@ def test_dry_run_writes_nothing_and_counts_what_the_load_then_does(tmp_path, spa
     bad = tmp_path / "in" / "bad.ndjson"
     bad.write_text("\n".join([*(json.dumps(event(900 + i)) for i in range(9)), "{not json"]) + "\n")
     lake = tmp_path / "lake"
-    # no lake yet: none is made, and the counts are the first load's
-    fresh = load_spark([str(paths[0])], LoadConfig(dry_run=True), str(lake), spark)
-    assert not lake.exists() and [p.name for p in tmp_path.iterdir()] == ["in"]
+    # no lake yet, nor its parent folders: none is made, and the counts are the first load's
+    fresh = load_spark([str(paths[0])], LoadConfig(dry_run=True), str(tmp_path / "not" / "yet" / "lake"), spark)
+    assert [p.name for p in tmp_path.iterdir()] == ["in"]
     first = load_spark([str(paths[0])], LoadConfig(), str(lake), spark)  # its ids come again in paths[1]
     assert file_counts(first) == file_counts(fresh) and first.summary()["rows_loaded"] > 0
     before, around = snapshot(lake), sorted(p.name for p in tmp_path.iterdir())
