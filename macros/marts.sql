@@ -24,8 +24,16 @@
   touch). `persons`, when given, is a relation or CTE with a column person_id: only
   those persons. See models/marts/users.sql for why these inputs are complete.
 #}
+{#
+  The condition on a person_id column that keeps `persons` (a relation or CTE with a column
+  person_id), or every person when none: appended to `where <column>`.
+#}
+{% macro segment_persons_filter(persons) -%}
+{{- (' in (select person_id from ' ~ persons ~ ')') if persons else ' is not null' -}}
+{%- endmacro %}
+
 {% macro segment_person_fingerprints(persons=none) -%}
-{%- set only = (' in (select person_id from ' ~ persons ~ ')') if persons else ' is not null' -%}
+{%- set only = segment_persons_filter(persons) -%}
 select
     ids.person_id,
     {{ segment_columns_hash(['ids.identifier_count', 'ids.identifiers_fingerprint', 'ev.message_count',
@@ -85,7 +93,7 @@ left join (
             'gross_total', 'refunded_amount', 'net_total', 'reporting_currency', 'reporting_gross_total',
             'reporting_refunded_amount', 'reporting_net_total']) }}) as orders_fingerprint
     from {{ ref('orders') }}
-    where person_id{{ (' in (select person_id from ' ~ persons ~ ')') if persons else ' is not null' }}
+    where person_id{{ segment_persons_filter(persons) }}
     group by person_id
 {%- endmacro %}
 
